@@ -1,0 +1,215 @@
+//! The dataset: the corpus as token ids, split 90% / 10% into train and eval, and random batches.
+
+use crate::tokenizer::Tokenizer;
+use candle_core::{Device, Tensor};
+use rand::Rng;
+
+/// Fraction of the tokens used for training; the rest is the eval split.
+pub const TRAIN_FRACTION: f64 = 0.9;
+
+/// The corpus, tokenized and split.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub tokenizer: Tokenizer,
+    /// The first 90% of the tokens.
+    pub train: Vec<u32>,
+    /// The last 10%.
+    pub eval: Vec<u32>,
+}
+
+impl Dataset {
+    /// Loads tiny Shakespeare (see [`crate::corpus::load`]) and splits it.
+    pub fn load() -> Result<Self, crate::corpus::CorpusError> {
+        Ok(Self::from_text(&crate::corpus::load()?))
+    }
+
+    /// Tokenizes any text with its own vocabulary and splits it.
+    pub fn from_text(text: &str) -> Self {
+        let tokenizer = Tokenizer::from_text(text);
+        let tokens = tokenizer
+            .encode(text)
+            .expect("every character of a text is in that text's vocabulary");
+        let (train, eval) = split(&tokens);
+        Self {
+            tokenizer,
+            train: train.to_vec(),
+            eval: eval.to_vec(),
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.vocab_size()
+    }
+
+    /// One of the two splits by name.
+    pub fn split(&self, which: Split) -> &[u32] {
+        match which {
+            Split::Train => &self.train,
+            Split::Eval => &self.eval,
+        }
+    }
+}
+
+/// Which part of the corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Eval,
+}
+
+/// The first 90% of `tokens` and the rest (the challenge's `int(0.9 * len)`).
+pub fn split(tokens: &[u32]) -> (&[u32], &[u32]) {
+    let n = (TRAIN_FRACTION * tokens.len() as f64) as usize;
+    tokens.split_at(n)
+}
+
+/// Batches cannot be drawn from this split with this block size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error(
+        "block_size {block_size} needs at least {} tokens in the split, which has only {len}; \
+         use a smaller block size", block_size + 1
+    )]
+    TooShort { block_size: usize, len: usize },
+    #[error(
+        "batch_size and block_size must be at least 1 (got batch {batch_size}, block {block_size})"
+    )]
+    Empty {
+        batch_size: usize,
+        block_size: usize,
+    },
+}
+
+/// A batch as plain token ids, row-major: `x[i * block_size + j]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub x: Vec<u32>,
+    pub y: Vec<u32>,
+    pub batch_size: usize,
+    pub block_size: usize,
+}
+
+impl Batch {
+    /// Draws `batch_size` windows of `block_size` tokens, starting uniformly in
+    /// `[0, len - block_size)`; `y` is each window shifted by one token.
+    pub fn sample<R: Rng + ?Sized>(
+        rng: &mut R,
+        data: &[u32],
+        batch_size: usize,
+        block_size: usize,
+    ) -> Result<Self, BatchError> {
+        if batch_size == 0 || block_size == 0 {
+            return Err(BatchError::Empty {
+                batch_size,
+                block_size,
+            });
+        }
+        if data.len() <= block_size {
+            return Err(BatchError::TooShort {
+                block_size,
+                len: data.len(),
+            });
+        }
+        let mut x = Vec::with_capacity(batch_size * block_size);
+        let mut y = Vec::with_capacity(batch_size * block_size);
+        for _ in 0..batch_size {
+            let start = rng.random_range(0..data.len() - block_size);
+            x.extend_from_slice(&data[start..start + block_size]);
+            y.extend_from_slice(&data[start + 1..start + 1 + block_size]);
+        }
+        Ok(Self {
+            x,
+            y,
+            batch_size,
+            block_size,
+        })
+    }
+
+    /// `(x, y)` as `u32` tensors of shape (batch_size, block_size).
+    pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let shape = (self.batch_size, self.block_size);
+        Ok((
+            Tensor::from_slice(&self.x, shape, device)?,
+            Tensor::from_slice(&self.y, shape, device)?,
+        ))
+    }
+}
+
+/// The challenge's `get_batch`: `x`, `y` of shape (batch_size, block_size) with
+/// `y[i][j] == x[i][j + 1]`.
+pub fn get_batch<R: Rng + ?Sized>(
+    rng: &mut R,
+    data: &[u32],
+    batch_size: usize,
+    block_size: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    Batch::sample(rng, data, batch_size, block_size)
+        .map_err(candle_core::Error::wrap)?
+        .to_tensors(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn split_is_ninety_ten() {
+        let tokens: Vec<u32> = (0..1000).collect();
+        let (train, eval) = split(&tokens);
+        assert_eq!((train.len(), eval.len()), (900, 100));
+        assert_eq!(eval[0], 900);
+    }
+
+    #[test]
+    fn too_short_split_is_an_error_not_a_panic() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let err = Batch::sample(&mut rng, &[1, 2, 3], 2, 3).unwrap_err();
+        assert_eq!(
+            err,
+            BatchError::TooShort {
+                block_size: 3,
+                len: 3
+            }
+        );
+        assert!(Batch::sample(&mut rng, &[1, 2, 3, 4], 2, 3).is_ok());
+    }
+
+    #[test]
+    fn every_start_is_reachable() {
+        // len 6, block 4: starts 0 and 1 are the only windows with a target.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let data = [10, 11, 12, 13, 14, 15];
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.insert(Batch::sample(&mut rng, &data, 1, 4).unwrap().x[0]);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![10, 11]);
+    }
+
+    proptest! {
+        #[test]
+        fn targets_are_inputs_shifted_by_one(
+            (data, block) in (2usize..300).prop_flat_map(|len| {
+                (prop::collection::vec(0u32..65, len), 1..len)
+            }),
+            batch in 1usize..8,
+            seed: u64,
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let b = Batch::sample(&mut rng, &data, batch, block).unwrap();
+            prop_assert_eq!(b.x.len(), batch * block);
+            for i in 0..batch {
+                let row = &b.x[i * block..(i + 1) * block];
+                let target = &b.y[i * block..(i + 1) * block];
+                prop_assert_eq!(&row[1..], &target[..block - 1]);
+                // The window is a real window of the data, and so is its target.
+                let start = data.windows(block + 1).position(|w| &w[..block] == row && w[block] == target[block - 1]);
+                prop_assert!(start.is_some());
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! # kit: what the minigpt-candle learner is given for free
+//!
+//! Everything a task needs but does not teach lives here:
+//!
+//! - [`corpus`]: finds, downloads and verifies tiny Shakespeare;
+//! - [`tokenizer`] and [`data`]: characters to token ids, the train / eval split, random batches;
+//! - [`init`]: parameters drawn from a seeded generator, so a run can be repeated exactly;
+//! - [`nn`]: the layers a task uses but does not write (dense, embedding, LayerNorm,
+//!   feed-forward, the Task 1 attention head);
+//! - [`ops`]: fused LayerNorm, causal softmax and cross-entropy with analytic backward passes;
+//! - [`train`]: Adam, the training loop and the evaluation loss;
+//! - [`sample`]: drawing the next token from logits.
+//!
+//! The layers follow candle's shape: a struct, a constructor that takes its sizes and a
+//! [`candle_nn::VarBuilder`], and `impl Module`.
+
+pub mod config;
+pub mod corpus;
+pub mod data;
+pub mod init;
+pub mod nn;
+pub mod ops;
+pub mod sample;
+pub mod tokenizer;
+pub mod train;
+
+pub use config::GptConfig;
+pub use data::Dataset;
+pub use init::SeededVarMap;
+pub use sample::Sampler;
+pub use tokenizer::Tokenizer;

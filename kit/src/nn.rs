@@ -1,0 +1,182 @@
+//! The layers a task uses but does not write.
+//!
+//! Each is a struct with a constructor taking its sizes and a [`VarBuilder`], and `impl Module`.
+//! Parameters are named after GPT-2 (`weight`, `bias`, `query`, `fc`, ...) and initialised like
+//! the challenge's Flax defaults: LeCun-normal kernels, zero biases, embeddings with variance
+//! `1 / features`, LayerNorm scale one and shift zero.
+
+use crate::init::{embed_normal, lecun_normal};
+use crate::ops;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// A fully connected layer: `y = x Wᵀ + b`, applied to the last dimension.
+///
+/// The weight is stored candle's way, (out, in); Flax stores the transpose, (in, out).
+#[derive(Debug, Clone)]
+pub struct Dense {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+/// A [`Dense`] layer with a bias, named `weight` and `bias` under `vb`.
+pub fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", lecun_normal(in_dim))?;
+    let bias = vb.get_with_hints(out_dim, "bias", candle_nn::init::ZERO)?;
+    Ok(Dense {
+        weight,
+        bias: Some(bias),
+    })
+}
+
+/// A [`Dense`] layer without a bias.
+pub fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", lecun_normal(in_dim))?;
+    Ok(Dense { weight, bias: None })
+}
+
+impl Dense {
+    /// The weight, shape (out, in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl Module for Dense {
+    /// # Shapes
+    /// (..., in) → (..., out)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let mut lead = xs.dims().to_vec();
+        match lead.pop() {
+            Some(d) if d == in_dim => {}
+            last => candle_core::bail!(
+                "dense layer expects inputs whose last dimension is {in_dim}, got shape {:?} (last {last:?})",
+                xs.dims()
+            ),
+        }
+        let rows: usize = lead.iter().product();
+        // One (rows, in) × (in, out) matrix product, however many leading dimensions.
+        let ys = xs.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let ys = match &self.bias {
+            Some(b) => ys.broadcast_add(b)?,
+            None => ys,
+        };
+        lead.push(out_dim);
+        ys.reshape(lead)
+    }
+}
+
+/// A token → vector lookup table, (num_embeddings, features).
+pub fn embedding(
+    num_embeddings: usize,
+    features: usize,
+    vb: VarBuilder,
+) -> Result<candle_nn::Embedding> {
+    let table = vb.get_with_hints((num_embeddings, features), "weight", embed_normal(features))?;
+    Ok(candle_nn::Embedding::new(table, features))
+}
+
+/// Layer normalisation over the last dimension, with a learned scale and shift, and a real
+/// backward pass (candle-nn 0.11's fast `LayerNorm` has none: gradients would stop there).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Flax's default epsilon.
+    pub const EPS: f64 = 1e-6;
+
+    /// Scale `weight` (ones) and shift `bias` (zeros) of size `dim`.
+    pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
+            bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
+            eps: Self::EPS,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    /// # Shapes
+    /// (..., C) → (..., C)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// The position-wise feed-forward network: Dense(4·C), ReLU, Dense(C).
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    fc: Dense,
+    proj: Dense,
+}
+
+impl FeedForward {
+    /// `fc`: hidden → 4·hidden, `proj`: 4·hidden → hidden, both with biases.
+    pub fn new(hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc: dense(hidden, 4 * hidden, vb.pp("fc"))?,
+            proj: dense(4 * hidden, hidden, vb.pp("proj"))?,
+        })
+    }
+}
+
+impl Module for FeedForward {
+    /// # Shapes
+    /// (B, T, C) → (B, T, C)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.proj.forward(&self.fc.forward(xs)?.relu()?)
+    }
+}
+
+/// One causal self-attention head, given for Task 1 (the challenge's `AttentionTask1`).
+///
+/// Query, key and value are dense projections without bias, C → head_dim; the attention itself
+/// is [`causal_attention`]. Task 2 asks you to write this maths yourself.
+#[derive(Debug, Clone)]
+pub struct AttentionHead {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+}
+
+impl AttentionHead {
+    pub fn new(hidden: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            query: dense_no_bias(hidden, head_dim, vb.pp("query"))?,
+            key: dense_no_bias(hidden, head_dim, vb.pp("key"))?,
+            value: dense_no_bias(hidden, head_dim, vb.pp("value"))?,
+        })
+    }
+}
+
+impl Module for AttentionHead {
+    /// # Shapes
+    /// (B, T, C) → (B, T, head_dim)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let q = self.query.forward(xs)?; // (B, T, D)
+        let k = self.key.forward(xs)?; // (B, T, D)
+        let v = self.value.forward(xs)?; // (B, T, D)
+        causal_attention(&q, &k, &v)
+    }
+}
+
+/// Causal scaled dot-product attention: `softmax(mask(q kᵀ / √D)) v`, where position `t`
+/// attends to positions `0..=t` only.
+///
+/// # Shapes
+/// q, k, v: (..., T, D) → (..., T, D); any leading dimensions (batch, heads).
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let d = q.dim(candle_core::D::Minus1)?;
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?; // (..., T, T)
+    let weights = ops::causal_softmax(&scores, 1.0 / (d as f64).sqrt())?;
+    weights.matmul(&v.contiguous()?)
+}

@@ -1,0 +1,443 @@
+//! Fused LayerNorm, causal softmax and cross-entropy, each a candle custom op with an analytic
+//! backward pass.
+//!
+//! Built from candle's elementary ops, each of these is a chain of ten or more small tensors
+//! forward and as many backward; fused, it is one pass over the data each way. [`composed`]
+//! keeps the elementary versions: the tests check the fused ops against them and against
+//! finite differences, and `cargo xtask bench train --composed` measures the difference.
+//!
+//! candle-nn 0.11's own `ops::layer_norm`, `LayerNorm` fast path and `ops::softmax_last_dim`
+//! have no backward: gradients stop at them silently. Nothing here uses them.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Chooses the fused ops (the default) or the [`composed`] ones for every call in this process.
+/// Only benchmarks and tests that compare the two need this.
+pub fn set_fused(fused: bool) {
+    FUSED.store(fused, Ordering::Relaxed);
+}
+
+/// Whether [`layer_norm`], [`causal_softmax`] and [`cross_entropy`] use the fused kernels.
+pub fn fused() -> bool {
+    FUSED.load(Ordering::Relaxed)
+}
+
+/// Layer normalisation over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
+///
+/// # Shapes
+/// x: (..., C), weight and bias: (C) → (..., C)
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused() {
+        return composed::layer_norm(x, weight, bias, eps);
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNormOp { eps },
+    )
+}
+
+/// Softmax over the last dimension of `scores * scale`, where query row `i` of a (T, S) score
+/// matrix sees key columns `0..=i + S - T` only; the others get probability exactly 0.
+///
+/// # Shapes
+/// (..., T, S) → (..., T, S), with S ≥ T
+pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
+    if !fused() {
+        return composed::causal_softmax(scores, scale);
+    }
+    let (t, s) = last_two(scores)?;
+    if s < t {
+        candle_core::bail!(
+            "causal_softmax needs at least as many keys as queries, got T={t}, S={s}"
+        )
+    }
+    scores.contiguous()?.apply_op1(CausalSoftmaxOp {
+        scale: scale as f32,
+    })
+}
+
+/// Mean softmax cross-entropy between `logits` and integer `targets`.
+///
+/// # Shapes
+/// logits: (..., V), targets: (...) of u32 → scalar
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let v = logits.dim(D::Minus1)?;
+    let logits = logits.reshape(((), v))?;
+    let targets = targets.flatten_all()?;
+    if !fused() {
+        return composed::cross_entropy(&logits, &targets);
+    }
+    logits.contiguous()?.apply_op2(
+        &targets.to_dtype(candle_core::DType::U32)?.contiguous()?,
+        CrossEntropyOp,
+    )
+}
+
+/// The same maths written with candle's elementary, differentiable ops.
+pub mod composed {
+    use super::*;
+
+    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(weight)?.broadcast_add(bias)
+    }
+
+    pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
+        let (t, s) = last_two(scores)?;
+        let visible: Vec<u8> = (0..t)
+            .flat_map(|i| (0..s).map(move |j| u8::from(j <= i + s - t)))
+            .collect();
+        let visible =
+            Tensor::from_vec(visible, (t, s), scores.device())?.broadcast_as(scores.shape())?;
+        let hidden = Tensor::full(f32::NEG_INFINITY, scores.shape(), scores.device())?;
+        let masked = visible.where_cond(&(scores * scale)?, &hidden)?;
+        candle_nn::ops::softmax(&masked, D::Minus1)
+    }
+
+    pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        candle_nn::loss::cross_entropy(logits, targets)
+    }
+}
+
+fn last_two(t: &Tensor) -> Result<(usize, usize)> {
+    match t.dims() {
+        [.., a, b] => Ok((*a, *b)),
+        dims => candle_core::bail!("expected at least two dimensions, got shape {dims:?}"),
+    }
+}
+
+fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => candle_core::bail!("{what} must be f32, got {:?}", other.dtype()),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+fn u32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [u32]> {
+    let data = match storage {
+        CpuStorage::U32(v) => v.as_slice(),
+        other => candle_core::bail!("{what} must be u32, got {:?}", other.dtype()),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm
+
+struct LayerNormOp {
+    eps: f64,
+}
+
+/// Mean and 1/std of one row.
+fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps as f32).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "kit-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "layer_norm input")?;
+        let g = f32s(s2, l2, "layer_norm weight")?;
+        let b = f32s(s3, l3, "layer_norm bias")?;
+        let c = *l1.dims().last().unwrap_or(&0);
+        if c == 0 || g.len() != c || b.len() != c {
+            candle_core::bail!(
+                "layer_norm: input has {c} features, weight {} and bias {}",
+                g.len(),
+                b.len()
+            )
+        }
+        let mut y = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
+            let (mean, rstd) = row_stats(xr, self.eps);
+            for i in 0..c {
+                yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
+            }
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = weight.elem_count();
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(
+            &weight.contiguous()?,
+            &grad.contiguous()?,
+            &LayerNormBackward { eps: self.eps },
+        )?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dweight = packed.narrow(0, n, c)?;
+        let dbias = packed.narrow(0, n + c, c)?;
+        Ok((Some(dx), Some(dweight), Some(dbias)))
+    }
+}
+
+/// Computes `[dx, dweight, dbias]`, packed into one flat tensor.
+struct LayerNormBackward {
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "kit-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "layer_norm input")?;
+        let g = f32s(s2, l2, "layer_norm weight")?;
+        let dy = f32s(s3, l3, "layer_norm gradient")?;
+        let c = g.len();
+        let n = x.len();
+        let mut out = vec![0f32; n + 2 * c];
+        let (dx, dparams) = out.split_at_mut(n);
+        let (dg, db) = dparams.split_at_mut(c);
+        let mut xhat = vec![0f32; c];
+        let mut dxhat = vec![0f32; c];
+        for ((xr, dyr), dxr) in x
+            .chunks_exact(c)
+            .zip(dy.chunks_exact(c))
+            .zip(dx.chunks_exact_mut(c))
+        {
+            let (mean, rstd) = row_stats(xr, self.eps);
+            let (mut sum_dxhat, mut sum_dxhat_xhat) = (0f32, 0f32);
+            for i in 0..c {
+                xhat[i] = (xr[i] - mean) * rstd;
+                dxhat[i] = dyr[i] * g[i];
+                sum_dxhat += dxhat[i];
+                sum_dxhat_xhat += dxhat[i] * xhat[i];
+                dg[i] += dyr[i] * xhat[i];
+                db[i] += dyr[i];
+            }
+            let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / c as f32, sum_dxhat_xhat / c as f32);
+            for i in 0..c {
+                dxr[i] = rstd * (dxhat[i] - mean_dxhat - xhat[i] * mean_dxhat_xhat);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + 2 * c)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Causal softmax
+
+struct CausalSoftmaxOp {
+    scale: f32,
+}
+
+impl CustomOp1 for CausalSoftmaxOp {
+    fn name(&self) -> &'static str {
+        "kit-causal-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(storage, layout, "causal_softmax input")?;
+        let dims = layout.dims();
+        let (t, s) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let mut y = vec![0f32; x.len()];
+        for (r, (xr, yr)) in x.chunks_exact(s).zip(y.chunks_exact_mut(s)).enumerate() {
+            let visible = (r % t) + s - t + 1;
+            let max = xr[..visible]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v * self.scale));
+            let mut sum = 0f32;
+            for j in 0..visible {
+                let e = (xr[j] * self.scale - max).exp();
+                yr[j] = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for v in &mut yr[..visible] {
+                *v *= inv;
+            }
+        }
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx =
+            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+        Ok(Some(dx))
+    }
+}
+
+/// `dx = scale · y ⊙ (dy − Σⱼ dyⱼ yⱼ)`, row by row; masked entries have y = 0 and get dx = 0.
+struct SoftmaxBackward {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "kit-causal-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = f32s(s1, l1, "softmax output")?;
+        let dy = f32s(s2, l2, "softmax gradient")?;
+        let s = *l1.dims().last().unwrap_or(&1);
+        let mut dx = vec![0f32; y.len()];
+        for ((yr, dyr), dxr) in y
+            .chunks_exact(s)
+            .zip(dy.chunks_exact(s))
+            .zip(dx.chunks_exact_mut(s))
+        {
+            let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+            for j in 0..s {
+                dxr[j] = self.scale * yr[j] * (dyr[j] - dot);
+            }
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy
+
+struct CrossEntropyOp;
+
+fn check_targets(logits: &Layout, targets: &Layout) -> Result<(usize, usize)> {
+    let (n, v) = match logits.dims() {
+        [n, v] => (*n, *v),
+        d => candle_core::bail!("cross_entropy expects logits of shape (N, V), got {d:?}"),
+    };
+    if targets.dims() != [n] {
+        candle_core::bail!(
+            "cross_entropy: {n} rows of logits but targets of shape {:?}",
+            targets.dims()
+        )
+    }
+    Ok((n, v))
+}
+
+fn target_index(t: u32, v: usize) -> Result<usize> {
+    let t = t as usize;
+    if t >= v {
+        candle_core::bail!("cross_entropy: target {t} is outside the vocabulary of {v} tokens")
+    }
+    Ok(t)
+}
+
+impl CustomOp2 for CrossEntropyOp {
+    fn name(&self) -> &'static str {
+        "kit-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = check_targets(l1, l2)?;
+        let x = f32s(s1, l1, "cross_entropy logits")?;
+        let t = u32s(s2, l2, "cross_entropy targets")?;
+        let mut total = 0f64;
+        for (row, &target) in x.chunks_exact(v).zip(t) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+            let lse = max + row.iter().map(|a| (a - max).exp()).sum::<f32>().ln();
+            total += (lse - row[target_index(target, v)?]) as f64;
+        }
+        Ok((
+            CpuStorage::F32(vec![(total / n as f64) as f32]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dlogits = logits.apply_op2_no_bwd(targets, &CrossEntropyBackward)?;
+        Ok((Some(dlogits.broadcast_mul(grad)?), None))
+    }
+}
+
+/// `(softmax(x) − onehot(target)) / N`.
+struct CrossEntropyBackward;
+
+impl CustomOp2 for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "kit-cross-entropy-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = check_targets(l1, l2)?;
+        let x = f32s(s1, l1, "cross_entropy logits")?;
+        let t = u32s(s2, l2, "cross_entropy targets")?;
+        let mut dx = vec![0f32; x.len()];
+        let inv_n = 1.0 / n as f32;
+        for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+            let mut sum = 0f32;
+            for (d, &a) in drow.iter_mut().zip(row) {
+                *d = (a - max).exp();
+                sum += *d;
+            }
+            let scale = inv_n / sum;
+            for d in drow.iter_mut() {
+                *d *= scale;
+            }
+            drow[target_index(target, v)?] -= inv_n;
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}

@@ -1,0 +1,334 @@
+//! The training loop: Adam, a fresh random batch each step, a periodic evaluation, and the best
+//! weights kept.
+//!
+//! This is the challenge's loop: plain Adam (candle's AdamW with weight decay 0), softmax
+//! cross-entropy averaged over batch and positions, an evaluation every `eval_every` steps,
+//! and at the end the weights that had the best evaluation loss.
+
+use crate::data::{Batch, Dataset};
+use crate::ops;
+use anyhow::Context as _;
+use candle_core::{Device, Module, Result, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// Settings of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Number of optimisation steps, at most.
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub block_size: usize,
+    /// Evaluate every this many steps (and after the last one).
+    pub eval_every: usize,
+    /// How many random eval batches each evaluation averages.
+    pub eval_batches: usize,
+    /// Seeds the batches; parameters have their own seed (see [`crate::SeededVarMap`]).
+    pub seed: u64,
+    /// Restore the weights with the best evaluation loss at the end.
+    pub keep_best: bool,
+    /// Draw a progress bar (only ever on a terminal).
+    pub progress: bool,
+}
+
+impl TrainConfig {
+    /// The challenge's warm-up run: 7000 steps, Adam 1e-3, batch 16, block 32.
+    pub fn warmup() -> Self {
+        Self {
+            steps: 7000,
+            learning_rate: 1e-3,
+            batch_size: 16,
+            block_size: 32,
+            eval_every: 100,
+            eval_batches: 1,
+            seed: 0,
+            keep_best: true,
+            progress: true,
+        }
+    }
+
+    /// The challenge's Task 1 run: 4000 steps, Adam 1e-3, batch 16, block 32.
+    pub fn task1() -> Self {
+        Self {
+            steps: 4000,
+            ..Self::warmup()
+        }
+    }
+
+    /// Checks the settings, with a message naming the bad one.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("block_size", self.block_size),
+            ("eval_every", self.eval_every),
+            ("eval_batches", self.eval_batches),
+        ] {
+            anyhow::ensure!(v > 0, "{name} must be at least 1, got {v}");
+        }
+        anyhow::ensure!(
+            self.learning_rate.is_finite() && self.learning_rate > 0.0,
+            "the learning rate must be a positive number, got {}",
+            self.learning_rate
+        );
+        Ok(())
+    }
+}
+
+/// One evaluation during training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    /// Steps done so far.
+    pub step: usize,
+    /// Mean training loss over the steps since the previous evaluation.
+    pub train_loss: f32,
+    /// Mean loss over `eval_batches` random eval batches.
+    pub eval_loss: f32,
+}
+
+/// What a callback wants after an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Loss of every step, in order.
+    pub train_losses: Vec<f32>,
+    pub evals: Vec<EvalPoint>,
+    /// The evaluation whose weights the model holds now, if `keep_best`.
+    pub best: Option<EvalPoint>,
+    pub steps_run: usize,
+    /// A callback asked to stop before `steps`.
+    pub stopped_early: bool,
+    pub elapsed: Duration,
+}
+
+impl TrainReport {
+    pub fn last_eval(&self) -> Option<EvalPoint> {
+        self.evals.last().copied()
+    }
+}
+
+/// Training failed in a way the learner should hear about.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "the loss became {loss} at step {step} (learning rate {learning_rate}): training stopped. \
+         Look for a division by zero or a log of zero in the model, or try a smaller learning rate"
+    )]
+    NonFinite {
+        step: usize,
+        learning_rate: f64,
+        loss: f32,
+    },
+}
+
+/// The loss of a model on one batch: mean cross-entropy of the logits against the targets.
+pub fn loss<M: Module + ?Sized>(model: &M, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let logits = model.forward(x)?; // (B, T, V)
+    ops::cross_entropy(&logits, y)
+}
+
+/// Mean loss over `batches` random batches of `data`.
+pub fn eval_loss<M: Module + ?Sized>(
+    model: &M,
+    data: &[u32],
+    rng: &mut ChaCha8Rng,
+    batches: usize,
+    batch_size: usize,
+    block_size: usize,
+    device: &Device,
+) -> Result<f32> {
+    let mut total = 0f64;
+    for _ in 0..batches {
+        let (x, y) = Batch::sample(rng, data, batch_size, block_size)
+            .map_err(candle_core::Error::wrap)?
+            .to_tensors(device)?;
+        total += loss(model, &x, &y)?.to_scalar::<f32>()? as f64;
+    }
+    Ok((total / batches.max(1) as f64) as f32)
+}
+
+/// One optimiser and the model it updates: a training step at a time.
+pub struct Trainer<'a, M: Module + ?Sized> {
+    model: &'a M,
+    optimizer: AdamW,
+    device: Device,
+}
+
+impl<'a, M: Module + ?Sized> Trainer<'a, M> {
+    /// Adam at `learning_rate` over every variable of `varmap`.
+    pub fn new(model: &'a M, varmap: &VarMap, learning_rate: f64, device: &Device) -> Result<Self> {
+        let params = ParamsAdamW {
+            lr: learning_rate,
+            // The challenge uses plain Adam; candle's default has weight decay 0.01.
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        };
+        Ok(Self {
+            model,
+            optimizer: AdamW::new(varmap.all_vars(), params)?,
+            device: device.clone(),
+        })
+    }
+
+    /// Forward, backward and one Adam update on `batch`; returns the batch's loss.
+    pub fn step(&mut self, batch: &Batch) -> Result<f32> {
+        let (x, y) = batch.to_tensors(&self.device)?;
+        let loss = loss(self.model, &x, &y)?;
+        self.optimizer.backward_step(&loss)?;
+        loss.to_scalar::<f32>()
+    }
+}
+
+/// Trains `model`, whose variables live in `varmap`, on `data` with `config`.
+///
+/// After every evaluation `on_eval` may stop the run. With `keep_best`, the model ends with the
+/// weights of its best evaluation.
+pub fn train<M: Module + ?Sized>(
+    model: &M,
+    varmap: &VarMap,
+    data: &Dataset,
+    config: &TrainConfig,
+    device: &Device,
+    mut on_eval: impl FnMut(&EvalPoint) -> Control,
+) -> anyhow::Result<TrainReport> {
+    config.validate()?;
+    for (split, tokens) in [("train", &data.train), ("eval", &data.eval)] {
+        anyhow::ensure!(
+            tokens.len() > config.block_size,
+            "block_size {} is too large for the {split} split ({} tokens)",
+            config.block_size,
+            tokens.len()
+        );
+    }
+    let start = Instant::now();
+    let mut batch_rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut eval_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_e7a1);
+    let mut trainer = Trainer::new(model, varmap, config.learning_rate, device)?;
+    let bar = progress_bar(config.steps as u64, "training", config.progress);
+
+    let mut report = TrainReport {
+        train_losses: Vec::with_capacity(config.steps),
+        evals: Vec::new(),
+        best: None,
+        steps_run: 0,
+        stopped_early: false,
+        elapsed: Duration::ZERO,
+    };
+    let mut best_weights: Option<Vec<(Var, Tensor)>> = None;
+    let mut since_eval = 0f64;
+    let mut steps_since_eval = 0usize;
+
+    for step in 1..=config.steps {
+        let batch = Batch::sample(
+            &mut batch_rng,
+            &data.train,
+            config.batch_size,
+            config.block_size,
+        )?;
+        let loss = trainer
+            .step(&batch)
+            .with_context(|| format!("training step {step} failed"))?;
+        if !loss.is_finite() {
+            bar.abandon();
+            return Err(TrainError::NonFinite {
+                step,
+                learning_rate: config.learning_rate,
+                loss,
+            }
+            .into());
+        }
+        report.train_losses.push(loss);
+        report.steps_run = step;
+        since_eval += loss as f64;
+        steps_since_eval += 1;
+        bar.inc(1);
+
+        if step % config.eval_every == 0 || step == config.steps {
+            let eval_loss = eval_loss(
+                model,
+                &data.eval,
+                &mut eval_rng,
+                config.eval_batches,
+                config.batch_size,
+                config.block_size,
+                device,
+            )?;
+            let point = EvalPoint {
+                step,
+                train_loss: (since_eval / steps_since_eval as f64) as f32,
+                eval_loss,
+            };
+            since_eval = 0.0;
+            steps_since_eval = 0;
+            bar.set_message(format!(
+                "train {:.3}  eval {:.3}",
+                point.train_loss, point.eval_loss
+            ));
+            report.evals.push(point);
+            if config.keep_best && report.best.is_none_or(|b| eval_loss < b.eval_loss) {
+                report.best = Some(point);
+                best_weights = Some(snapshot(varmap)?);
+            }
+            if on_eval(&point) == Control::Stop {
+                report.stopped_early = step < config.steps;
+                break;
+            }
+        }
+    }
+    if let Some(weights) = best_weights {
+        for (var, value) in weights {
+            var.set(&value)?;
+        }
+    }
+    bar.finish_and_clear();
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+fn snapshot(varmap: &VarMap) -> Result<Vec<(Var, Tensor)>> {
+    varmap
+        .all_vars()
+        .into_iter()
+        .map(|v| {
+            let copy = v.as_tensor().copy()?;
+            Ok((v, copy))
+        })
+        .collect()
+}
+
+/// A progress bar on standard error that draws only on a terminal.
+pub fn progress_bar(len: u64, label: &str, enabled: bool) -> ProgressBar {
+    let target = if enabled {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>11} [{bar:30.cyan/blue}] {pos:>5}/{len} steps  {msg}  {elapsed} (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// The style of a byte-counting progress bar (downloads).
+pub fn bytes_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>11} [{bar:30.cyan/blue}] {bytes}/{total_bytes} ({eta})")
+        .expect("valid template")
+        .progress_chars("=> ")
+}

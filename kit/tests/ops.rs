@@ -1,0 +1,219 @@
+//! The fused ops against their composed versions and against finite differences.
+//!
+//! Each check builds a scalar `L = Σ op(inputs) ⊙ W` with a fixed random `W`, so that every
+//! output element carries a different weight, and compares ∂L/∂input three ways: the fused op's
+//! backward, the composed op's backward (candle's autodiff), and central differences.
+
+use candle_core::{D, DType, Device, Result, Tensor, Var};
+use kit::ops::{self, composed};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(D::Minus1)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// ∂L/∂inputs[k] by central differences, for every element of every input.
+fn finite_differences(
+    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    h: f32,
+) -> Vec<Vec<f32>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(k, input)| {
+            let base = values(input);
+            (0..base.len())
+                .map(|i| {
+                    let at = |delta: f32| -> f64 {
+                        let mut v = base.clone();
+                        v[i] += delta;
+                        let mut args = inputs.to_vec();
+                        args[k] = Tensor::from_vec(v, input.shape(), &Device::Cpu).unwrap();
+                        f(&args)
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
+                    };
+                    ((at(h) - at(-h)) / (2.0 * h as f64)) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Gradients of `f` with respect to each input, through candle's backward pass.
+fn backward(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor]) -> Vec<Vec<f32>> {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let grads = f(&args).unwrap().backward().unwrap();
+    vars.iter()
+        .map(|v| values(grads.get(v).expect("every input receives a gradient")))
+        .collect()
+}
+
+fn assert_close(what: &str, a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            assert!(
+                (p - q).abs() <= tol * (1.0 + q.abs()),
+                "{what}: input {k}, element {i}: {p} vs {q}"
+            );
+        }
+    }
+}
+
+/// Checks a fused op against the composed one (values and gradients) and against finite
+/// differences.
+fn check(
+    name: &str,
+    fused: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    reference: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    out_weights: &Tensor,
+) {
+    let fused_l = |args: &[Tensor]| (fused(args)?.broadcast_mul(out_weights))?.sum_all();
+    let reference_l = |args: &[Tensor]| (reference(args)?.broadcast_mul(out_weights))?.sum_all();
+    let (y_fused, y_ref) = (fused(inputs).unwrap(), reference(inputs).unwrap());
+    assert_eq!(y_fused.dims(), y_ref.dims(), "{name}: output shapes");
+    let d = max_abs_diff(&y_fused, &y_ref);
+    assert!(
+        d < 1e-5,
+        "{name}: forward differs from the composed op by {d}"
+    );
+    let g_fused = backward(&fused_l, inputs);
+    let g_ref = backward(&reference_l, inputs);
+    assert_close(
+        &format!("{name} backward vs composed"),
+        &g_fused,
+        &g_ref,
+        1e-4,
+    );
+    let g_fd = finite_differences(&fused_l, inputs, 1e-2);
+    assert_close(
+        &format!("{name} backward vs finite differences"),
+        &g_fused,
+        &g_fd,
+        5e-3,
+    );
+}
+
+#[test]
+fn layer_norm_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = random(&mut rng, &[2, 3, 8], 2.0);
+    let w = (random(&mut rng, &[8], 0.5) + 1.0).unwrap();
+    let b = random(&mut rng, &[8], 0.5);
+    let out_w = random(&mut rng, &[2, 3, 8], 1.0);
+    let eps = 1e-6;
+    check(
+        "layer_norm",
+        &|a| ops::layer_norm(&a[0], &a[1], &a[2], eps),
+        &|a| composed::layer_norm(&a[0], &a[1], &a[2], eps),
+        &[x, w, b],
+        &out_w,
+    );
+}
+
+#[test]
+fn causal_softmax_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let scale = 1.0 / 8f64.sqrt();
+    for shape in [[2usize, 2, 5, 5], [1, 1, 3, 7]] {
+        let x = random(&mut rng, &shape, 3.0);
+        let out_w = random(&mut rng, &shape, 1.0);
+        check(
+            "causal_softmax",
+            &|a| ops::causal_softmax(&a[0], scale),
+            &|a| composed::causal_softmax(&a[0], scale),
+            &[x],
+            &out_w,
+        );
+    }
+}
+
+#[test]
+fn causal_softmax_hides_the_future_and_rows_sum_to_one() {
+    let x = Tensor::arange(0f32, 9., &Device::Cpu)
+        .unwrap()
+        .reshape((3, 3))
+        .unwrap();
+    let y = ops::causal_softmax(&x, 1.0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (i, row) in y.iter().enumerate() {
+        assert!(
+            row[i + 1..].iter().all(|&p| p == 0.0),
+            "row {i} sees the future: {row:?}"
+        );
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+    // Row 1 sees [3, 4]: softmax = [1/(1+e), e/(1+e)].
+    let e = std::f32::consts::E;
+    assert!((y[1][1] - e / (1.0 + e)).abs() < 1e-6);
+}
+
+#[test]
+fn cross_entropy_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let logits = random(&mut rng, &[2, 3, 6], 3.0);
+    let targets = Tensor::new(&[[0u32, 5, 2], [3, 3, 1]], &Device::Cpu).unwrap();
+    let one = Tensor::new(1f32, &Device::Cpu).unwrap();
+    let t = targets.clone();
+    let t2 = targets.clone();
+    check(
+        "cross_entropy",
+        &move |a| ops::cross_entropy(&a[0], &t),
+        &move |a| composed::cross_entropy(&a[0].reshape(((), 6))?, &t2.flatten_all()?),
+        &[logits],
+        &one,
+    );
+}
+
+#[test]
+fn cross_entropy_of_uniform_logits_is_log_vocab() {
+    // Every token equally likely: the loss is ln(V) = ln(65) = 4.1744.
+    let logits = Tensor::zeros((4, 65), DType::F32, &Device::Cpu).unwrap();
+    let targets = Tensor::new(&[0u32, 10, 20, 64], &Device::Cpu).unwrap();
+    let l: f32 = ops::cross_entropy(&logits, &targets)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!((l - 65f32.ln()).abs() < 1e-5, "{l}");
+}
+
+#[test]
+fn cross_entropy_rejects_targets_outside_the_vocabulary() {
+    let logits = Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap();
+    let targets = Tensor::new(&[4u32], &Device::Cpu).unwrap();
+    let err = ops::cross_entropy(&logits, &targets)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside the vocabulary"), "{err}");
+}
