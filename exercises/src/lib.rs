@@ -1,1 +1,20 @@
+//! # minigpt-candle: exercises
+//!
+//! Fill in each `todo!()`, file by file, and grade your work with `cargo xtask check <task>`.
+//! The reference answers are in `solutions/`, with the same files and API.
+//!
+//! Work through the tasks in order:
+//!
+//! 1. [`warmup`]: a bigram model, greedy generation.
+//! 2. [`task1`]: MiniGPT from given parts, trained on tiny Shakespeare.
+//! 3. [`task2`]: causal self-attention, written by hand.
+//! 4. [`task3`]: multi-head attention with einsum.
 
+// Until a stub is filled in, its imports, arguments and fields go unused; these warnings would
+// only be noise while you work.
+#![allow(unused_imports, unused_variables, dead_code)]
+
+pub mod task1;
+pub mod task2;
+pub mod task3;
+pub mod warmup;

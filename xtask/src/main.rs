@@ -1,1 +1,29 @@
-fn main() {}
+//! `cargo xtask`: the workbook's command line. A thin dispatcher; each command is a module.
+
+mod bench;
+mod check;
+mod cli;
+mod data;
+mod models;
+mod style;
+mod train;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Check(args) => check::run(args),
+        cli::Command::Data(args) => data::run(args),
+        cli::Command::Train(args) => train::run(args),
+        cli::Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{} {e:#}", style::error("error:"));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The checks' own reference, written independently of `solutions/`.
+//!
+//! The `*_f64` functions are plain loops in f64 over row-major slices; weights use candle's
+//! layout, (out, in). [`RefGpt`] is a MiniGPT held by the checks whose attention is whatever
+//! module a task supplies, so that Task 3 can be graded without the learner's Task 1.
+
+use crate::support::param;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
+use kit::{GptConfig, SeededVarMap};
+
+/// `y = x Wᵀ + b` for `rows` rows of `x` (rows × n_in), `w` (n_out × n_in).
+pub fn dense_f64(x: &[f64], rows: usize, w: &[f64], b: Option<&[f64]>, n_out: usize) -> Vec<f64> {
+    let n_in = w.len() / n_out;
+    let mut y = vec![0.0; rows * n_out];
+    for r in 0..rows {
+        for o in 0..n_out {
+            let mut acc = b.map_or(0.0, |b| b[o]);
+            for i in 0..n_in {
+                acc += x[r * n_in + i] * w[o * n_in + i];
+            }
+            y[r * n_out + o] = acc;
+        }
+    }
+    y
+}
+
+/// Causal attention of one head on already projected q, k, v, each (B, T, D) row-major:
+/// `softmax(q kᵀ · scale, keys ≤ query) v`.
+pub fn attend_f64(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    b: usize,
+    t: usize,
+    d: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let mut out = vec![0.0; b * t * d];
+    for bi in 0..b {
+        let at = |m: &[f64], ti: usize, di: usize| m[(bi * t + ti) * d + di];
+        for i in 0..t {
+            let scores: Vec<f64> = (0..=i)
+                .map(|j| (0..d).map(|e| at(q, i, e) * at(k, j, e)).sum::<f64>() * scale)
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let exp: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = exp.iter().sum();
+            for e in 0..d {
+                out[(bi * t + i) * d + e] = (0..=i).map(|j| exp[j] / total * at(v, j, e)).sum();
+            }
+        }
+    }
+    out
+}
+
+/// One causal self-attention head: x (B, T, C), wq/wk/wv (D, C) → (B, T, D).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_head_f64(
+    x: &[f64],
+    b: usize,
+    t: usize,
+    wq: &[f64],
+    wk: &[f64],
+    wv: &[f64],
+    d: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let q = dense_f64(x, b * t, wq, None, d);
+    let k = dense_f64(x, b * t, wk, None, d);
+    let v = dense_f64(x, b * t, wv, None, d);
+    attend_f64(&q, &k, &v, b, t, d, scale)
+}
+
+/// Concatenates per-head outputs, each (B·T, D), on the last dimension.
+pub fn concat_heads(heads: &[Vec<f64>], rows: usize, d: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rows * d * heads.len());
+    for r in 0..rows {
+        for h in heads {
+            out.extend_from_slice(&h[r * d..(r + 1) * d]);
+        }
+    }
+    out
+}
+
+/// Rows `head·d .. (head+1)·d` of a (n·d, C) weight: the slice that belongs to one head.
+pub fn head_rows(w: &[f64], head: usize, d: usize, c: usize) -> Vec<f64> {
+    w[head * d * c..(head + 1) * d * c].to_vec()
+}
+
+/// LayerNorm over the last dimension, eps 1e-6.
+pub fn layer_norm_f64(x: &[f64], c: usize, g: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(c) {
+        let mean = row.iter().sum::<f64>() / c as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
+        let rstd = 1.0 / (var + 1e-6).sqrt();
+        y.extend(
+            row.iter()
+                .enumerate()
+                .map(|(i, v)| (v - mean) * rstd * g[i] + b[i]),
+        );
+    }
+    y
+}
+
+fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// MiniGPT's forward pass in f64 from its named parameters (GPT-2 names, as the Task 1 docs
+/// give them): what the learner's model must compute, op by op.
+pub fn minigpt_f64(params: &SeededVarMap, cfg: &GptConfig, ids: &[Vec<u32>]) -> Vec<f64> {
+    let (b, t, c) = (ids.len(), ids[0].len(), cfg.hidden);
+    let (n, d) = (cfg.num_heads, cfg.head_dim());
+    let p = |name: &str| param(params, name);
+    let (wte, wpe) = (p("wte.weight"), p("wpe.weight"));
+    let mut x = Vec::with_capacity(b * t * c);
+    for row in ids {
+        for (pos, &tok) in row.iter().enumerate() {
+            let tok = tok as usize;
+            x.extend((0..c).map(|i| wte[tok * c + i] + wpe[pos * c + i]));
+        }
+    }
+    for l in 0..cfg.num_layers {
+        let pre = format!("h.{l}");
+        let h = layer_norm_f64(
+            &x,
+            c,
+            &p(&format!("{pre}.ln_1.weight")),
+            &p(&format!("{pre}.ln_1.bias")),
+        );
+        let heads: Vec<Vec<f64>> = (0..n)
+            .map(|j| {
+                let w = |m: &str| p(&format!("{pre}.attn.heads.{j}.{m}.weight"));
+                attention_head_f64(
+                    &h,
+                    b,
+                    t,
+                    &w("query"),
+                    &w("key"),
+                    &w("value"),
+                    d,
+                    1.0 / (d as f64).sqrt(),
+                )
+            })
+            .collect();
+        let cat = concat_heads(&heads, b * t, d);
+        let attn = dense_f64(
+            &cat,
+            b * t,
+            &p(&format!("{pre}.attn.proj.weight")),
+            Some(&p(&format!("{pre}.attn.proj.bias"))),
+            n * d,
+        );
+        x = add(&x, &attn);
+        let h = layer_norm_f64(
+            &x,
+            c,
+            &p(&format!("{pre}.ln_2.weight")),
+            &p(&format!("{pre}.ln_2.bias")),
+        );
+        let up = dense_f64(
+            &h,
+            b * t,
+            &p(&format!("{pre}.mlp.fc.weight")),
+            Some(&p(&format!("{pre}.mlp.fc.bias"))),
+            4 * c,
+        );
+        let up: Vec<f64> = up.into_iter().map(|v| v.max(0.0)).collect();
+        let down = dense_f64(
+            &up,
+            b * t,
+            &p(&format!("{pre}.mlp.proj.weight")),
+            Some(&p(&format!("{pre}.mlp.proj.bias"))),
+            c,
+        );
+        x = add(&x, &down);
+    }
+    let h = layer_norm_f64(&x, c, &p("ln_f.weight"), &p("ln_f.bias"));
+    dense_f64(
+        &h,
+        b * t,
+        &p("lm_head.weight"),
+        Some(&p("lm_head.bias")),
+        cfg.vocab_size,
+    )
+}
+
+/// A MiniGPT held by the checks, whose blocks use attention modules made by `make_attention`
+/// (hidden, num_heads, head_dim, vb).
+pub struct RefGpt<A: Module> {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<(LayerNorm, A, LayerNorm, FeedForward)>,
+    ln_f: LayerNorm,
+    lm_head: Dense,
+}
+
+impl<A: Module> RefGpt<A> {
+    pub fn new(
+        cfg: GptConfig,
+        vb: VarBuilder,
+        make_attention: impl Fn(usize, usize, usize, VarBuilder) -> Result<A>,
+    ) -> Result<Self> {
+        let c = cfg.hidden;
+        let blocks = (0..cfg.num_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("h.{i}"));
+                Ok((
+                    LayerNorm::new(c, vb.pp("ln_1"))?,
+                    make_attention(c, cfg.num_heads, cfg.head_dim(), vb.pp("attn"))?,
+                    LayerNorm::new(c, vb.pp("ln_2"))?,
+                    FeedForward::new(c, vb.pp("mlp"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            wte: embedding(cfg.vocab_size, c, vb.pp("wte"))?,
+            wpe: embedding(cfg.block_size, c, vb.pp("wpe"))?,
+            blocks,
+            ln_f: LayerNorm::new(c, vb.pp("ln_f"))?,
+            lm_head: dense(c, cfg.vocab_size, vb.pp("lm_head"))?,
+        })
+    }
+}
+
+impl<A: Module> Module for RefGpt<A> {
+    fn forward(&self, idx: &Tensor) -> Result<Tensor> {
+        let (_b, t) = idx.dims2()?;
+        let pos = Tensor::arange(0u32, t as u32, idx.device())?;
+        let mut x = self
+            .wte
+            .forward(idx)?
+            .broadcast_add(&self.wpe.forward(&pos)?)?;
+        for (ln_1, attn, ln_2, mlp) in &self.blocks {
+            x = (&x + attn.forward(&ln_1.forward(&x)?)?)?;
+            x = (&x + mlp.forward(&ln_2.forward(&x)?)?)?;
+        }
+        self.lm_head.forward(&self.ln_f.forward(&x)?)
+    }
+}

@@ -1,0 +1,168 @@
+//! Helpers that speak to the learner: each failure says what was expected, what came, and what
+//! to look at next.
+
+use candle_core::{DType, Device, Module, Tensor};
+use kit::{Dataset, SeededVarMap};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The device every check runs on.
+pub fn device() -> Device {
+    Device::Cpu
+}
+
+/// tiny Shakespeare, loaded once per test binary. A missing corpus fails with the message that
+/// says how to supply it.
+pub fn dataset() -> &'static Dataset {
+    static DATA: OnceLock<Dataset> = OnceLock::new();
+    DATA.get_or_init(|| match Dataset::load() {
+        Ok(d) => d,
+        Err(e) => panic!("the checks need the tiny Shakespeare corpus: {e}"),
+    })
+}
+
+/// Asserts a tensor's shape, naming the part and what its shape means.
+#[track_caller]
+pub fn assert_shape(what: &str, t: &Tensor, expected: &[usize], meaning: &str) {
+    assert_eq!(
+        t.dims(),
+        expected,
+        "{what} returned shape {:?}, expected {expected:?} ({meaning})",
+        t.dims()
+    );
+}
+
+/// Runs `f` on its own thread and fails if it takes longer than `limit`: an endless loop in the
+/// learner's code becomes a verdict instead of a hang.
+#[track_caller]
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "{what} did not finish within {} s: look for a loop that never ends",
+            limit.as_secs()
+        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sends its result before it ends"),
+        },
+    }
+}
+
+/// Names of the parameters that get no gradient, or only zeros, from `loss`.
+pub fn parameters_without_gradient(params: &SeededVarMap, loss: &Tensor) -> Vec<String> {
+    let grads = loss.backward().expect("backward pass");
+    params
+        .named_vars()
+        .into_iter()
+        .filter(|(_, var)| match grads.get(var) {
+            None => true,
+            Some(g) => g
+                .abs()
+                .and_then(|a| a.sum_all())
+                .and_then(|s| s.to_dtype(DType::F32))
+                .and_then(|s| s.to_scalar::<f32>())
+                .map(|s| s == 0.0 || !s.is_finite())
+                .unwrap_or(true),
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Fails, listing them, if any parameter gets no gradient from `loss`.
+#[track_caller]
+pub fn assert_every_parameter_learns(what: &str, params: &SeededVarMap, loss: &Tensor) {
+    assert!(
+        !params.named_vars().is_empty(),
+        "{what} has no parameters at all"
+    );
+    let missing = parameters_without_gradient(params, loss);
+    assert!(
+        missing.is_empty(),
+        "{what}: these parameters receive no gradient from the loss, so they would never learn:\n  {}\n\
+         Look for an op without a backward pass between them and the loss (candle-nn 0.11's \
+         softmax_last_dim, layer_norm and LayerNorm have none: use kit's), a `detach`, or a part \
+         that is built but never used in forward.",
+        missing.join("\n  ")
+    );
+}
+
+/// The parameters as a table a person can read: name, shape, count, and the total.
+pub fn parameter_table(params: &SeededVarMap) -> String {
+    let vars = params.named_vars();
+    let width = vars.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    let mut out = String::new();
+    let mut total = 0;
+    for (name, var) in &vars {
+        let n = var.elem_count();
+        total += n;
+        out.push_str(&format!(
+            "{name:<width$}  {:<12}  {n:>8}\n",
+            format!("{:?}", var.dims())
+        ));
+    }
+    out.push_str(&format!("{:<width$}  {:<12}  {total:>8}\n", "total", ""));
+    out
+}
+
+/// Values of a tensor as f64, flattened.
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("tensor values")
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "comparing {} values with {}",
+        a.len(),
+        b.len()
+    );
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The value of a named parameter as f64, row-major.
+pub fn param(params: &SeededVarMap, name: &str) -> Vec<f64> {
+    let vars = params.named_vars();
+    let var = vars.iter().find(|(n, _)| n == name).unwrap_or_else(|| {
+        panic!(
+            "no parameter named {name}; the model has: {}",
+            vars.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    values(var.1.as_tensor())
+}
+
+/// Logits of a model on a batch of token ids (B, T).
+pub fn logits(model: &dyn Module, ids: &[Vec<u32>]) -> Tensor {
+    let flat: Vec<u32> = ids.concat();
+    let t = Tensor::from_vec(flat, (ids.len(), ids[0].len()), &device()).expect("token ids");
+    model.forward(&t).expect("forward pass")
+}
+
+/// Random floats in [-1, 1) from a seeded generator, as a tensor of `shape`.
+pub fn random_tensor(seed: u64, shape: &[usize]) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &device()).expect("random tensor")
+}

@@ -1,0 +1,143 @@
+//! # Task 1: MiniGPT
+//!
+//! Assemble a small GPT from parts that `kit` gives you, train it on tiny Shakespeare, and
+//! watch it learn to write something like a play.
+//!
+//! Shapes use three letters: `B` the batch size, `T` the number of positions (at most
+//! `block_size`), `C` the hidden size. Token ids come in as (B, T) `u32`; every layer in between
+//! carries (B, T, C) floats; the model ends with (B, T, vocab_size) logits.
+//!
+//! Given in `kit::nn` (read them, do not rewrite them):
+//! - `AttentionHead::new(hidden, head_dim, vb)`: one causal self-attention head,
+//!   (B, T, C) → (B, T, head_dim);
+//! - `FeedForward::new(hidden, vb)`: Dense(4·C), ReLU, Dense(C);
+//! - `LayerNorm::new(dim, vb)`: normalises the last dimension (with a working backward pass;
+//!   candle-nn's fast LayerNorm has none, so do not use it here);
+//! - `dense(in, out, vb)`, `dense_no_bias(in, out, vb)`, `embedding(n, dim, vb)`;
+//! - `kit::Sampler`: draws a token from logits, `sampler.sample(&logits)?`.
+//!
+//! Name parameters with `vb.pp("name")` as the doc comments say: the checks compare your
+//! parameter table with the architecture.
+//!
+//! Check your work with `cargo xtask check task1`.
+
+use candle_core::{D, IndexOp, Module, Result, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+use kit::nn::{AttentionHead, Dense, FeedForward, LayerNorm, dense, embedding};
+use kit::{GptConfig, Sampler};
+
+/// `num_heads` attention heads side by side, their outputs concatenated on the last dimension,
+/// then mixed by a dense layer.
+pub struct MultiHeadAttention {
+    heads: Vec<AttentionHead>,
+    proj: Dense,
+}
+
+impl MultiHeadAttention {
+    /// Heads named `heads.0`, `heads.1`, ...; the output layer `proj`:
+    /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias.
+    pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        // TODO: build num_heads `AttentionHead::new(hidden, head_dim, ...)` named heads.0, heads.1, ...
+        // (`vb.pp(format!("heads.{i}"))`), and `dense(width, width, vb.pp("proj"))` with
+        // width = num_heads * head_dim.
+        todo!(
+            "MultiHeadAttention::new: {num_heads} heads of {head_dim} dimensions, then the proj layer"
+        )
+    }
+}
+
+impl Module for MultiHeadAttention {
+    /// # Shapes
+    /// (B, T, C) → (B, T, num_heads·head_dim)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // TODO: run every head on xs, each giving (B, T, head_dim); concatenate them on the last
+        // dimension (`Tensor::cat(&outs, D::Minus1)`) and apply proj.
+        todo!(
+            "MultiHeadAttention::forward: run each head, concatenate on the last dimension, apply proj"
+        )
+    }
+}
+
+/// A pre-norm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+pub struct DecoderBlock {
+    ln_1: LayerNorm,
+    attn: MultiHeadAttention,
+    ln_2: LayerNorm,
+    mlp: FeedForward,
+}
+
+impl DecoderBlock {
+    /// Parts named `ln_1`, `attn`, `ln_2`, `mlp`; each head has hidden / num_heads dimensions.
+    pub fn new(hidden: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
+        // TODO: LayerNorm::new(hidden, ...) for ln_1 and ln_2, a MultiHeadAttention whose heads have
+        // hidden / num_heads dimensions for attn, and FeedForward::new(hidden, ...) for mlp.
+        todo!(
+            "DecoderBlock::new: ln_1, attn, ln_2 and mlp for hidden size {hidden} and {num_heads} heads"
+        )
+    }
+}
+
+impl Module for DecoderBlock {
+    /// # Shapes
+    /// (B, T, C) → (B, T, C)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // TODO: pre-norm residuals. First x + attn(ln_1(x)), then, on that result, x + mlp(ln_2(x)).
+        // Tensors add with `(&a + &b)?` or `a.add(&b)?`.
+        todo!("DecoderBlock::forward: x + attn(ln_1(x)), then x + mlp(ln_2(x))")
+    }
+}
+
+/// The whole model: token and position embeddings, `num_layers` blocks, a final LayerNorm and
+/// a dense layer to the vocabulary.
+pub struct MiniGPT {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<DecoderBlock>,
+    ln_f: LayerNorm,
+    lm_head: Dense,
+    config: GptConfig,
+}
+
+impl MiniGPT {
+    /// Parts named `wte` (vocab_size × C), `wpe` (block_size × C), `h.0`, `h.1`, ... (the
+    /// blocks), `ln_f` and `lm_head` (Dense C → vocab_size, with a bias).
+    pub fn new(config: GptConfig, vb: VarBuilder) -> Result<Self> {
+        // TODO: wte = embedding(vocab_size, hidden), wpe = embedding(block_size, hidden),
+        // num_layers DecoderBlocks named h.0, h.1, ..., ln_f = LayerNorm(hidden), and
+        // lm_head = dense(hidden, vocab_size). Keep `config` in the struct.
+        todo!(
+            "MiniGPT::new: wte, wpe, {} blocks named h.i, ln_f and lm_head",
+            config.num_layers
+        )
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Appends `max_new_tokens` sampled tokens to `prompt`. Each step feeds the model the last
+    /// `block_size` tokens at most and samples from the logits of the last position.
+    pub fn generate(
+        &self,
+        sampler: &mut Sampler,
+        prompt: &[u32],
+        max_new_tokens: usize,
+    ) -> Result<Vec<u32>> {
+        // TODO: start from the prompt; max_new_tokens times: take the last block_size tokens at most
+        // (the model has no position embedding beyond that), run the model on them as a (1, T)
+        // tensor, take the logits of the last position, `logits.i((0, T - 1))?`, draw the next token
+        // with `sampler.sample(&last)?` and append it. Return prompt + the new tokens.
+        todo!("MiniGPT::generate: sample max_new_tokens tokens, cropping the context to block_size")
+    }
+}
+
+impl Module for MiniGPT {
+    /// # Shapes
+    /// (B, T) token ids, T ≤ block_size → (B, T, vocab_size) logits
+    fn forward(&self, idx: &Tensor) -> Result<Tensor> {
+        // TODO: (B, T) ids -> token embeddings (B, T, C) plus position embeddings of 0..T, (T, C),
+        // broadcast over the batch (`Tensor::arange(0u32, t as u32, device)`, `broadcast_add`);
+        // then every block in order, ln_f, and lm_head. Refuse T > block_size with an error.
+        todo!("MiniGPT::forward: embeddings, blocks, ln_f, lm_head: (B, T) -> (B, T, vocab_size)")
+    }
+}

@@ -1,0 +1,72 @@
+//! # Task 3: multi-head attention with einsum
+//!
+//! Task 1 ran one `AttentionHead` per head and concatenated them: `num_heads` small projections
+//! and `num_heads` small attention products. Here all heads run at once: one projection each
+//! for queries, keys and values, of width num_heads·head_dim, split into heads, and the
+//! attention maths written as einsum equations over all heads together.
+//!
+//! Letters used: `b` batch, `t` query position, `s` key position, `n` head, `h` dimension
+//! within a head.
+//!
+//! 1. project: `q`, `k`, `v` = Dense(C → n·h) without bias, each (b, t, n·h);
+//! 2. split the heads: (b, t, (n h)) → (b, n, t, h), with `einops!`;
+//! 3. scores: `einsum!("b n t h, b n s h -> b n t s", ...)`, divided by √h;
+//! 4. causal mask and softmax over `s` (you wrote both in Task 2; here
+//!    `kit::ops::causal_softmax(&scores, scale)` does both, and the scaling, in one fused op);
+//! 5. weighted sum: `einsum!("b n t s, b n s h -> b n t h", ...)`;
+//! 6. merge the heads: (b, n, t, h) → (b, t, (n h)), then the output Dense(n·h → n·h) with a bias.
+//!
+//! `candle_einops::{einops, einsum}` are macros: the equation is checked when you compile, and
+//! each returns `candle_core::Result<Tensor>`. Sizes that the macro cannot infer go in braces,
+//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`.
+//!
+//! Check your work with `cargo xtask check task3`, and measure the speed-up with
+//! `cargo xtask bench attention`.
+
+use candle_core::{Module, Result, Tensor};
+use candle_einops::{einops, einsum};
+use candle_nn::VarBuilder;
+use kit::nn::{Dense, dense, dense_no_bias};
+
+/// Causal multi-head self-attention, all heads in one set of tensor products.
+pub struct MultiHeadAttention {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    proj: Dense,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl MultiHeadAttention {
+    /// `query`, `key`, `value`: Dense(hidden → num_heads·head_dim) without bias; `proj`:
+    /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias. Head `i` owns columns
+    /// `i·head_dim .. (i+1)·head_dim` of each projection's output.
+    pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let width = num_heads * head_dim;
+        Ok(Self {
+            query: dense_no_bias(hidden, width, vb.pp("query"))?,
+            key: dense_no_bias(hidden, width, vb.pp("key"))?,
+            value: dense_no_bias(hidden, width, vb.pp("value"))?,
+            proj: dense(width, width, vb.pp("proj"))?,
+            num_heads,
+            head_dim,
+        })
+    }
+}
+
+impl Module for MultiHeadAttention {
+    /// # Shapes
+    /// (B, T, C) → (B, T, num_heads·head_dim)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let heads = self.num_heads;
+        let q = einops!("b t ({heads} h) -> b {heads} t h", &self.query.forward(xs)?)?;
+        let k = einops!("b t ({heads} h) -> b {heads} t h", &self.key.forward(xs)?)?;
+        let v = einops!("b t ({heads} h) -> b {heads} t h", &self.value.forward(xs)?)?;
+        let scores = einsum!("b n t h, b n s h -> b n t s", &q, &k)?;
+        // Masking, softmax over s and the 1/√h scale in one fused op.
+        let weights = kit::ops::causal_softmax(&scores, 1.0 / (self.head_dim as f64).sqrt())?;
+        let out = einsum!("b n t s, b n s h -> b n t h", &weights, &v)?;
+        self.proj.forward(&einops!("b n t h -> b t (n h)", &out)?)
+    }
+}

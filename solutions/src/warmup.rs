@@ -1,0 +1,54 @@
+//! # Warm-up: a bigram model
+//!
+//! The simplest language model there is: it predicts the next character from the current one
+//! alone. Its only parameter is a table with one row per token; row `t` holds the logits
+//! (unnormalised log-probabilities) of every token that may follow `t`. An embedding layer is
+//! exactly such a table, so the whole model is one `Embedding` of vocab_size × vocab_size.
+//!
+//! You write two things: `forward`, which looks up the rows, and `generate`, which writes text
+//! greedily, always taking the most likely next token.
+//!
+//! Check your work with `cargo xtask check warmup`.
+//!
+//! **Think about it.** Train it (`cargo xtask train warmup`) and generate from token 23 ('K'):
+//! the text soon repeats itself, "the the the". Why must a greedy bigram model fall into a loop,
+//! and why that loop in particular?
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+
+/// A bigram language model: the logits of the next token are the embedding row of the current one.
+pub struct SimpleDecoder {
+    token_embedding: Embedding,
+}
+
+impl SimpleDecoder {
+    /// One (vocab_size × vocab_size) table, named `wte`.
+    pub fn new(vocab_size: usize, vb: VarBuilder) -> Result<Self> {
+        let token_embedding = kit::nn::embedding(vocab_size, vocab_size, vb.pp("wte"))?;
+        Ok(Self { token_embedding })
+    }
+
+    /// Greedy generation: starting from `start_token`, append the most likely next token until
+    /// the sequence holds `max_length` tokens (the start token included).
+    pub fn generate(&self, start_token: u32, max_length: usize) -> Result<Vec<u32>> {
+        let device = self.token_embedding.embeddings().device();
+        let mut tokens = vec![start_token];
+        while tokens.len() < max_length {
+            let last = Tensor::new(&[[tokens[tokens.len() - 1]]], device)?; // (1, 1)
+            let logits = self.forward(&last)?; // (1, 1, V)
+            // A bigram model needs only the last token: its row is the whole prediction.
+            tokens.push(kit::sample::argmax(&logits)?);
+        }
+        tokens.truncate(max_length);
+        Ok(tokens)
+    }
+}
+
+impl Module for SimpleDecoder {
+    /// # Shapes
+    /// (B, T) token ids → (B, T, vocab_size) logits
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.token_embedding.forward(xs)
+    }
+}

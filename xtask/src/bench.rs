@@ -1,0 +1,142 @@
+//! `cargo xtask bench`: training-step and attention timings. Method and figures live in
+//! BENCHMARKS.md.
+
+use crate::cli::{Attention, BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat, TrainTask};
+use crate::models;
+use candle_core::{DType, Device, Module, Tensor};
+use kit::data::Batch;
+use kit::train::Trainer;
+use kit::{Dataset, GptConfig, SeededVarMap};
+use rand::SeedableRng;
+use std::process::ExitCode;
+use std::time::Instant;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.what {
+        BenchWhat::Train(a) => train(a),
+        BenchWhat::Attention(a) => attention(a),
+    }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
+    kit::ops::set_fused(!args.composed);
+    let device = Device::Cpu;
+    let data = Dataset::load()?;
+    let cfg = GptConfig::graded(data.vocab_size());
+    let (batch_size, block_size, lr) = (16, 32, 1e-3);
+    let params = SeededVarMap::new(0);
+    let task = match args.attention {
+        Attention::PerHead => TrainTask::Task1,
+        Attention::Einsum => TrainTask::Task3,
+    };
+    let model = models::build(task, true, cfg, params.var_builder(&device))?;
+    let mut trainer = Trainer::new(model.as_ref(), params.varmap(), lr, &device)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut times = Vec::with_capacity(args.steps as usize);
+    let mut last_loss = 0.0;
+    for i in 0..args.warmup + args.steps {
+        let batch = Batch::sample(&mut rng, &data.train, batch_size, block_size)?;
+        let start = Instant::now();
+        last_loss = trainer.step(&batch)?;
+        if i >= args.warmup {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let ms = median(&mut times);
+    let tokens_per_s = (batch_size * block_size) as f64 / (ms / 1e3);
+    let threads = candle_core::utils::get_num_threads();
+    let ops = if args.composed { "composed" } else { "fused" };
+    let attn = match args.attention {
+        Attention::PerHead => "per-head",
+        Attention::Einsum => "einsum",
+    };
+    println!(
+        "MiniGPT (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
+         {attn} attention, {ops} ops, {threads} thread(s)"
+    );
+    println!(
+        "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
+        args.steps, args.warmup
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ms_per_step": ms,
+                "mean_ms_per_step": mean,
+                "tokens_per_s": tokens_per_s,
+                "steps": args.steps,
+                "threads": threads,
+                "attention": attn,
+                "ops": ops,
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Median milliseconds of `f` over `repeats` runs after one untimed run.
+fn time_ms(repeats: u64, mut f: impl FnMut() -> candle_core::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(repeats as usize);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(&mut times))
+}
+
+fn attention(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::Cpu;
+    let (b, heads, d) = (16, 4, 32);
+    let hidden = heads * d;
+    let mut rows = Vec::new();
+    println!(
+        "Attention, batch {b}, {heads} heads of {d}, hidden {hidden}; median of {} runs (ms)",
+        args.repeats
+    );
+    println!(
+        "{:<6} {:<16} {:>10} {:>10} {:>9}",
+        "T", "pass", "per-head", "einsum", "speed-up"
+    );
+    for t in [32usize, 256] {
+        let params = SeededVarMap::new(0);
+        let vb = params.var_builder(&device);
+        let per_head =
+            solutions::task1::MultiHeadAttention::new(hidden, heads, d, vb.pp("per_head"))?;
+        let einsum = solutions::task3::MultiHeadAttention::new(hidden, heads, d, vb.pp("einsum"))?;
+        let x = candle_core::Var::from_tensor(
+            &Tensor::randn(0f32, 1.0, (b, t, hidden), &device)?.to_dtype(DType::F32)?,
+        )?;
+        let modules: [&dyn Module; 2] = [&per_head, &einsum];
+        let mut fwd = [0.0; 2];
+        let mut bwd = [0.0; 2];
+        for (i, m) in modules.iter().enumerate() {
+            fwd[i] = time_ms(args.repeats, || m.forward(x.as_tensor()).map(|_| ()))?;
+            bwd[i] = time_ms(args.repeats, || {
+                let y = m.forward(x.as_tensor())?;
+                y.sqr()?.sum_all()?.backward().map(|_| ())
+            })?;
+        }
+        for (pass, [p, e]) in [("forward", fwd), ("forward+backward", bwd)] {
+            println!("{t:<6} {pass:<16} {p:>10.3} {e:>10.3} {:>8.2}x", p / e);
+            rows.push(serde_json::json!({"t": t, "pass": pass, "per_head_ms": p, "einsum_ms": e, "speedup": p / e}));
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,308 @@
+//! `cargo xtask check`: runs a task's graded tests and prints one verdict per check.
+
+use crate::cli::{CheckArgs, Task};
+use crate::style;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// The verdict of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub name: String,
+    pub passed: bool,
+    /// Why it failed, in a few lines.
+    pub message: Option<String>,
+}
+
+pub fn workspace_root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let tasks: Vec<Task> = if args.task == Task::All {
+        Task::ORDER.to_vec()
+    } else {
+        vec![args.task]
+    };
+    let root = workspace_root();
+    let graded = if args.solutions {
+        "the reference solutions"
+    } else {
+        "your exercises"
+    };
+    let mut all_passed = true;
+    let mut ran_any = false;
+    for task in &tasks {
+        if !root
+            .join("checks")
+            .join("tests")
+            .join(format!("{}.rs", task.name()))
+            .exists()
+        {
+            println!("{}: its checks do not exist yet.", style::bold(task.name()));
+            all_passed = false;
+            continue;
+        }
+        ran_any = true;
+        println!(
+            "{} {} ({graded})",
+            style::bold("Checking"),
+            style::bold(task.name())
+        );
+        let verdicts = run_task(&root, *task, args.solutions)?;
+        let passed = verdicts.iter().filter(|v| v.passed).count();
+        for v in &verdicts {
+            if v.passed {
+                println!("  {} {}", style::ok("✓"), readable(&v.name));
+            } else {
+                println!("  {} {}", style::bad("✗"), readable(&v.name));
+                if let Some(msg) = &v.message {
+                    for line in msg.lines() {
+                        println!("      {}", line);
+                    }
+                }
+            }
+        }
+        let total = verdicts.len();
+        let ok = total > 0 && passed == total;
+        all_passed &= ok;
+        let line = format!("{}: {passed} of {total} checks pass", task.name());
+        println!(
+            "{}\n",
+            if ok {
+                style::ok(&line)
+            } else {
+                style::bad(&line)
+            }
+        );
+        if !ok {
+            if verdicts.iter().any(|v| {
+                v.message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("not yet implemented"))
+            }) {
+                println!(
+                    "Next: fill in the todo!() named above, then run `cargo xtask check {}` again.\n",
+                    task.name()
+                );
+            }
+            if tasks.len() > 1 {
+                continue;
+            }
+        } else if tasks.len() == 1 {
+            match next_task(*task) {
+                Some(next) => println!(
+                    "Next: {} (cargo xtask check {})",
+                    style::bold(next.name()),
+                    next.name()
+                ),
+                None => println!(
+                    "Every task passes. Next: cargo xtask train task1 to watch your model learn."
+                ),
+            }
+        }
+    }
+    Ok(if all_passed && ran_any {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn next_task(task: Task) -> Option<Task> {
+    let i = Task::ORDER.iter().position(|t| *t == task)?;
+    Task::ORDER.get(i + 1).copied()
+}
+
+/// Builds and runs one task's test binary and turns its output into verdicts.
+fn run_task(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Vec<Verdict>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args([
+        "test",
+        "--quiet",
+        "--package",
+        "checks",
+        "--test",
+        task.name(),
+    ]);
+    if solutions {
+        cmd.args(["--features", "solutions"]);
+    }
+    // cargo's --quiet would make libtest terse; ask for one line per test.
+    cmd.args(["--", "--format", "pretty", "--color", "never"])
+        .env("RUST_BACKTRACE", "0")
+        // A learner's output never becomes the reference snapshot.
+        .env("INSTA_UPDATE", "no")
+        .stdin(Stdio::null());
+    let out = cmd.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdicts = parse_libtest(&stdout);
+    // Compiler errors and warnings matter; cargo's "test failed" summary is what we print better.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("error: test failed, to rerun pass"))
+        .collect();
+    if !stderr.join("").trim().is_empty() {
+        eprintln!("{}", stderr.join("\n"));
+    }
+    if verdicts.is_empty() {
+        anyhow::bail!(
+            "the {} checks did not run (cargo test exited with {}). If the compiler printed errors \
+             above, fix those first: every exercise file must compile.",
+            task.name(),
+            out.status
+        );
+    }
+    Ok(verdicts)
+}
+
+/// Reads libtest's plain output: the `test NAME ... ok|FAILED` lines and each failure's
+/// captured output.
+pub fn parse_libtest(stdout: &str) -> Vec<Verdict> {
+    let mut verdicts: Vec<Verdict> = stdout
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("test ")?;
+            let (name, result) = rest.rsplit_once(" ... ")?;
+            let passed = match result.trim() {
+                "ok" => true,
+                r if r.starts_with("FAILED") => false,
+                _ => return None,
+            };
+            Some(Verdict {
+                name: name.to_string(),
+                passed,
+                message: None,
+            })
+        })
+        .collect();
+    // Failure sections: "---- NAME stdout ----" up to the next section or the failures list.
+    let mut current: Option<(String, Vec<&str>)> = None;
+    let mut sections = Vec::new();
+    for line in stdout.lines() {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            sections.extend(current.take());
+            current = Some((name.to_string(), Vec::new()));
+        } else if line == "failures:" {
+            sections.extend(current.take());
+        } else if let Some((_, lines)) = current.as_mut() {
+            lines.push(line);
+        }
+    }
+    sections.extend(current);
+    for (name, lines) in sections {
+        if let Some(v) = verdicts.iter_mut().find(|v| v.name == name) {
+            v.message = Some(failure_message(&lines));
+        }
+    }
+    verdicts.sort_by_key(|v| v.passed);
+    verdicts
+}
+
+/// The panic message of a failed check, with a `todo!()` shown as
+/// "not yet implemented: WHAT (FILE:LINE)".
+fn failure_message(lines: &[&str]) -> String {
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.starts_with("thread '") && l.contains(" panicked at "))
+    else {
+        let text = lines
+            .iter()
+            .map(|l| l.trim_end())
+            .collect::<Vec<_>>()
+            .join("\n");
+        return text.trim().to_string();
+    };
+    // "thread 'NAME' panicked at FILE:LINE:COL:"
+    let location = lines[start]
+        .split_once(" panicked at ")
+        .map(|(_, loc)| loc.trim_end_matches(':'))
+        .unwrap_or("");
+    let file_line = match location.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
+        [_col, line, file] => format!("{file}:{line}"),
+        _ => location.to_string(),
+    };
+    let body: Vec<&str> = lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .copied()
+        .collect();
+    let body = body.join("\n").trim().to_string();
+    let output: Vec<&str> = lines[..start]
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let mut message = if body.starts_with("not yet implemented") {
+        format!("{body} ({file_line})")
+    } else {
+        format!("{body}\n(at {file_line})")
+    };
+    if !output.is_empty() {
+        message = format!("{}\n{message}", output.join("\n"));
+    }
+    message
+}
+
+/// `graded_training_reaches_eval_loss_below_2_6` → "graded training reaches eval loss below 2.6".
+pub fn readable(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            if c != '_' {
+                c
+            } else if i > 0
+                && chars[i - 1].is_ascii_digit()
+                && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit())
+            {
+                '.'
+            } else {
+                ' '
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = "\nrunning 3 tests\ntest a_passes ... ok\ntest stub_is_hit ... FAILED\ntest wrong_shape ... FAILED\n\nfailures:\n\n---- stub_is_hit stdout ----\n\nthread 'stub_is_hit' (1234) panicked at exercises/src/warmup.rs:52:9:\nnot yet implemented: SimpleDecoder::forward: look up rows\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n---- wrong_shape stdout ----\nstep 1\n\nthread 'wrong_shape' panicked at checks/src/support.rs:30:5:\nassertion `left == right` failed: forward returned shape [2]\n  left: [2]\n right: [2, 3]\n\n\nfailures:\n    stub_is_hit\n    wrong_shape\n\ntest result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n";
+
+    #[test]
+    fn todo_panics_read_as_not_yet_implemented_with_their_place() {
+        let v = parse_libtest(OUTPUT);
+        assert_eq!(v.len(), 3);
+        let stub = v.iter().find(|v| v.name == "stub_is_hit").unwrap();
+        assert_eq!(
+            stub.message.as_deref(),
+            Some(
+                "not yet implemented: SimpleDecoder::forward: look up rows (exercises/src/warmup.rs:52)"
+            )
+        );
+        let shape = v.iter().find(|v| v.name == "wrong_shape").unwrap();
+        let msg = shape.message.as_deref().unwrap();
+        assert!(
+            msg.starts_with("step 1\nassertion `left == right` failed: forward returned shape [2]"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("(at checks/src/support.rs:30)"), "{msg}");
+        assert!(v.iter().find(|v| v.name == "a_passes").unwrap().passed);
+    }
+
+    #[test]
+    fn names_read_as_sentences() {
+        assert_eq!(
+            readable("graded_training_reaches_eval_loss_below_2_6"),
+            "graded training reaches eval loss below 2.6"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The argument types, and nothing else.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "The minigpt-candle workbook: check your work, train, benchmark."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Grade a task: runs its checks and prints one line per check.
+    Check(CheckArgs),
+    /// Download tiny Shakespeare (verifying its sha256), or install a local copy.
+    Data(DataArgs),
+    /// Train a model, save a checkpoint and print a sample.
+    Train(TrainArgs),
+    /// Measure training or attention speed.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    Warmup,
+    Task1,
+    Task2,
+    Task3,
+    All,
+}
+
+impl Task {
+    pub const ORDER: [Task; 4] = [Task::Warmup, Task::Task1, Task::Task2, Task::Task3];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Warmup => "warmup",
+            Task::Task1 => "task1",
+            Task::Task2 => "task2",
+            Task::Task3 => "task3",
+            Task::All => "all",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Which task to grade.
+    #[arg(value_enum)]
+    pub task: Task,
+    /// Grade the reference solutions instead of your exercises.
+    #[arg(long)]
+    pub solutions: bool,
+}
+
+#[derive(Args)]
+pub struct DataArgs {
+    /// Install this local copy of input.txt (verified first) instead of downloading.
+    #[arg(long, value_name = "PATH")]
+    pub from: Option<PathBuf>,
+    /// Download from this address instead of the canonical one.
+    #[arg(long, value_name = "URL", hide = true)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrainTask {
+    Warmup,
+    Task1,
+    Task3,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Which model: the warm-up bigram, Task 1's MiniGPT, or MiniGPT with Task 3's attention.
+    #[arg(value_enum)]
+    pub task: TrainTask,
+    /// Train the reference solution instead of your exercise.
+    #[arg(long)]
+    pub solutions: bool,
+    /// Training steps (default: 7000 for warmup, 4000 otherwise).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: Option<u64>,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub layers: u64,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heads: u64,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub hidden: u64,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block: u64,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Evaluate every this many steps.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_every: u64,
+    /// Eval batches averaged by each evaluation (the challenge uses 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_batches: u64,
+    /// Where to write the checkpoint (default: runs/<task>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Characters of text to sample after training.
+    #[arg(long, default_value_t = 300)]
+    pub sample: usize,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// ms per training step of the reference MiniGPT at the graded settings.
+    Train(BenchTrainArgs),
+    /// Task 1 per-head attention against Task 3 einsum attention.
+    Attention(BenchAttentionArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Attention {
+    /// Task 1: one AttentionHead per head, concatenated.
+    PerHead,
+    /// Task 3: all heads at once with einsum.
+    Einsum,
+}
+
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// Timed steps, after the warm-up steps.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u64,
+    /// Which attention the MiniGPT uses.
+    #[arg(long, value_enum, default_value_t = Attention::PerHead)]
+    pub attention: Attention,
+    /// Use the composed (unfused) LayerNorm, softmax and cross-entropy: the "before" figure.
+    #[arg(long)]
+    pub composed: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchAttentionArgs {
+    /// Timed repeats per measurement (the median is reported).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: u64,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}

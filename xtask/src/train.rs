@@ -1,0 +1,151 @@
+//! `cargo xtask train`: the challenge's "play with the parameters" cell, as a command.
+
+use crate::check::workspace_root;
+use crate::cli::{TrainArgs, TrainTask};
+use crate::models;
+use anyhow::Context as _;
+use candle_core::Device;
+use kit::train::{Control, TrainConfig};
+use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// What is saved beside a checkpoint's weights: enough to rebuild the model and its tokenizer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub task: String,
+    pub model: GptConfig,
+    /// The vocabulary, in token-id order.
+    pub vocabulary: String,
+    pub train: TrainConfig,
+    pub steps_run: usize,
+    pub best_eval_loss: Option<f32>,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::Cpu;
+    let data = Dataset::load()?;
+    let task_name = match args.task {
+        TrainTask::Warmup => "warmup",
+        TrainTask::Task1 => "task1",
+        TrainTask::Task3 => "task3",
+    };
+    let cfg = GptConfig {
+        vocab_size: data.vocab_size(),
+        hidden: args.hidden as usize,
+        block_size: args.block as usize,
+        num_layers: args.layers as usize,
+        num_heads: args.heads as usize,
+    };
+    if args.task != TrainTask::Warmup {
+        cfg.validate().map_err(anyhow::Error::msg)?;
+    }
+    let base = if args.task == TrainTask::Warmup {
+        TrainConfig::warmup()
+    } else {
+        TrainConfig::task1()
+    };
+    let train_cfg = TrainConfig {
+        steps: args.steps.map_or(base.steps, |s| s as usize),
+        learning_rate: args.lr,
+        batch_size: args.batch as usize,
+        block_size: args.block as usize,
+        eval_every: args.eval_every as usize,
+        eval_batches: args.eval_batches as usize,
+        seed: args.seed,
+        ..base
+    };
+    train_cfg.validate()?;
+
+    let params = SeededVarMap::new(args.seed);
+    let model = models::build(args.task, args.solutions, cfg, params.var_builder(&device))
+        .context("building the model")?;
+    let who = if args.solutions { "reference" } else { "your" };
+    println!(
+        "Training {who} {task_name} model: {} parameters, {} steps, lr {}, batch {}, block {}",
+        params
+            .named_vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum::<usize>(),
+        train_cfg.steps,
+        train_cfg.learning_rate,
+        train_cfg.batch_size,
+        train_cfg.block_size
+    );
+    let report = kit::train::train(
+        model.as_ref(),
+        params.varmap(),
+        &data,
+        &train_cfg,
+        &device,
+        |p| {
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                println!(
+                    "step {:>5}: train loss {:.3}, eval loss {:.3}",
+                    p.step, p.train_loss, p.eval_loss
+                );
+            }
+            Control::Continue
+        },
+    )?;
+    let best = report.best;
+    if let Some(b) = best {
+        println!(
+            "Done in {:.1} s. Best eval loss {:.3} at step {} (train loss {:.3}); the model keeps those weights.",
+            report.elapsed.as_secs_f32(),
+            b.eval_loss,
+            b.step,
+            b.train_loss
+        );
+    }
+
+    let dir = args
+        .out
+        .unwrap_or_else(|| workspace_root().join("runs").join(task_name));
+    let meta = CheckpointMeta {
+        task: task_name.to_string(),
+        model: cfg,
+        vocabulary: data.tokenizer.chars().iter().collect(),
+        train: train_cfg,
+        steps_run: report.steps_run,
+        best_eval_loss: best.map(|b| b.eval_loss),
+    };
+    let weights = save_checkpoint(&params, &meta, &dir)?;
+    println!("Checkpoint: {}", weights.display());
+
+    let prompt = data
+        .tokenizer
+        .encode("K")
+        .expect("K is in tiny Shakespeare");
+    let mut sampler = Sampler::new(args.seed);
+    let tokens = model.generate(&mut sampler, &prompt, args.sample)?;
+    println!("\nSample:\n{}\n", data.tokenizer.decode(&tokens));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `model.safetensors` and `model.json` into `dir`, each atomically (a temporary file,
+/// then a rename): an interrupted save leaves the previous checkpoint whole.
+pub fn save_checkpoint(
+    params: &SeededVarMap,
+    meta: &CheckpointMeta,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let weights = dir.join("model.safetensors");
+    let tmp = tempfile::Builder::new()
+        .prefix(".model-")
+        .suffix(".part")
+        .tempfile_in(dir)?;
+    params
+        .varmap()
+        .save(tmp.path())
+        .context("writing the weights")?;
+    tmp.persist(&weights)
+        .map_err(|e| e.error)
+        .context("moving the weights into place")?;
+    let json = serde_json::to_vec_pretty(meta)?;
+    kit::corpus::write_atomically(&dir.join("model.json"), &json)?;
+    Ok(weights)
+}
