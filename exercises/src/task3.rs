@@ -18,7 +18,8 @@
 //!
 //! `candle_einops::{einops, einsum}` are macros: the equation is checked when you compile, and
 //! each returns `candle_core::Result<Tensor>`. Sizes that the macro cannot infer go in braces,
-//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`.
+//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`. A rearrangement returns a strided
+//! view; candle's matrix product wants contiguous operands, so follow it with `.contiguous()?`.
 //!
 //! Check your work with `cargo xtask check task3`, and measure the speed-up with
 //! `cargo xtask bench attention`.

@@ -18,7 +18,8 @@
 //!
 //! `candle_einops::{einops, einsum}` are macros: the equation is checked when you compile, and
 //! each returns `candle_core::Result<Tensor>`. Sizes that the macro cannot infer go in braces,
-//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`.
+//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`. A rearrangement returns a strided
+//! view; candle's matrix product wants contiguous operands, so follow it with `.contiguous()?`.
 //!
 //! Check your work with `cargo xtask check task3`, and measure the speed-up with
 //! `cargo xtask bench attention`.
@@ -60,9 +61,13 @@ impl Module for MultiHeadAttention {
     /// (B, T, C) → (B, T, num_heads·head_dim)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let heads = self.num_heads;
-        let q = einops!("b t ({heads} h) -> b {heads} t h", &self.query.forward(xs)?)?;
-        let k = einops!("b t ({heads} h) -> b {heads} t h", &self.key.forward(xs)?)?;
-        let v = einops!("b t ({heads} h) -> b {heads} t h", &self.value.forward(xs)?)?;
+        // (B, T, n·h) → (B, n, T, h): head i owns columns i·h..(i+1)·h.
+        let q =
+            einops!("b t ({heads} h) -> b {heads} t h", &self.query.forward(xs)?)?.contiguous()?;
+        let k =
+            einops!("b t ({heads} h) -> b {heads} t h", &self.key.forward(xs)?)?.contiguous()?;
+        let v =
+            einops!("b t ({heads} h) -> b {heads} t h", &self.value.forward(xs)?)?.contiguous()?;
         let scores = einsum!("b n t h, b n s h -> b n t s", &q, &k)?;
         // Masking, softmax over s and the 1/√h scale in one fused op.
         let weights = kit::ops::causal_softmax(&scores, 1.0 / (self.head_dim as f64).sqrt())?;

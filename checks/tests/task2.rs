@@ -1,0 +1,278 @@
+//! Task 2 checks: causal self-attention written by hand.
+//!
+//! The learner's `SelfAttention` is compared with three references it cannot see: plain f64
+//! loops in `checks::reference`, a fixture computed by the challenge's own JAX/Flax code
+//! (`data/fixtures/`), and properties every causal attention has.
+
+use candle_core::{DType, Module, Tensor};
+use candle_nn::VarBuilder;
+use checks::learner::task2::SelfAttention;
+use checks::reference::attention_head_f64;
+use checks::support::{
+    self, assert_every_parameter_learns, assert_shape, device, max_abs_diff, param, values,
+};
+use kit::SeededVarMap;
+use proptest::prelude::*;
+use std::collections::HashMap;
+
+fn head(hidden: usize, head_dim: usize, seed: u64) -> (SelfAttention, SeededVarMap) {
+    let params = SeededVarMap::new(seed);
+    let m = SelfAttention::new(hidden, head_dim, params.var_builder(&device()))
+        .expect("SelfAttention::new");
+    (m, params)
+}
+
+fn forward(m: &SelfAttention, x: &Tensor) -> Vec<f64> {
+    values(&m.forward(x).expect("SelfAttention::forward"))
+}
+
+/// The reference output for the learner's own weights, at scale `1 / √d` (or another, to
+/// recognise a common mistake).
+fn reference(params: &SeededVarMap, x: &Tensor, d: usize, scale: f64) -> Vec<f64> {
+    let (b, t, _) = x.dims3().unwrap();
+    let w = |m: &str| param(params, &format!("{m}.weight"));
+    attention_head_f64(
+        &values(x),
+        b,
+        t,
+        &w("query"),
+        &w("key"),
+        &w("value"),
+        d,
+        scale,
+    )
+}
+
+/// Compares with the f64 reference; on a mismatch, says which known mistake it looks like.
+fn assert_matches_reference(
+    m: &SelfAttention,
+    params: &SeededVarMap,
+    x: &Tensor,
+    d: usize,
+) -> Result<(), TestCaseError> {
+    let got = forward(m, x);
+    let want = reference(params, x, d, 1.0 / (d as f64).sqrt());
+    let diff = max_abs_diff(&got, &want);
+    if diff >= 1e-5 {
+        let hint = if d > 1 && max_abs_diff(&got, &reference(params, x, d, 1.0 / d as f64)) < 1e-5 {
+            "it matches scores divided by head_dim: divide by its square root instead."
+        } else if max_abs_diff(&got, &reference(params, x, d, 1.0)) < 1e-5 {
+            "it matches scores that are not scaled at all: divide them by √head_dim."
+        } else {
+            "check the mask (a position sees itself and earlier positions, never later ones), \
+             the softmax axis (over keys: the last dimension), and q kᵀ (not k qᵀ)."
+        };
+        return Err(TestCaseError::fail(format!(
+            "SelfAttention differs from the reference by {diff:.2e} for input shape {:?}, head_dim {d}: {hint}",
+            x.dims()
+        )));
+    }
+    Ok(())
+}
+
+#[test]
+fn output_has_one_head_dim_vector_per_position() {
+    for (b, t, c, d) in [(1, 4, 8, 16), (2, 7, 6, 5), (3, 1, 4, 2)] {
+        let (m, _) = head(c, d, 0);
+        let out = m
+            .forward(&support::random_tensor(1, &[b, t, c]))
+            .expect("SelfAttention::forward");
+        assert_shape(
+            "SelfAttention::forward",
+            &out,
+            &[b, t, d],
+            "(B, T, head_dim)",
+        );
+    }
+}
+
+#[test]
+fn matches_the_reference_on_a_fixed_input() {
+    // x[0][t][c] = (t - c) / 4: small, exact values that a person can reproduce by hand.
+    let x: Vec<f32> = (0..4)
+        .flat_map(|t| (0..3).map(move |c| (t as f32 - c as f32) / 4.0))
+        .collect();
+    let x = Tensor::from_vec(x, (1, 4, 3), &device()).unwrap();
+    let (m, params) = head(3, 2, 11);
+    assert_matches_reference(&m, &params, &x, 2)
+        .map_err(|e| e.to_string())
+        .unwrap();
+}
+
+#[test]
+fn matches_the_reference_on_random_inputs() {
+    for (seed, (b, t, c, d)) in [(1u64, (2, 9, 8, 4)), (2, (1, 16, 5, 7)), (3, (3, 3, 2, 1))] {
+        let (m, params) = head(c, d, seed);
+        let x = support::random_tensor(seed + 100, &[b, t, c]);
+        assert_matches_reference(&m, &params, &x, d)
+            .map_err(|e| e.to_string())
+            .unwrap();
+    }
+}
+
+#[test]
+fn matches_the_jax_flax_fixture() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/fixtures/task2_attention.json"
+    );
+    let text = std::fs::read_to_string(path).expect("data/fixtures/task2_attention.json");
+    let fixture: serde_json::Value = serde_json::from_str(&text).expect("valid fixture JSON");
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_f64().expect("number") as f32)
+            .collect()
+    };
+    let dims = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|x| x.as_u64().expect("size") as usize)
+            .collect()
+    };
+    let cases = fixture["cases"].as_array().expect("cases");
+    assert!(!cases.is_empty(), "the fixture has no cases");
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        let d = case["head_dim"].as_u64().expect("head_dim") as usize;
+        let shape = dims(&case["input_shape"]);
+        let c = shape[2];
+        // Flax kernels are (in, out); candle's Linear weight is (out, in): transpose.
+        let mut weights = HashMap::new();
+        for m in ["query", "key", "value"] {
+            let rows: Vec<f32> = case[format!("{m}_kernel")]
+                .as_array()
+                .expect("kernel rows")
+                .iter()
+                .flat_map(|r| floats(r))
+                .collect();
+            let kernel = Tensor::from_vec(rows, (c, d), &device()).unwrap();
+            weights.insert(
+                format!("{m}.weight"),
+                kernel.t().unwrap().contiguous().unwrap(),
+            );
+        }
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &device());
+        let m =
+            SelfAttention::new(c, d, vb).expect("SelfAttention::new with the fixture's weights");
+        let x = Tensor::from_vec(floats(&case["input"]), shape.as_slice(), &device()).unwrap();
+        let out = m.forward(&x).expect("SelfAttention::forward");
+        assert_shape(
+            "SelfAttention::forward",
+            &out,
+            &dims(&case["expected_shape"]),
+            "(B, T, head_dim)",
+        );
+        let expected: Vec<f64> = floats(&case["expected"])
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let diff = max_abs_diff(&values(&out), &expected);
+        assert!(
+            diff < 1e-5,
+            "fixture case {name:?} (JAX/Flax, head_dim {d}, input {shape:?}): output differs from \
+             Flax's by {diff:.2e}"
+        );
+    }
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let (m, params) = head(6, 4, 5);
+    let x = support::random_tensor(6, &[2, 5, 6]);
+    let loss = m
+        .forward(&x)
+        .and_then(|y| y.sqr()?.sum_all())
+        .expect("forward");
+    assert_every_parameter_learns("SelfAttention", &params, &loss);
+}
+
+#[test]
+fn small_output_snapshot() {
+    let (m, _) = head(4, 2, 42);
+    let x = support::random_tensor(43, &[1, 3, 4]);
+    let out = forward(&m, &x);
+    let rows: Vec<String> = out
+        .chunks(2)
+        .enumerate()
+        .map(|(t, r)| format!("t={t}: [{:+.4}, {:+.4}]", r[0], r[1]))
+        .collect();
+    insta::with_settings!({
+        description => "SelfAttention(hidden 4, head_dim 2) with the checks' seeded weights (seed 42) \
+            on a seeded random input (1, 3, 4), rounded to 4 decimals. Position 0 can only attend to \
+            itself, so its row is exactly its own value vector.",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(rows.join("\n"));
+    });
+}
+
+/// Batch, time, channel and head sizes plus a seed, with named bounds.
+const MAX_B: usize = 3;
+const MAX_T: usize = 10;
+const MAX_C: usize = 8;
+const MAX_D: usize = 8;
+
+fn sizes() -> impl Strategy<Value = (usize, usize, usize, usize, u64)> {
+    (1..=MAX_B, 1..=MAX_T, 1..=MAX_C, 1..=MAX_D, any::<u64>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_the_reference_for_any_sizes((b, t, c, d, seed) in sizes()) {
+        let (m, params) = head(c, d, seed);
+        assert_matches_reference(&m, &params, &support::random_tensor(seed ^ 1, &[b, t, c]), d)?;
+    }
+
+    #[test]
+    fn the_future_does_not_change_the_past((b, t, c, d, seed) in sizes(), cut in 0usize..MAX_T) {
+        let cut = cut % t;
+        let (m, _) = head(c, d, seed);
+        let x = support::random_tensor(seed ^ 2, &[b, t, c]);
+        let noise = support::random_tensor(seed ^ 3, &[b, t, c]);
+        // Change every input after position `cut`.
+        let keep = Tensor::from_vec((0..t).map(|i| u8::from(i <= cut)).collect::<Vec<_>>(), (1, t, 1), &device())
+            .unwrap().broadcast_as((b, t, c)).unwrap();
+        let changed = keep.where_cond(&x, &(&x + &noise).unwrap()).unwrap();
+        let (y0, y1) = (forward(&m, &x), forward(&m, &changed));
+        for bi in 0..b {
+            let lo = bi * t * d;
+            let diff = max_abs_diff(&y0[lo..lo + (cut + 1) * d], &y1[lo..lo + (cut + 1) * d]);
+            prop_assert!(diff < 1e-5, "changing inputs after position {cut} changed outputs at 0..={cut} by {diff:.2e}: the mask lets the future in");
+        }
+    }
+
+    #[test]
+    fn each_output_is_a_convex_combination_of_visible_values((b, t, c, seed) in (1..=MAX_B, 1..=MAX_T, 1..=MAX_C, any::<u64>())) {
+        // With head_dim = C and the value projection set to the identity, v = x: each output
+        // coordinate must lie between the smallest and largest value of that coordinate at
+        // the visible positions.
+        let (m, params) = head(c, c, seed);
+        let eye = Tensor::eye(c, DType::F32, &device()).unwrap();
+        let value = params.named_vars().into_iter().find(|(n, _)| n == "value.weight").expect("value.weight").1;
+        value.set(&eye).unwrap();
+        let x = support::random_tensor(seed ^ 4, &[b, t, c]);
+        let (xv, y) = (values(&x), forward(&m, &x));
+        for bi in 0..b {
+            for ti in 0..t {
+                for ci in 0..c {
+                    let seen = (0..=ti).map(|s| xv[(bi * t + s) * c + ci]);
+                    let (lo, hi) = seen.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+                    let out = y[(bi * t + ti) * c + ci];
+                    prop_assert!(out >= lo - 1e-5 && out <= hi + 1e-5,
+                        "output at position {ti}, channel {ci} is {out:.4}, outside [{lo:.4}, {hi:.4}], \
+                         the range of the values it may see: the weights are not a softmax over visible keys");
+                }
+            }
+        }
+        // Position 0 sees only itself: its output is its own value vector.
+        for bi in 0..b {
+            let lo = bi * t * c;
+            prop_assert!(max_abs_diff(&y[lo..lo + c], &xv[lo..lo + c]) < 1e-5, "position 0 must attend only to itself");
+        }
+    }
+}
