@@ -8,12 +8,14 @@
 //! - [`nn`]: the layers a task uses but does not write (dense, embedding, LayerNorm,
 //!   feed-forward, the Task 1 attention head);
 //! - [`ops`]: fused LayerNorm, causal softmax and cross-entropy with analytic backward passes;
-//! - [`train`]: Adam, the training loop and the evaluation loss;
+//! - [`adam`]: plain Adam, fused into one in-place pass per parameter;
+//! - [`train`]: the training loop and the evaluation loss;
 //! - [`sample`]: drawing the next token from logits.
 //!
 //! The layers follow candle's shape: a struct, a constructor that takes its sizes and a
 //! [`candle_nn::VarBuilder`], and `impl Module`.
 
+pub mod adam;
 pub mod config;
 pub mod corpus;
 pub mod data;

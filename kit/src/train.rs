@@ -5,6 +5,7 @@
 //! cross-entropy averaged over batch and positions, an evaluation every `eval_every` steps,
 //! and at the end the weights that had the best evaluation loss.
 
+use crate::adam::{Adam, ParamsAdam};
 use crate::data::{Batch, Dataset};
 use crate::ops;
 use anyhow::Context as _;
@@ -161,22 +162,36 @@ pub fn eval_loss<M: Module + ?Sized>(
 /// One optimiser and the model it updates: a training step at a time.
 pub struct Trainer<'a, M: Module + ?Sized> {
     model: &'a M,
-    optimizer: AdamW,
+    optimizer: Box<dyn FnMut(&Tensor) -> Result<()>>,
     device: Device,
 }
 
 impl<'a, M: Module + ?Sized> Trainer<'a, M> {
     /// Adam at `learning_rate` over every variable of `varmap`.
+    ///
+    /// The fused [`Adam`] by default; candle-nn's `AdamW` with weight decay 0 (the same maths,
+    /// slower) when [`ops::fused`] is off.
     pub fn new(model: &'a M, varmap: &VarMap, learning_rate: f64, device: &Device) -> Result<Self> {
-        let params = ParamsAdamW {
-            lr: learning_rate,
-            // The challenge uses plain Adam; candle's default has weight decay 0.01.
-            weight_decay: 0.0,
-            ..ParamsAdamW::default()
+        let optimizer: Box<dyn FnMut(&Tensor) -> Result<()>> = if ops::fused() {
+            let params = ParamsAdam {
+                lr: learning_rate,
+                ..ParamsAdam::default()
+            };
+            let mut adam = Adam::new(varmap.all_vars(), params)?;
+            Box::new(move |loss| adam.backward_step(loss))
+        } else {
+            let params = ParamsAdamW {
+                lr: learning_rate,
+                // The challenge uses plain Adam; candle's default has weight decay 0.01.
+                weight_decay: 0.0,
+                ..ParamsAdamW::default()
+            };
+            let mut adamw = AdamW::new(varmap.all_vars(), params)?;
+            Box::new(move |loss| adamw.backward_step(loss))
         };
         Ok(Self {
             model,
-            optimizer: AdamW::new(varmap.all_vars(), params)?,
+            optimizer,
             device: device.clone(),
         })
     }
@@ -185,7 +200,7 @@ impl<'a, M: Module + ?Sized> Trainer<'a, M> {
     pub fn step(&mut self, batch: &Batch) -> Result<f32> {
         let (x, y) = batch.to_tensors(&self.device)?;
         let loss = loss(self.model, &x, &y)?;
-        self.optimizer.backward_step(&loss)?;
+        (self.optimizer)(&loss)?;
         loss.to_scalar::<f32>()
     }
 }

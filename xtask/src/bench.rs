@@ -69,6 +69,9 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
         args.steps, args.warmup
     );
+    if args.breakdown {
+        breakdown(model.as_ref(), &params, &data, args.steps)?;
+    }
     if args.json {
         println!(
             "{}",
@@ -84,6 +87,34 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Median ms of the forward pass (with the loss), the backward pass and the Adam update.
+fn breakdown(model: &dyn Module, params: &SeededVarMap, data: &Dataset, steps: u64) -> anyhow::Result<()> {
+    use candle_nn::Optimizer;
+    let mut opt = kit::adam::Adam::new(params.varmap().all_vars(), kit::adam::ParamsAdam::default())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let (mut f, mut b, mut o) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..steps {
+        let (x, y) = Batch::sample(&mut rng, &data.train, 16, 32)?.to_tensors(&Device::Cpu)?;
+        let t0 = Instant::now();
+        let loss = kit::train::loss(model, &x, &y)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&grads)?;
+        let t3 = Instant::now();
+        f.push((t1 - t0).as_secs_f64() * 1e3);
+        b.push((t2 - t1).as_secs_f64() * 1e3);
+        o.push((t3 - t2).as_secs_f64() * 1e3);
+    }
+    println!(
+        "breakdown (median ms): forward+loss {:.2}, backward {:.2}, Adam {:.2}",
+        median(&mut f),
+        median(&mut b),
+        median(&mut o)
+    );
+    Ok(())
 }
 
 /// Median milliseconds of `f` over `repeats` runs after one untimed run.

@@ -150,6 +150,9 @@ pub struct BenchTrainArgs {
     /// Use the composed (unfused) LayerNorm, softmax and cross-entropy: the "before" figure.
     #[arg(long)]
     pub composed: bool,
+    /// Also time forward, backward and the optimizer step separately.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,

@@ -1,0 +1,187 @@
+//! Adam, fused: one pass over each parameter per step, updated in place.
+//!
+//! candle-nn's `AdamW` spells the update as a dozen tensor operations per parameter, each of
+//! which allocates and writes a new tensor the size of the parameter. This optimizer keeps the
+//! moments in plain vectors and updates parameter and moments in one loop, inside the
+//! parameter's own storage. The maths is the same (it is tested against `AdamW` with weight
+//! decay 0): the challenge's `optax.adam`.
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Var};
+use candle_nn::Optimizer;
+use std::cell::RefCell;
+
+/// Adam's settings; the defaults are optax's and PyTorch's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamsAdam {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for ParamsAdam {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+struct Slot {
+    var: Var,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Plain Adam (no weight decay) over f32 CPU variables.
+pub struct Adam {
+    slots: Vec<Slot>,
+    params: ParamsAdam,
+    step_t: i32,
+}
+
+impl Optimizer for Adam {
+    type Config = ParamsAdam;
+
+    fn new(vars: Vec<Var>, params: ParamsAdam) -> Result<Self> {
+        let slots = vars
+            .into_iter()
+            .filter(|v| v.dtype().is_float())
+            .map(|var| {
+                let n = var.elem_count();
+                Slot {
+                    var,
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                }
+            })
+            .collect();
+        Ok(Self {
+            slots,
+            params,
+            step_t: 0,
+        })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_t += 1;
+        let p = self.params;
+        for slot in &mut self.slots {
+            let Some(g) = grads.get(&slot.var) else {
+                continue;
+            };
+            let g = g.contiguous()?;
+            let update = AdamUpdate {
+                m: RefCell::new(&mut slot.m),
+                v: RefCell::new(&mut slot.v),
+                lr: p.lr as f32,
+                beta1: p.beta1 as f32,
+                beta2: p.beta2 as f32,
+                eps: p.eps as f32,
+                scale_m: (1.0 / (1.0 - p.beta1.powi(self.step_t))) as f32,
+                scale_v: (1.0 / (1.0 - p.beta2.powi(self.step_t))) as f32,
+            };
+            slot.var.as_tensor().inplace_op2(&g, &update)?;
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.params.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.params.lr = lr;
+    }
+}
+
+struct AdamUpdate<'a> {
+    m: RefCell<&'a mut Vec<f32>>,
+    v: RefCell<&'a mut Vec<f32>>,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    scale_m: f32,
+    scale_v: f32,
+}
+
+impl InplaceOp2 for AdamUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "kit-adam"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let (CpuStorage::F32(theta), CpuStorage::F32(grad)) = (s1, s2) else {
+            candle_core::bail!("kit's Adam updates f32 parameters only")
+        };
+        let (Some((t0, t1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("kit's Adam needs contiguous parameters and gradients")
+        };
+        let (theta, grad) = (&mut theta[t0..t1], &grad[g0..g1]);
+        let mut m = self.m.borrow_mut();
+        let mut v = self.v.borrow_mut();
+        if theta.len() != grad.len() || theta.len() != m.len() {
+            candle_core::bail!(
+                "kit's Adam: parameter of {} values, gradient of {}, state of {}",
+                theta.len(),
+                grad.len(),
+                m.len()
+            )
+        }
+        let (b1, b2) = (self.beta1, self.beta2);
+        for i in 0..theta.len() {
+            let g = grad[i];
+            let mi = b1 * m[i] + (1.0 - b1) * g;
+            let vi = b2 * v[i] + (1.0 - b2) * g * g;
+            m[i] = mi;
+            v[i] = vi;
+            theta[i] -= self.lr * (mi * self.scale_m) / ((vi * self.scale_v).sqrt() + self.eps);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use candle_nn::{AdamW, ParamsAdamW};
+
+    #[test]
+    fn matches_candle_adamw_without_weight_decay() {
+        let dev = Device::Cpu;
+        let start = Tensor::new(&[[0.5f32, -1.0, 2.0], [0.1, 0.0, -0.3]], &dev).unwrap();
+        let ours = Var::from_tensor(&start).unwrap();
+        let theirs = Var::from_tensor(&start).unwrap();
+        let mut a = Adam::new(vec![ours.clone()], ParamsAdam { lr: 0.05, ..Default::default() }).unwrap();
+        let params = ParamsAdamW {
+            lr: 0.05,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut b = AdamW::new(vec![theirs.clone()], params).unwrap();
+        for _ in 0..20 {
+            // loss = Σ sin(θ) · θ², a gradient that changes with θ.
+            let loss = |v: &Var| (v.as_tensor().sin().unwrap() * v.as_tensor().sqr().unwrap()).unwrap().sum_all().unwrap();
+            a.backward_step(&loss(&ours)).unwrap();
+            b.backward_step(&loss(&theirs)).unwrap();
+        }
+        let diff: f32 = (ours.as_tensor() - theirs.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        assert_ne!(ours.as_tensor().to_vec2::<f32>().unwrap(), start.to_vec2::<f32>().unwrap());
+    }
+}
