@@ -239,7 +239,7 @@ fn generate_samples_from_the_last_position() {
     // token, sampled with the same seeded sampler.
     let (model, params) = minigpt(SMALL, 10);
     let prompt: Vec<u32> = vec![5, 9, 13];
-    let all = reference::minigpt_f64(&params, &SMALL, &[prompt.clone()]);
+    let all = reference::minigpt_f64(&params, &SMALL, std::slice::from_ref(&prompt));
     let last: Vec<f32> = all[2 * 65..3 * 65].iter().map(|&v| v as f32).collect();
     for seed in 0..5 {
         let want = Sampler::new(seed).sample_slice(&last);

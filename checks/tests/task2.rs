@@ -146,7 +146,7 @@ fn matches_the_jax_flax_fixture() {
                 .as_array()
                 .expect("kernel rows")
                 .iter()
-                .flat_map(|r| floats(r))
+                .flat_map(&floats)
                 .collect();
             let kernel = Tensor::from_vec(rows, (c, d), &device()).unwrap();
             weights.insert(

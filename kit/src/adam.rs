@@ -115,11 +115,18 @@ impl InplaceOp2 for AdamUpdate<'_> {
         "kit-adam"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         let (CpuStorage::F32(theta), CpuStorage::F32(grad)) = (s1, s2) else {
             candle_core::bail!("kit's Adam updates f32 parameters only")
         };
-        let (Some((t0, t1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+        let (Some((t0, t1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
             candle_core::bail!("kit's Adam needs contiguous parameters and gradients")
         };
         let (theta, grad) = (&mut theta[t0..t1], &grad[g0..g1]);
@@ -158,7 +165,14 @@ mod tests {
         let start = Tensor::new(&[[0.5f32, -1.0, 2.0], [0.1, 0.0, -0.3]], &dev).unwrap();
         let ours = Var::from_tensor(&start).unwrap();
         let theirs = Var::from_tensor(&start).unwrap();
-        let mut a = Adam::new(vec![ours.clone()], ParamsAdam { lr: 0.05, ..Default::default() }).unwrap();
+        let mut a = Adam::new(
+            vec![ours.clone()],
+            ParamsAdam {
+                lr: 0.05,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let params = ParamsAdamW {
             lr: 0.05,
             weight_decay: 0.0,
@@ -167,7 +181,12 @@ mod tests {
         let mut b = AdamW::new(vec![theirs.clone()], params).unwrap();
         for _ in 0..20 {
             // loss = Σ sin(θ) · θ², a gradient that changes with θ.
-            let loss = |v: &Var| (v.as_tensor().sin().unwrap() * v.as_tensor().sqr().unwrap()).unwrap().sum_all().unwrap();
+            let loss = |v: &Var| {
+                (v.as_tensor().sin().unwrap() * v.as_tensor().sqr().unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            };
             a.backward_step(&loss(&ours)).unwrap();
             b.backward_step(&loss(&theirs)).unwrap();
         }
@@ -182,6 +201,9 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(diff < 1e-5, "{diff}");
-        assert_ne!(ours.as_tensor().to_vec2::<f32>().unwrap(), start.to_vec2::<f32>().unwrap());
+        assert_ne!(
+            ours.as_tensor().to_vec2::<f32>().unwrap(),
+            start.to_vec2::<f32>().unwrap()
+        );
     }
 }

@@ -46,7 +46,7 @@ impl GptConfig {
         if let Some((name, _)) = named.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
         }
-        if self.hidden % self.num_heads != 0 {
+        if !self.hidden.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "hidden ({}) must be a multiple of num_heads ({}): each head gets hidden / num_heads dimensions",
                 self.hidden, self.num_heads

@@ -159,10 +159,13 @@ pub fn eval_loss<M: Module + ?Sized>(
     Ok((total / batches.max(1) as f64) as f32)
 }
 
+/// Backward pass and parameter update from a loss.
+type BackwardStep = Box<dyn FnMut(&Tensor) -> Result<()>>;
+
 /// One optimiser and the model it updates: a training step at a time.
 pub struct Trainer<'a, M: Module + ?Sized> {
     model: &'a M,
-    optimizer: Box<dyn FnMut(&Tensor) -> Result<()>>,
+    optimizer: BackwardStep,
     device: Device,
 }
 
@@ -172,7 +175,7 @@ impl<'a, M: Module + ?Sized> Trainer<'a, M> {
     /// The fused [`Adam`] by default; candle-nn's `AdamW` with weight decay 0 (the same maths,
     /// slower) when [`ops::fused`] is off.
     pub fn new(model: &'a M, varmap: &VarMap, learning_rate: f64, device: &Device) -> Result<Self> {
-        let optimizer: Box<dyn FnMut(&Tensor) -> Result<()>> = if ops::fused() {
+        let optimizer: BackwardStep = if ops::fused() {
             let params = ParamsAdam {
                 lr: learning_rate,
                 ..ParamsAdam::default()

@@ -21,7 +21,9 @@ fn serve_once(body: Vec<u8>, declared_len: usize) -> String {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {declared_len}\r\nConnection: close\r\n\r\n");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {declared_len}\r\nConnection: close\r\n\r\n"
+            );
             let _ = stream.write_all(head.as_bytes());
             let _ = stream.write_all(&body);
         }
@@ -53,7 +55,11 @@ fn download_verifies_and_writes_the_file() {
     let url = serve_once(TEXT.to_vec(), TEXT.len());
     corpus::download(&url, &dest, &corpus::sha256_hex(TEXT)).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), TEXT);
-    assert_eq!(leftovers(dest.parent().unwrap()), vec!["input.txt"], "no temporary file is left behind");
+    assert_eq!(
+        leftovers(dest.parent().unwrap()),
+        vec!["input.txt"],
+        "no temporary file is left behind"
+    );
 }
 
 #[test]
@@ -63,7 +69,10 @@ fn no_network_says_how_to_supply_the_file() {
     let err = corpus::download(&dead_url(), &dest, corpus::CORPUS_SHA256).unwrap_err();
     assert!(matches!(err, CorpusError::Download { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("cargo xtask data --from") && msg.contains(corpus::CORPUS_ENV), "{msg}");
+    assert!(
+        msg.contains("cargo xtask data --from") && msg.contains(corpus::CORPUS_ENV),
+        "{msg}"
+    );
     assert!(!dest.exists());
     assert!(leftovers(dir.path()).is_empty());
 }
@@ -76,9 +85,15 @@ fn a_download_with_the_wrong_checksum_is_not_kept() {
     let err = corpus::download(&url, &dest, corpus::CORPUS_SHA256).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, CorpusError::Checksum { .. }), "{err:?}");
-    assert!(msg.contains(corpus::CORPUS_SHA256) && msg.contains(&corpus::sha256_hex(TEXT)), "expected and found: {msg}");
+    assert!(
+        msg.contains(corpus::CORPUS_SHA256) && msg.contains(&corpus::sha256_hex(TEXT)),
+        "expected and found: {msg}"
+    );
     assert!(msg.contains("deleted"), "{msg}");
-    assert!(!dest.exists() && leftovers(dir.path()).is_empty(), "the bad download was not kept");
+    assert!(
+        !dest.exists() && leftovers(dir.path()).is_empty(),
+        "the bad download was not kept"
+    );
 }
 
 #[test]
@@ -110,7 +125,10 @@ fn a_file_that_is_not_utf8_names_the_bad_byte() {
     let path = dir.path().join("input.txt");
     std::fs::write(&path, b"Hello\xff world").unwrap();
     let err = corpus::read_verified(&path, corpus::CORPUS_SHA256).unwrap_err();
-    assert!(matches!(err, CorpusError::NotUtf8 { offset: 5, .. }), "{err:?}");
+    assert!(
+        matches!(err, CorpusError::NotUtf8 { offset: 5, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -121,7 +139,10 @@ fn a_local_copy_with_the_wrong_checksum_is_reported_and_not_installed() {
     let dest = dir.path().join("data").join("input.txt");
     let err = corpus::install_from(&src, &dest, corpus::CORPUS_SHA256).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("expected sha256") && msg.contains(&format!("({} bytes)", TEXT.len())), "{msg}");
+    assert!(
+        msg.contains("expected sha256") && msg.contains(&format!("({} bytes)", TEXT.len())),
+        "{msg}"
+    );
     assert!(msg.contains("nothing was installed"), "{msg}");
     assert!(!dest.exists());
 }

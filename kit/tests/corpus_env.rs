@@ -9,5 +9,8 @@ fn a_missing_file_in_the_environment_variable_is_a_clear_error() {
     let err = corpus::load().unwrap_err();
     assert!(matches!(err, CorpusError::EnvPathMissing { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(corpus::CORPUS_ENV) && msg.contains("/nonexistent/tiny/input.txt"), "{msg}");
+    assert!(
+        msg.contains(corpus::CORPUS_ENV) && msg.contains("/nonexistent/tiny/input.txt"),
+        "{msg}"
+    );
 }

@@ -55,8 +55,26 @@ fn run(seed: u64) -> (Vec<f32>, Vec<f32>) {
     let data = data();
     let params = SeededVarMap::new(seed);
     let model = Tiny::new(data.vocab_size(), &params).unwrap();
-    let report = train(&model, params.varmap(), &data, &config(seed), &Device::Cpu, |_| Control::Continue).unwrap();
-    let weights = params.named_vars().iter().flat_map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let report = train(
+        &model,
+        params.varmap(),
+        &data,
+        &config(seed),
+        &Device::Cpu,
+        |_| Control::Continue,
+    )
+    .unwrap();
+    let weights = params
+        .named_vars()
+        .iter()
+        .flat_map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
     (report.train_losses, weights)
 }
 
@@ -65,11 +83,19 @@ fn the_same_seed_gives_the_same_loss_curve_and_weights() {
     let (losses_a, weights_a) = run(7);
     let (losses_b, weights_b) = run(7);
     assert_eq!(losses_a.len(), 40);
-    assert_eq!(losses_a, losses_b, "same seed, same machine: identical loss curves");
+    assert_eq!(
+        losses_a, losses_b,
+        "same seed, same machine: identical loss curves"
+    );
     assert_eq!(weights_a, weights_b);
     let (losses_c, _) = run(8);
     assert_ne!(losses_a, losses_c, "another seed gives another run");
-    assert!(losses_a[39] < losses_a[0], "the loss goes down: {} -> {}", losses_a[0], losses_a[39]);
+    assert!(
+        losses_a[39] < losses_a[0],
+        "the loss goes down: {} -> {}",
+        losses_a[0],
+        losses_a[39]
+    );
 }
 
 #[test]
@@ -77,13 +103,29 @@ fn a_loss_that_becomes_nan_stops_training_with_its_step_and_learning_rate() {
     let data = data();
     let params = SeededVarMap::new(1);
     let model = Tiny::new(data.vocab_size(), &params).unwrap();
-    let cfg = TrainConfig { learning_rate: 1e30, ..config(1) };
-    let err = train(&model, params.varmap(), &data, &cfg, &Device::Cpu, |_| Control::Continue).unwrap_err();
-    let train_err = err.downcast_ref::<TrainError>().unwrap_or_else(|| panic!("{err:#}"));
-    let TrainError::NonFinite { step, learning_rate, .. } = train_err;
+    let cfg = TrainConfig {
+        learning_rate: 1e30,
+        ..config(1)
+    };
+    let err = train(&model, params.varmap(), &data, &cfg, &Device::Cpu, |_| {
+        Control::Continue
+    })
+    .unwrap_err();
+    let train_err = err
+        .downcast_ref::<TrainError>()
+        .unwrap_or_else(|| panic!("{err:#}"));
+    let TrainError::NonFinite {
+        step,
+        learning_rate,
+        ..
+    } = train_err;
     assert_eq!(*learning_rate, 1e30);
     assert!(*step >= 1 && *step <= 40);
-    assert!(err.to_string().contains("learning rate 1000000000000000000000000000000"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("learning rate 1000000000000000000000000000000"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,15 +133,30 @@ fn the_model_ends_with_its_best_weights_and_a_callback_can_stop_early() {
     let data = data();
     let params = SeededVarMap::new(3);
     let model = Tiny::new(data.vocab_size(), &params).unwrap();
-    let report = train(&model, params.varmap(), &data, &config(3), &Device::Cpu, |p| {
-        if p.step >= 20 { Control::Stop } else { Control::Continue }
-    })
+    let report = train(
+        &model,
+        params.varmap(),
+        &data,
+        &config(3),
+        &Device::Cpu,
+        |p| {
+            if p.step >= 20 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        },
+    )
     .unwrap();
     assert!(report.stopped_early);
     assert_eq!(report.steps_run, 20);
     assert_eq!(report.evals.len(), 2);
     let best = report.best.unwrap();
-    let min = report.evals.iter().map(|e| e.eval_loss).fold(f32::MAX, f32::min);
+    let min = report
+        .evals
+        .iter()
+        .map(|e| e.eval_loss)
+        .fold(f32::MAX, f32::min);
     assert_eq!(best.eval_loss, min);
 }
 
@@ -109,12 +166,39 @@ fn bad_settings_are_errors() {
     let params = SeededVarMap::new(0);
     let model = Tiny::new(data.vocab_size(), &params).unwrap();
     for (cfg, needle) in [
-        (TrainConfig { steps: 0, ..config(0) }, "steps must be at least 1"),
-        (TrainConfig { batch_size: 0, ..config(0) }, "batch_size must be at least 1"),
-        (TrainConfig { block_size: 10_000, ..config(0) }, "too large"),
-        (TrainConfig { learning_rate: -1.0, ..config(0) }, "learning rate"),
+        (
+            TrainConfig {
+                steps: 0,
+                ..config(0)
+            },
+            "steps must be at least 1",
+        ),
+        (
+            TrainConfig {
+                batch_size: 0,
+                ..config(0)
+            },
+            "batch_size must be at least 1",
+        ),
+        (
+            TrainConfig {
+                block_size: 10_000,
+                ..config(0)
+            },
+            "too large",
+        ),
+        (
+            TrainConfig {
+                learning_rate: -1.0,
+                ..config(0)
+            },
+            "learning rate",
+        ),
     ] {
-        let err = train(&model, params.varmap(), &data, &cfg, &Device::Cpu, |_| Control::Continue).unwrap_err();
+        let err = train(&model, params.varmap(), &data, &cfg, &Device::Cpu, |_| {
+            Control::Continue
+        })
+        .unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
 }

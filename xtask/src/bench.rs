@@ -90,9 +90,15 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Median ms of the forward pass (with the loss), the backward pass and the Adam update.
-fn breakdown(model: &dyn Module, params: &SeededVarMap, data: &Dataset, steps: u64) -> anyhow::Result<()> {
+fn breakdown(
+    model: &dyn Module,
+    params: &SeededVarMap,
+    data: &Dataset,
+    steps: u64,
+) -> anyhow::Result<()> {
     use candle_nn::Optimizer;
-    let mut opt = kit::adam::Adam::new(params.varmap().all_vars(), kit::adam::ParamsAdam::default())?;
+    let mut opt =
+        kit::adam::Adam::new(params.varmap().all_vars(), kit::adam::ParamsAdam::default())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let (mut f, mut b, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..steps {
