@@ -50,24 +50,8 @@ impl Module for Dense {
     /// # Shapes
     /// (..., in) → (..., out)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (out_dim, in_dim) = self.weight.dims2()?;
-        let mut lead = xs.dims().to_vec();
-        match lead.pop() {
-            Some(d) if d == in_dim => {}
-            last => candle_core::bail!(
-                "dense layer expects inputs whose last dimension is {in_dim}, got shape {:?} (last {last:?})",
-                xs.dims()
-            ),
-        }
-        let rows: usize = lead.iter().product();
-        // One (rows, in) × (in, out) matrix product, however many leading dimensions.
-        let ys = xs.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let ys = match &self.bias {
-            Some(b) => ys.broadcast_add(b)?,
-            None => ys,
-        };
-        lead.push(out_dim);
-        ys.reshape(lead)
+        // One (rows, in) × (in, out) product over all leading dimensions, fused with the bias.
+        ops::linear(xs, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -176,7 +160,5 @@ impl Module for AttentionHead {
 /// q, k, v: (..., T, D) → (..., T, D); any leading dimensions (batch, heads).
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let d = q.dim(candle_core::D::Minus1)?;
-    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?; // (..., T, T)
-    let weights = ops::causal_softmax(&scores, 1.0 / (d as f64).sqrt())?;
-    weights.matmul(&v.contiguous()?)
+    ops::attention(q, k, v, 1.0 / (d as f64).sqrt())
 }

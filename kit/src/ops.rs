@@ -105,6 +105,25 @@ pub mod composed {
     pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         candle_nn::loss::cross_entropy(logits, targets)
     }
+
+    pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let mut lead = x.dims().to_vec();
+        lead.pop();
+        let rows: usize = lead.iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?;
+        let y = match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        lead.push(out_dim);
+        y.reshape(lead)
+    }
+
+    pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+        let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+        causal_softmax(&scores, scale)?.matmul(&v.contiguous()?)
+    }
 }
 
 fn last_two(t: &Tensor) -> Result<(usize, usize)> {
@@ -439,5 +458,434 @@ impl CustomOp2 for CrossEntropyBackward {
             drow[target_index(target, v)?] -= inv_n;
         }
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense layers and causal attention
+
+/// `y = x Wᵀ (+ b)` over the last dimension, as one node of the graph.
+///
+/// # Shapes
+/// x: (..., in), weight: (out, in), bias: (out) → (..., out)
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (_, in_dim) = weight.dims2()?;
+    if x.dim(D::Minus1)? != in_dim {
+        candle_core::bail!(
+            "dense layer expects inputs whose last dimension is {in_dim}, got shape {:?}",
+            x.dims()
+        )
+    }
+    if !fused() {
+        return composed::linear(x, weight, bias);
+    }
+    let (x, w) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearOp),
+        None => x.apply_op2(&w, LinearOp),
+    }
+}
+
+/// Causal scaled dot-product attention, `softmax(mask(q kᵀ · scale)) v`, as one node.
+///
+/// # Shapes
+/// q, k, v: (..., T, D) → (..., T, D)
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if !fused() {
+        return composed::attention(q, k, v, scale);
+    }
+    if q.dims() != k.dims() || q.dims() != v.dims() || q.rank() < 2 {
+        candle_core::bail!(
+            "attention expects q, k and v of one shape (..., T, D), got {:?}, {:?}, {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )
+    }
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        AttentionOp {
+            scale: scale as f32,
+        },
+    )
+}
+
+/// `c (m×n) = a (m×k) · b (k×n)` (or `c +=` with `accumulate`), row-major `c`, with the row and
+/// column strides of `a` and `b` given, so that transposes cost nothing.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    assert!(c.len() >= m * n, "matmul: output too small");
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+struct LinearOp;
+
+impl LinearOp {
+    fn forward(
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = f32s(x.0, x.1, "dense input")?;
+        let ws = f32s(w.0, w.1, "dense weight")?;
+        let (out_dim, in_dim) = match w.1.dims() {
+            [o, i] => (*o, *i),
+            d => candle_core::bail!("dense weight must be (out, in), got {d:?}"),
+        };
+        let rows = xs.len() / in_dim.max(1);
+        let mut y = vec![0f32; rows * out_dim];
+        let accumulate = if let Some((bs, bl)) = b {
+            let bias = f32s(bs, bl, "dense bias")?;
+            for row in y.chunks_exact_mut(out_dim) {
+                row.copy_from_slice(bias);
+            }
+            true
+        } else {
+            false
+        };
+        // y (rows × out) = x (rows × in) · Wᵀ (in × out)
+        matmul(
+            (rows, out_dim, in_dim),
+            &mut y,
+            accumulate,
+            xs,
+            (in_dim, 1),
+            ws,
+            (1, in_dim),
+        );
+        let mut dims = x.1.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = out_dim;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    /// `[dx, dW, db]`, packed.
+    fn backward(
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        with_bias: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LinearBackward { with_bias })?;
+        let (out_dim, in_dim) = w.dims2()?;
+        let n = x.elem_count();
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = packed
+            .narrow(0, n, out_dim * in_dim)?
+            .reshape((out_dim, in_dim))?;
+        let db = packed.narrow(0, n + out_dim * in_dim, if with_bias { out_dim } else { 0 })?;
+        Ok((dx, dw, db))
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "kit-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Self::forward((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = Self::backward(x, w, grad, false)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "kit-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Self::forward((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = Self::backward(x, w, grad, true)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct LinearBackward {
+    with_bias: bool,
+}
+
+impl CustomOp3 for LinearBackward {
+    fn name(&self) -> &'static str {
+        "kit-linear-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = f32s(s1, l1, "dense input")?;
+        let ws = f32s(s2, l2, "dense weight")?;
+        let dy = f32s(s3, l3, "dense gradient")?;
+        let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
+        let rows = xs.len() / in_dim.max(1);
+        let nb = if self.with_bias { out_dim } else { 0 };
+        let mut out = vec![0f32; xs.len() + out_dim * in_dim + nb];
+        let (dx, rest) = out.split_at_mut(xs.len());
+        let (dw, db) = rest.split_at_mut(out_dim * in_dim);
+        // dx (rows × in) = dy (rows × out) · W (out × in)
+        matmul(
+            (rows, in_dim, out_dim),
+            dx,
+            false,
+            dy,
+            (out_dim, 1),
+            ws,
+            (in_dim, 1),
+        );
+        // dW (out × in) = dyᵀ (out × rows) · x (rows × in)
+        matmul(
+            (out_dim, in_dim, rows),
+            dw,
+            false,
+            dy,
+            (1, out_dim),
+            xs,
+            (in_dim, 1),
+        );
+        if self.with_bias {
+            for row in dy.chunks_exact(out_dim) {
+                for (d, g) in db.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+        }
+        let n = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+}
+
+struct AttentionOp {
+    scale: f32,
+}
+
+/// Fills `p` (t × t) with the causal softmax of `q kᵀ · scale` for one (batch, head).
+fn attention_probs(q: &[f32], k: &[f32], t: usize, d: usize, scale: f32, p: &mut [f32]) {
+    // p = q · kᵀ
+    matmul((t, t, d), p, false, q, (d, 1), k, (1, d));
+    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+        let max = row[..=i]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+        let mut sum = 0.0;
+        for v in &mut row[..=i] {
+            *v = (*v * scale - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in &mut row[..=i] {
+            *v *= inv;
+        }
+        row[i + 1..].fill(0.0);
+    }
+}
+
+fn attention_dims(l: &Layout) -> (usize, usize, usize) {
+    let dims = l.dims();
+    let (t, d) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    (l.shape().elem_count() / (t * d).max(1), t, d)
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "kit-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (q, k, v) = (f32s(s1, l1, "q")?, f32s(s2, l2, "k")?, f32s(s3, l3, "v")?);
+        let (groups, t, d) = attention_dims(l1);
+        let mut out = vec![0f32; q.len()];
+        let mut p = vec![0f32; t * t];
+        for g in 0..groups {
+            let r = g * t * d..(g + 1) * t * d;
+            attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, &mut p);
+            // o = p · v
+            matmul(
+                (t, d, t),
+                &mut out[r.clone()],
+                false,
+                &p,
+                (t, 1),
+                &v[r],
+                (d, 1),
+            );
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let n = q.elem_count();
+        let qkv = Tensor::cat(&[q.flatten_all()?, k.flatten_all()?, v.flatten_all()?], 0)?;
+        let packed = qkv.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &AttentionBackward {
+                scale: self.scale,
+                shape: q.shape().clone(),
+            },
+        )?;
+        let part = |i: usize| packed.narrow(0, i * n, n)?.reshape(q.shape());
+        Ok((Some(part(0)?), Some(part(1)?), Some(part(2)?)))
+    }
+}
+
+/// `[dq, dk, dv]` from `[q, k, v]` (concatenated) and `do`.
+struct AttentionBackward {
+    scale: f32,
+    shape: Shape,
+}
+
+impl CustomOp2 for AttentionBackward {
+    fn name(&self) -> &'static str {
+        "kit-causal-attention-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32s(s1, l1, "q, k, v")?;
+        let dout = f32s(s2, l2, "attention gradient")?;
+        let n = dout.len();
+        let (q, k, v) = (&qkv[..n], &qkv[n..2 * n], &qkv[2 * n..3 * n]);
+        let (groups, t, d) = attention_dims(&Layout::contiguous(self.shape.clone()));
+        let mut out = vec![0f32; 3 * n];
+        let (dq, rest) = out.split_at_mut(n);
+        let (dk, dv) = rest.split_at_mut(n);
+        let (mut p, mut dp) = (vec![0f32; t * t], vec![0f32; t * t]);
+        for g in 0..groups {
+            let r = g * t * d..(g + 1) * t * d;
+            attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, &mut p);
+            let go = &dout[r.clone()];
+            // dv = pᵀ · do
+            matmul((t, d, t), &mut dv[r.clone()], false, &p, (1, t), go, (d, 1));
+            // dp = do · vᵀ
+            matmul((t, t, d), &mut dp, false, go, (d, 1), &v[r.clone()], (1, d));
+            // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
+            for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
+                let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+                for (x, &pv) in dprow.iter_mut().zip(prow) {
+                    *x = pv * (*x - dot) * self.scale;
+                }
+            }
+            // dq = ds · k, dk = dsᵀ · q
+            matmul(
+                (t, d, t),
+                &mut dq[r.clone()],
+                false,
+                &dp,
+                (t, 1),
+                &k[r.clone()],
+                (d, 1),
+            );
+            matmul(
+                (t, d, t),
+                &mut dk[r.clone()],
+                false,
+                &dp,
+                (1, t),
+                &q[r],
+                (d, 1),
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from(3 * n)))
     }
 }

@@ -217,3 +217,45 @@ fn cross_entropy_rejects_targets_outside_the_vocabulary() {
         .to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
+
+#[test]
+fn linear_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x = random(&mut rng, &[2, 3, 5], 1.0);
+    let w = random(&mut rng, &[4, 5], 1.0);
+    let b = random(&mut rng, &[4], 1.0);
+    let out_w = random(&mut rng, &[2, 3, 4], 1.0);
+    check(
+        "linear with bias",
+        &|a| ops::linear(&a[0], &a[1], Some(&a[2])),
+        &|a| composed::linear(&a[0], &a[1], Some(&a[2])),
+        &[x.clone(), w.clone(), b],
+        &out_w,
+    );
+    check(
+        "linear without bias",
+        &|a| ops::linear(&a[0], &a[1], None),
+        &|a| composed::linear(&a[0], &a[1], None),
+        &[x, w],
+        &out_w,
+    );
+}
+
+#[test]
+fn attention_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for shape in [[2usize, 2, 5, 3], [1, 1, 4, 6]] {
+        let q = random(&mut rng, &shape, 1.5);
+        let k = random(&mut rng, &shape, 1.5);
+        let v = random(&mut rng, &shape, 1.5);
+        let out_w = random(&mut rng, &shape, 1.0);
+        let scale = 1.0 / (shape[3] as f64).sqrt();
+        check(
+            "attention",
+            &|a| ops::attention(&a[0], &a[1], &a[2], scale),
+            &|a| composed::attention(&a[0], &a[1], &a[2], scale),
+            &[q, k, v],
+            &out_w,
+        );
+    }
+}
