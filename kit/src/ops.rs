@@ -11,9 +11,40 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// The threads the fused dense and attention ops split their work over: `MINIGPT_THREADS`, else
+/// every core. candle's own kernels stay on one thread (see `.cargo/config.toml`): on tensors
+/// this small they spend longer synchronising than computing, while these ops split whole
+/// matrix products, a few per call.
+pub fn threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Rows per block when `rows` rows are split over the threads.
+fn row_block(rows: usize) -> usize {
+    rows.div_ceil(threads()).max(1)
+}
+
+pub(crate) fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::env::var("MINIGPT_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("kit-ops-{i}"))
+            .build()
+            .expect("a thread pool")
+    })
+}
 
 /// Chooses the fused ops (the default) or the [`composed`] ones for every call in this process.
 /// Only benchmarks and tests that compare the two need this.
@@ -196,12 +227,19 @@ impl CustomOp3 for LayerNormOp {
             )
         }
         let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
-            let (mean, rstd) = row_stats(xr, self.eps);
-            for i in 0..c {
-                yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
-            }
-        }
+        let block = row_block(x.len() / c) * c;
+        pool().install(|| {
+            y.par_chunks_mut(block)
+                .zip(x.par_chunks(block))
+                .for_each(|(yb, xb)| {
+                    for (xr, yr) in xb.chunks_exact(c).zip(yb.chunks_exact_mut(c)) {
+                        let (mean, rstd) = row_stats(xr, self.eps);
+                        for i in 0..c {
+                            yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
+                        }
+                    }
+                })
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -254,26 +292,44 @@ impl CustomOp3 for LayerNormBackward {
         let mut out = vec![0f32; n + 2 * c];
         let (dx, dparams) = out.split_at_mut(n);
         let (dg, db) = dparams.split_at_mut(c);
-        let mut xhat = vec![0f32; c];
-        let mut dxhat = vec![0f32; c];
-        for ((xr, dyr), dxr) in x
-            .chunks_exact(c)
-            .zip(dy.chunks_exact(c))
-            .zip(dx.chunks_exact_mut(c))
-        {
-            let (mean, rstd) = row_stats(xr, self.eps);
-            let (mut sum_dxhat, mut sum_dxhat_xhat) = (0f32, 0f32);
+        let block = row_block(n / c.max(1)) * c;
+        // Rows in blocks, one per thread; each block returns its share of dweight and dbias.
+        let partials: Vec<Vec<f32>> = pool().install(|| {
+            dx.par_chunks_mut(block)
+                .zip(x.par_chunks(block).zip(dy.par_chunks(block)))
+                .map(|(dxb, (xb, dyb))| {
+                    let mut part = vec![0f32; 2 * c];
+                    let (pg, pb) = part.split_at_mut(c);
+                    let (mut xhat, mut dxhat) = (vec![0f32; c], vec![0f32; c]);
+                    for ((xr, dyr), dxr) in xb
+                        .chunks_exact(c)
+                        .zip(dyb.chunks_exact(c))
+                        .zip(dxb.chunks_exact_mut(c))
+                    {
+                        let (mean, rstd) = row_stats(xr, self.eps);
+                        let (mut sum_dxhat, mut sum_dxhat_xhat) = (0f32, 0f32);
+                        for i in 0..c {
+                            xhat[i] = (xr[i] - mean) * rstd;
+                            dxhat[i] = dyr[i] * g[i];
+                            sum_dxhat += dxhat[i];
+                            sum_dxhat_xhat += dxhat[i] * xhat[i];
+                            pg[i] += dyr[i] * xhat[i];
+                            pb[i] += dyr[i];
+                        }
+                        let mean_dxhat = sum_dxhat / c as f32;
+                        let mean_dxhat_xhat = sum_dxhat_xhat / c as f32;
+                        for i in 0..c {
+                            dxr[i] = rstd * (dxhat[i] - mean_dxhat - xhat[i] * mean_dxhat_xhat);
+                        }
+                    }
+                    part
+                })
+                .collect()
+        });
+        for part in partials {
             for i in 0..c {
-                xhat[i] = (xr[i] - mean) * rstd;
-                dxhat[i] = dyr[i] * g[i];
-                sum_dxhat += dxhat[i];
-                sum_dxhat_xhat += dxhat[i] * xhat[i];
-                dg[i] += dyr[i] * xhat[i];
-                db[i] += dyr[i];
-            }
-            let (mean_dxhat, mean_dxhat_xhat) = (sum_dxhat / c as f32, sum_dxhat_xhat / c as f32);
-            for i in 0..c {
-                dxr[i] = rstd * (dxhat[i] - mean_dxhat - xhat[i] * mean_dxhat_xhat);
+                dg[i] += part[i];
+                db[i] += part[c + i];
             }
         }
         Ok((CpuStorage::F32(out), Shape::from(n + 2 * c)))
@@ -586,16 +642,18 @@ impl LinearOp {
         } else {
             false
         };
-        // y (rows × out) = x (rows × in) · Wᵀ (in × out)
-        matmul(
-            (rows, out_dim, in_dim),
-            &mut y,
-            accumulate,
-            xs,
-            (in_dim, 1),
-            ws,
-            (1, in_dim),
-        );
+        // y (rows × out) = x (rows × in) · Wᵀ (in × out), one block of rows per thread.
+        let block = rows.div_ceil(threads()).max(1);
+        pool().install(|| {
+            y.par_chunks_mut(block * out_dim)
+                .enumerate()
+                .for_each(|(i, yb)| {
+                    let r = yb.len() / out_dim;
+                    let xb = &xs[i * block * in_dim..(i * block + r) * in_dim];
+                    let shape = (r, out_dim, in_dim);
+                    matmul(shape, yb, accumulate, xb, (in_dim, 1), ws, (1, in_dim));
+                })
+        });
         let mut dims = x.1.dims().to_vec();
         *dims.last_mut().expect("rank ≥ 1") = out_dim;
         Ok((CpuStorage::F32(y), Shape::from(dims)))
@@ -704,25 +762,32 @@ impl CustomOp3 for LinearBackward {
         let mut out = vec![0f32; xs.len() + out_dim * in_dim + nb];
         let (dx, rest) = out.split_at_mut(xs.len());
         let (dw, db) = rest.split_at_mut(out_dim * in_dim);
+        // Two products of the same size, side by side:
         // dx (rows × in) = dy (rows × out) · W (out × in)
-        matmul(
-            (rows, in_dim, out_dim),
-            dx,
-            false,
-            dy,
-            (out_dim, 1),
-            ws,
-            (in_dim, 1),
-        );
         // dW (out × in) = dyᵀ (out × rows) · x (rows × in)
-        matmul(
-            (out_dim, in_dim, rows),
-            dw,
-            false,
-            dy,
-            (1, out_dim),
-            xs,
-            (in_dim, 1),
+        pool().join(
+            || {
+                matmul(
+                    (rows, in_dim, out_dim),
+                    dx,
+                    false,
+                    dy,
+                    (out_dim, 1),
+                    ws,
+                    (in_dim, 1),
+                )
+            },
+            || {
+                matmul(
+                    (out_dim, in_dim, rows),
+                    dw,
+                    false,
+                    dy,
+                    (1, out_dim),
+                    xs,
+                    (in_dim, 1),
+                )
+            },
         );
         if self.with_bias {
             for row in dy.chunks_exact(out_dim) {
@@ -782,23 +847,20 @@ impl CustomOp3 for AttentionOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (f32s(s1, l1, "q")?, f32s(s2, l2, "k")?, f32s(s3, l3, "v")?);
-        let (groups, t, d) = attention_dims(l1);
+        let (_, t, d) = attention_dims(l1);
         let mut out = vec![0f32; q.len()];
-        let mut p = vec![0f32; t * t];
-        for g in 0..groups {
-            let r = g * t * d..(g + 1) * t * d;
-            attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, &mut p);
-            // o = p · v
-            matmul(
-                (t, d, t),
-                &mut out[r.clone()],
-                false,
-                &p,
-                (t, 1),
-                &v[r],
-                (d, 1),
-            );
-        }
+        // One (batch, head) group at a time, the groups spread over the threads.
+        pool().install(|| {
+            out.par_chunks_mut(t * d).enumerate().for_each_init(
+                || vec![0f32; t * t],
+                |p, (g, o)| {
+                    let r = g * t * d..(g + 1) * t * d;
+                    attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, p);
+                    // o = p · v
+                    matmul((t, d, t), o, false, p, (t, 1), &v[r], (d, 1));
+                },
+            )
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -846,46 +908,58 @@ impl CustomOp2 for AttentionBackward {
         let dout = f32s(s2, l2, "attention gradient")?;
         let n = dout.len();
         let (q, k, v) = (&qkv[..n], &qkv[n..2 * n], &qkv[2 * n..3 * n]);
-        let (groups, t, d) = attention_dims(&Layout::contiguous(self.shape.clone()));
+        let (_, t, d) = attention_dims(&Layout::contiguous(self.shape.clone()));
         let mut out = vec![0f32; 3 * n];
         let (dq, rest) = out.split_at_mut(n);
         let (dk, dv) = rest.split_at_mut(n);
-        let (mut p, mut dp) = (vec![0f32; t * t], vec![0f32; t * t]);
-        for g in 0..groups {
-            let r = g * t * d..(g + 1) * t * d;
-            attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, &mut p);
-            let go = &dout[r.clone()];
-            // dv = pᵀ · do
-            matmul((t, d, t), &mut dv[r.clone()], false, &p, (1, t), go, (d, 1));
-            // dp = do · vᵀ
-            matmul((t, t, d), &mut dp, false, go, (d, 1), &v[r.clone()], (1, d));
-            // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
-            for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
-                let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
-                for (x, &pv) in dprow.iter_mut().zip(prow) {
-                    *x = pv * (*x - dot) * self.scale;
-                }
-            }
-            // dq = ds · k, dk = dsᵀ · q
-            matmul(
-                (t, d, t),
-                &mut dq[r.clone()],
-                false,
-                &dp,
-                (t, 1),
-                &k[r.clone()],
-                (d, 1),
-            );
-            matmul(
-                (t, d, t),
-                &mut dk[r.clone()],
-                false,
-                &dp,
-                (1, t),
-                &q[r],
-                (d, 1),
-            );
-        }
+        let groups = dq
+            .par_chunks_mut(t * d)
+            .zip(dk.par_chunks_mut(t * d))
+            .zip(dv.par_chunks_mut(t * d));
+        pool().install(|| {
+            groups.enumerate().for_each_init(
+                || (vec![0f32; t * t], vec![0f32; t * t]),
+                |(p, dp), (g, ((dq, dk), dv))| {
+                    let r = g * t * d..(g + 1) * t * d;
+                    attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, p);
+                    let go = &dout[r.clone()];
+                    // dv = pᵀ · do
+                    matmul((t, d, t), dv, false, p, (1, t), go, (d, 1));
+                    // dp = do · vᵀ
+                    matmul((t, t, d), dp, false, go, (d, 1), &v[r.clone()], (1, d));
+                    // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
+                    for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
+                        let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+                        for (x, &pv) in dprow.iter_mut().zip(prow) {
+                            *x = pv * (*x - dot) * self.scale;
+                        }
+                    }
+                    // dq = ds · k, dk = dsᵀ · q
+                    matmul((t, d, t), dq, false, dp, (t, 1), &k[r.clone()], (d, 1));
+                    matmul((t, d, t), dk, false, dp, (1, t), &q[r], (d, 1));
+                },
+            )
+        });
         Ok((CpuStorage::F32(out), Shape::from(3 * n)))
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_runs_work_on_its_own_threads() {
+        let names: Vec<String> = pool().install(|| {
+            (0..4)
+                .into_par_iter()
+                .map(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::current().name().unwrap_or("?").to_string()
+                })
+                .collect()
+        });
+        println!("{} threads: {names:?}", threads());
+        assert!(names.iter().all(|n| n.starts_with("kit-ops-")), "{names:?}");
     }
 }

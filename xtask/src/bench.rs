@@ -56,6 +56,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let ms = median(&mut times);
     let tokens_per_s = (batch_size * block_size) as f64 / (ms / 1e3);
     let threads = candle_core::utils::get_num_threads();
+    let op_threads = kit::ops::threads();
     let ops = if args.composed { "composed" } else { "fused" };
     let attn = match args.attention {
         Attention::PerHead => "per-head",
@@ -63,7 +64,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "MiniGPT (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
-         {attn} attention, {ops} ops, {threads} thread(s)"
+         {attn} attention, {ops} ops, {threads} candle thread(s), {op_threads} fused-op thread(s)"
     );
     println!(
         "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
@@ -81,6 +82,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
                 "tokens_per_s": tokens_per_s,
                 "steps": args.steps,
                 "threads": threads,
+                "op_threads": op_threads,
                 "attention": attn,
                 "ops": ops,
             })
