@@ -10,7 +10,8 @@ use std::process::{Command, ExitCode, Stdio};
 pub struct Verdict {
     pub name: String,
     pub passed: bool,
-    /// Why it failed, in a few lines.
+    /// Why it failed, in a few lines; for a pass, the last line the check printed (a graded
+    /// check prints the loss and the step it reached).
     pub message: Option<String>,
 }
 
@@ -55,6 +56,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         for v in &verdicts {
             if v.passed {
                 println!("  {} {}", style::ok("✓"), readable(&v.name));
+                if let Some(note) = &v.message {
+                    println!("      {note}");
+                }
             } else {
                 println!("  {} {}", style::bad("✗"), readable(&v.name));
                 if let Some(msg) = &v.message {
@@ -131,7 +135,7 @@ fn run_task(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Vec<Verd
         cmd.args(["--features", "solutions"]);
     }
     // cargo's --quiet would make libtest terse; ask for one line per test.
-    cmd.args(["--", "--format", "pretty", "--color", "never"])
+    cmd.args(["--", "--format", "pretty", "--color", "never", "--show-output"])
         .env("RUST_BACKTRACE", "0")
         // A learner's output never becomes the reference snapshot.
         .env("INSTA_UPDATE", "no")
@@ -179,7 +183,8 @@ pub fn parse_libtest(stdout: &str) -> Vec<Verdict> {
             })
         })
         .collect();
-    // Failure sections: "---- NAME stdout ----" up to the next section or the failures list.
+    // Output sections: "---- NAME stdout ----" up to the next section or the list that ends
+    // them ("failures:" or "successes:").
     let mut current: Option<(String, Vec<&str>)> = None;
     let mut sections = Vec::new();
     for line in stdout.lines() {
@@ -189,7 +194,7 @@ pub fn parse_libtest(stdout: &str) -> Vec<Verdict> {
         {
             sections.extend(current.take());
             current = Some((name.to_string(), Vec::new()));
-        } else if line == "failures:" {
+        } else if line == "failures:" || line == "successes:" {
             sections.extend(current.take());
         } else if let Some((_, lines)) = current.as_mut() {
             lines.push(line);
@@ -198,7 +203,15 @@ pub fn parse_libtest(stdout: &str) -> Vec<Verdict> {
     sections.extend(current);
     for (name, lines) in sections {
         if let Some(v) = verdicts.iter_mut().find(|v| v.name == name) {
-            v.message = Some(failure_message(&lines));
+            v.message = if v.passed {
+                lines
+                    .iter()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| l.trim().to_string())
+            } else {
+                Some(failure_message(&lines))
+            };
         }
     }
     verdicts.sort_by_key(|v| v.passed);
@@ -206,48 +219,62 @@ pub fn parse_libtest(stdout: &str) -> Vec<Verdict> {
 }
 
 /// The panic message of a failed check, with a `todo!()` shown as
-/// "not yet implemented: WHAT (FILE:LINE)".
+/// "not yet implemented: WHAT (FILE:LINE)". A property test panics once per case it tries;
+/// its verdict is the last panic, with the first one's place.
 fn failure_message(lines: &[&str]) -> String {
-    let Some(start) = lines
+    let panics: Vec<usize> = lines
         .iter()
-        .position(|l| l.starts_with("thread '") && l.contains(" panicked at "))
-    else {
-        let text = lines
-            .iter()
-            .map(|l| l.trim_end())
-            .collect::<Vec<_>>()
-            .join("\n");
-        return text.trim().to_string();
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("thread '") && l.contains(" panicked at "))
+        .map(|(i, _)| i)
+        .collect();
+    let (Some(&first), Some(&last)) = (panics.first(), panics.last()) else {
+        let text = lines.iter().map(|l| l.trim_end()).collect::<Vec<_>>();
+        return text.join("\n").trim().to_string();
     };
-    // "thread 'NAME' panicked at FILE:LINE:COL:"
-    let location = lines[start]
-        .split_once(" panicked at ")
-        .map(|(_, loc)| loc.trim_end_matches(':'))
-        .unwrap_or("");
-    let file_line = match location.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
-        [_col, line, file] => format!("{file}:{line}"),
-        _ => location.to_string(),
-    };
-    let body: Vec<&str> = lines[start + 1..]
+    let body: Vec<&str> = lines[last + 1..]
         .iter()
         .take_while(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
         .copied()
         .collect();
-    let body = body.join("\n").trim().to_string();
-    let output: Vec<&str> = lines[..start]
+    let mut body = body.join("\n").trim().to_string();
+    if let Some(rest) = body.strip_prefix("Test failed: ") {
+        // proptest: "Test failed: MESSAGE; minimal failing input: INPUT\n\tsuccesses: ..."
+        body = match rest.split_once("; minimal failing input: ") {
+            Some((msg, input)) => {
+                let input = input.lines().next().unwrap_or("");
+                format!("{msg}\nsmallest failing input: {input}")
+            }
+            None => rest.to_string(),
+        };
+    }
+    let output: Vec<&str> = lines[..first]
         .iter()
         .copied()
         .filter(|l| !l.trim().is_empty())
         .collect();
     let mut message = if body.starts_with("not yet implemented") {
-        format!("{body} ({file_line})")
+        let what = body.lines().next().unwrap_or("");
+        format!("{what} ({})", panic_place(lines[first]))
     } else {
-        format!("{body}\n(at {file_line})")
+        format!("{body}\n(at {})", panic_place(lines[last]))
     };
     if !output.is_empty() {
         message = format!("{}\n{message}", output.join("\n"));
     }
     message
+}
+
+/// "thread 'NAME' (ID) panicked at FILE:LINE:COL:" → "FILE:LINE".
+fn panic_place(line: &str) -> String {
+    let location = line
+        .split_once(" panicked at ")
+        .map(|(_, loc)| loc.trim_end_matches(':'))
+        .unwrap_or("");
+    match location.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
+        [_col, line, file] => format!("{file}:{line}"),
+        _ => location.to_string(),
+    }
 }
 
 /// `graded_training_reaches_eval_loss_below_2_6` → "graded training reaches eval loss below 2.6".
@@ -296,6 +323,19 @@ mod tests {
         );
         assert!(msg.ends_with("(at checks/src/support.rs:30)"), "{msg}");
         assert!(v.iter().find(|v| v.name == "a_passes").unwrap().passed);
+    }
+
+    #[test]
+    fn a_property_test_reads_as_its_last_panic_with_the_smallest_input() {
+        let out = "test prop ... FAILED\ntest graded ... ok\n\nsuccesses:\n\n---- graded stdout ----\nstep 250: loss 2.0\ntask1: eval loss 1.891 at step 1750\n\n\nfailures:\n\n---- prop stdout ----\nthread 'prop' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nthread 'prop' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nthread 'prop' (1) panicked at checks/tests/task2.rs:170:1:\nTest failed: not yet implemented: forward; minimal failing input: (b, t) = (1, 1)\n\tsuccesses: 0\n\nfailures:\n    prop\n";
+        let v = parse_libtest(out);
+        let prop = v.iter().find(|v| v.name == "prop").unwrap();
+        assert_eq!(
+            prop.message.as_deref(),
+            Some("not yet implemented: forward (exercises/src/task2.rs:53)")
+        );
+        let graded = v.iter().find(|v| v.name == "graded").unwrap();
+        assert_eq!(graded.message.as_deref(), Some("task1: eval loss 1.891 at step 1750"));
     }
 
     #[test]
