@@ -123,6 +123,22 @@ fn next_task(task: Task) -> Option<Task> {
 fn run_task(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Vec<Verdict>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // `cargo run` gave this process the package variables of xtask (CARGO_PKG_NAME, ...);
+    // passed on, they would make cargo rebuild the checks and everything under them.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_BIN_NAME",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     cmd.current_dir(root).args([
         "test",
         "--quiet",
@@ -135,11 +151,18 @@ fn run_task(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Vec<Verd
         cmd.args(["--features", "solutions"]);
     }
     // cargo's --quiet would make libtest terse; ask for one line per test.
-    cmd.args(["--", "--format", "pretty", "--color", "never", "--show-output"])
-        .env("RUST_BACKTRACE", "0")
-        // A learner's output never becomes the reference snapshot.
-        .env("INSTA_UPDATE", "no")
-        .stdin(Stdio::null());
+    cmd.args([
+        "--",
+        "--format",
+        "pretty",
+        "--color",
+        "never",
+        "--show-output",
+    ])
+    .env("RUST_BACKTRACE", "0")
+    // A learner's output never becomes the reference snapshot.
+    .env("INSTA_UPDATE", "no")
+    .stdin(Stdio::null());
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let verdicts = parse_libtest(&stdout);
@@ -335,7 +358,10 @@ mod tests {
             Some("not yet implemented: forward (exercises/src/task2.rs:53)")
         );
         let graded = v.iter().find(|v| v.name == "graded").unwrap();
-        assert_eq!(graded.message.as_deref(), Some("task1: eval loss 1.891 at step 1750"));
+        assert_eq!(
+            graded.message.as_deref(),
+            Some("task1: eval loss 1.891 at step 1750")
+        );
     }
 
     #[test]
