@@ -353,6 +353,26 @@ impl CustomOp1 for CausalSoftmaxOp {
         let dims = layout.dims();
         let (t, s) = (dims[dims.len() - 2], dims[dims.len() - 1]);
         let mut y = vec![0f32; x.len()];
+        // Whole (T, S) matrices per task, spread over the threads.
+        let per_task = (t * s) * (x.len() / (t * s)).div_ceil(threads()).max(1);
+        pool().install(|| {
+            y.par_chunks_mut(per_task)
+                .zip(x.par_chunks(per_task))
+                .for_each(|(yb, xb)| self.rows(xb, yb, t, s))
+        });
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx =
+            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+        Ok(Some(dx))
+    }
+}
+
+impl CausalSoftmaxOp {
+    /// Softmax of whole (t, s) score matrices, row by row.
+    fn rows(&self, x: &[f32], y: &mut [f32], t: usize, s: usize) {
         for (r, (xr, yr)) in x.chunks_exact(s).zip(y.chunks_exact_mut(s)).enumerate() {
             let visible = (r % t) + s - t + 1;
             let max = xr[..visible]
@@ -369,13 +389,6 @@ impl CustomOp1 for CausalSoftmaxOp {
                 *v *= inv;
             }
         }
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let dx =
-            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
-        Ok(Some(dx))
     }
 }
 
@@ -400,16 +413,24 @@ impl CustomOp2 for SoftmaxBackward {
         let dy = f32s(s2, l2, "softmax gradient")?;
         let s = *l1.dims().last().unwrap_or(&1);
         let mut dx = vec![0f32; y.len()];
-        for ((yr, dyr), dxr) in y
-            .chunks_exact(s)
-            .zip(dy.chunks_exact(s))
-            .zip(dx.chunks_exact_mut(s))
-        {
-            let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
-            for j in 0..s {
-                dxr[j] = self.scale * yr[j] * (dyr[j] - dot);
-            }
-        }
+        let per_task = s * row_block(y.len() / s.max(1));
+        let scale = self.scale;
+        pool().install(|| {
+            dx.par_chunks_mut(per_task)
+                .zip(y.par_chunks(per_task).zip(dy.par_chunks(per_task)))
+                .for_each(|(dxb, (yb, dyb))| {
+                    for ((yr, dyr), dxr) in yb
+                        .chunks_exact(s)
+                        .zip(dyb.chunks_exact(s))
+                        .zip(dxb.chunks_exact_mut(s))
+                    {
+                        let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+                        for j in 0..s {
+                            dxr[j] = scale * yr[j] * (dyr[j] - dot);
+                        }
+                    }
+                })
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

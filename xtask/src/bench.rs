@@ -138,12 +138,14 @@ fn time_ms(repeats: u64, mut f: impl FnMut() -> candle_core::Result<()>) -> anyh
 }
 
 fn attention(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
+    kit::ops::set_fused(!args.composed);
     let device = Device::Cpu;
     let (b, heads, d) = (16, 4, 32);
     let hidden = heads * d;
     let mut rows = Vec::new();
+    let ops = if args.composed { "composed" } else { "fused" };
     println!(
-        "Attention, batch {b}, {heads} heads of {d}, hidden {hidden}; median of {} runs (ms)",
+        "Attention, batch {b}, {heads} heads of {d}, hidden {hidden}, {ops} ops; median of {} runs (ms)",
         args.repeats
     );
     println!(

@@ -163,6 +163,9 @@ pub struct BenchAttentionArgs {
     /// Timed repeats per measurement (the median is reported).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub repeats: u64,
+    /// Use candle's elementary ops everywhere (no fused kernels), as a learner's own code would.
+    #[arg(long)]
+    pub composed: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
