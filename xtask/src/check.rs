@@ -27,6 +27,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         vec![args.task]
     };
     let root = workspace_root();
+    // Fetch the corpus here, where its progress bar and any error reach the terminal, rather
+    // than inside a test.
+    kit::corpus::load()?;
     let graded = if args.solutions {
         "the reference solutions"
     } else {
