@@ -6,6 +6,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "The minigpt-candle workbook: check your work, train, benchmark."
 )]
 pub struct Cli {
@@ -23,6 +24,25 @@ pub enum Command {
     Train(TrainArgs),
     /// Measure training or attention speed.
     Bench(BenchArgs),
+    /// Show the next hint for a task (a nudge, then the concept, then the docs).
+    Hint(HintArgs),
+    /// A table of the tasks: passed, failing or not started, from your last checks.
+    Status,
+}
+
+#[derive(Args)]
+pub struct HintArgs {
+    /// Which task.
+    #[arg(value_parser = single_task)]
+    pub task: Task,
+}
+
+/// A task name other than `all`.
+fn single_task(s: &str) -> Result<Task, String> {
+    match Task::from_str(s, true)? {
+        Task::All => Err("pick one task: warmup, task1, task2 or task3".into()),
+        t => Ok(t),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,8 +4,11 @@ mod bench;
 mod check;
 mod cli;
 mod data;
+mod hint;
 mod models;
+mod status;
 mod style;
+mod tasks;
 mod train;
 
 use clap::Parser;
@@ -18,6 +21,8 @@ fn main() -> ExitCode {
         cli::Command::Data(args) => data::run(args),
         cli::Command::Train(args) => train::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Hint(args) => hint::run(args),
+        cli::Command::Status => status::run(),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,93 @@
+//! The xtask binary as a person uses it: its output, snapshotted.
+
+use std::process::Command;
+
+fn xtask(args: &[&str], state: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("MINIGPT_STATE_DIR", state)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run xtask");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn hint_gives_the_next_hint_each_time_then_points_at_the_reference() {
+    let state = tempfile::tempdir().unwrap();
+    let shown: Vec<String> = (0..4)
+        .map(|_| {
+            let (code, text) = xtask(&["hint", "task2"], state.path());
+            assert_eq!(code, 0, "{text}");
+            text
+        })
+        .collect();
+    assert!(shown[0].contains("hint 1 of 3"), "{}", shown[0]);
+    assert!(shown[1].contains("hint 2 of 3"), "{}", shown[1]);
+    assert!(
+        shown[2].contains("hint 3 of 3") && shown[2].contains("last hint"),
+        "{}",
+        shown[2]
+    );
+    assert_eq!(
+        shown[2], shown[3],
+        "after the last hint, the last hint again"
+    );
+    insta::assert_snapshot!("hint_task2_first", shown[0]);
+}
+
+#[test]
+fn status_before_any_check() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, text) = xtask(&["status"], state.path());
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("status_empty", text);
+}
+
+#[test]
+fn status_after_checks() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("state.json"),
+        r#"{"hints_shown": {}, "results": {"warmup": {"passed": 6, "total": 6}, "task1": {"passed": 7, "total": 10}}}"#,
+    )
+    .unwrap();
+    let (code, text) = xtask(&["status"], state.path());
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("status_partway", text);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, text) = xtask(&["check", "task9"], state.path());
+    assert_eq!(code, 2);
+    insta::assert_snapshot!("unknown_task", text);
+    let (code, text) = xtask(&["hint", "all"], state.path());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("pick one task"), "{text}");
+    for args in [
+        &["train", "task1", "--steps", "0"][..],
+        &["train", "task1", "--batch", "0"],
+        &["train", "task1", "--steps", "-5"],
+    ] {
+        let (code, text) = xtask(args, state.path());
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.starts_with("error: "), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    let state = tempfile::tempdir().unwrap();
+    for cmd in ["check", "data", "train", "bench", "hint", "status"] {
+        let (code, text) = xtask(&[cmd, "--help"], state.path());
+        assert_eq!(code, 0, "{cmd} --help: {text}");
+        assert!(text.contains("Usage: cargo xtask"), "{cmd}: {text}");
+    }
+}
