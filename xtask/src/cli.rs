@@ -24,10 +24,57 @@ pub enum Command {
     Train(TrainArgs),
     /// Measure training or attention speed.
     Bench(BenchArgs),
+    /// Write text with a trained checkpoint.
+    Generate(GenerateArgs),
     /// Show the next hint for a task (a nudge, then the concept, then the docs).
     Hint(HintArgs),
     /// A table of the tasks: passed, failing or not started, from your last checks.
     Status,
+    /// Put back an exercise file as the repository has it (a copy of yours is kept).
+    Reset(ResetArgs),
+    /// Show how your exercise file differs from the reference solution.
+    Solution(SolutionArgs),
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    /// Which task's exercise file.
+    #[arg(value_parser = single_task)]
+    pub task: Task,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// The git revision to take the file from.
+    #[arg(long, default_value = "HEAD", value_name = "REV")]
+    pub from: String,
+}
+
+#[derive(Args)]
+pub struct SolutionArgs {
+    /// Which task.
+    #[arg(value_parser = single_task)]
+    pub task: Task,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A checkpoint folder (runs/task1) or its model.safetensors.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// The text to continue; every character must be in tiny Shakespeare's vocabulary.
+    #[arg(long, default_value = "\n")]
+    pub prompt: String,
+    /// How many characters to add.
+    #[arg(long, default_value_t = 500)]
+    pub tokens: usize,
+    /// Below 1 sharper, above 1 wilder; 0 always takes the most likely character.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    /// Sample only among the k most likely characters.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub top_k: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args)]

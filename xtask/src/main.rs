@@ -4,8 +4,11 @@ mod bench;
 mod check;
 mod cli;
 mod data;
+mod generate;
 mod hint;
 mod models;
+mod plot;
+mod reset;
 mod status;
 mod style;
 mod tasks;
@@ -21,8 +24,11 @@ fn main() -> ExitCode {
         cli::Command::Data(args) => data::run(args),
         cli::Command::Train(args) => train::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Generate(args) => generate::run(args),
         cli::Command::Hint(args) => hint::run(args),
         cli::Command::Status => status::run(),
+        cli::Command::Reset(args) => reset::reset(args),
+        cli::Command::Solution(args) => reset::solution(args),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,9 @@ use std::process::ExitCode;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub task: String,
+    /// Whether the reference solution (rather than your exercise) was trained.
+    #[serde(default)]
+    pub solutions: bool,
     pub model: GptConfig,
     /// The vocabulary, in token-id order.
     pub vocabulary: String,
@@ -106,6 +109,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| workspace_root().join("runs").join(task_name));
     let meta = CheckpointMeta {
         task: task_name.to_string(),
+        solutions: args.solutions,
         model: cfg,
         vocabulary: data.tokenizer.chars().iter().collect(),
         train: train_cfg,
@@ -113,7 +117,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         best_eval_loss: best.map(|b| b.eval_loss),
     };
     let weights = save_checkpoint(&params, &meta, &dir)?;
+    let curve = dir.join("loss.svg");
+    kit::corpus::write_atomically(
+        &curve,
+        crate::plot::loss_curve_svg(&report, task_name).as_bytes(),
+    )?;
     println!("Checkpoint: {}", weights.display());
+    println!("Loss curve: {}", curve.display());
 
     let prompt = data
         .tokenizer
@@ -122,6 +132,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut sampler = Sampler::new(args.seed);
     let tokens = model.generate(&mut sampler, &prompt, args.sample)?;
     println!("\nSample:\n{}\n", data.tokenizer.decode(&tokens));
+    println!(
+        "Next: cargo xtask generate --checkpoint {} --prompt \"ROMEO:\"",
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -85,9 +85,110 @@ fn bad_arguments_are_clear_errors() {
 #[test]
 fn every_command_has_help() {
     let state = tempfile::tempdir().unwrap();
-    for cmd in ["check", "data", "train", "bench", "hint", "status"] {
+    for cmd in [
+        "check", "data", "train", "bench", "generate", "hint", "status", "reset", "solution",
+    ] {
         let (code, text) = xtask(&[cmd, "--help"], state.path());
         assert_eq!(code, 0, "{cmd} --help: {text}");
         assert!(text.contains("Usage: cargo xtask"), "{cmd}: {text}");
     }
+}
+
+#[test]
+fn train_saves_a_checkpoint_and_a_loss_curve_that_generate_reads() {
+    let state = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().to_str().unwrap();
+    let (code, text) = xtask(
+        &[
+            "train",
+            "warmup",
+            "--solutions",
+            "--steps",
+            "200",
+            "--sample",
+            "20",
+            "--out",
+            out,
+        ],
+        state.path(),
+    );
+    assert_eq!(code, 0, "{text}");
+    for file in ["model.safetensors", "model.json", "loss.svg"] {
+        assert!(run.path().join(file).is_file(), "{file} missing: {text}");
+    }
+    let svg = std::fs::read_to_string(run.path().join("loss.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 2,
+        "{svg}"
+    );
+
+    let (code, text) = xtask(
+        &[
+            "generate",
+            "--checkpoint",
+            out,
+            "--prompt",
+            "KI",
+            "--tokens",
+            "20",
+            "--temperature",
+            "0",
+        ],
+        state.path(),
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with("KI") && text.trim_end().chars().count() == 22,
+        "{text:?}"
+    );
+
+    let (code, text) = xtask(
+        &["generate", "--checkpoint", out, "--prompt", "naïve"],
+        state.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("'ï'") && text.contains("position 2"),
+        "{text}"
+    );
+
+    let missing = run.path().join("nothing");
+    let (code, text) = xtask(
+        &["generate", "--checkpoint", missing.to_str().unwrap()],
+        state.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(text.contains("no checkpoint file"), "{text}");
+
+    std::fs::write(run.path().join("model.safetensors"), b"not safetensors").unwrap();
+    let (code, text) = xtask(&["generate", "--checkpoint", out], state.path());
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("does not hold this model's weights"),
+        "{text}"
+    );
+}
+
+#[test]
+fn solution_shows_the_reference_as_a_diff() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, text) = xtask(&["solution", "task2"], state.path());
+    assert_eq!(code, 0, "{text}");
+    // On the pristine exercise, the diff replaces the todo!() with the reference's body.
+    assert!(
+        text.contains("solutions/src/task2.rs") && text.contains("+        let scores"),
+        "{text}"
+    );
+}
+
+#[test]
+fn reset_without_a_terminal_or_yes_changes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, text) = xtask(&["reset", "task2"], state.path());
+    // On a pristine checkout there is nothing to reset; otherwise it must refuse to ask.
+    assert!(
+        (code == 0 && text.contains("nothing to do")) || (code == 1 && text.contains("--yes")),
+        "{code}: {text}"
+    );
 }
