@@ -30,10 +30,19 @@ pub enum Command {
     Hint(HintArgs),
     /// A table of the tasks: passed, failing or not started, from your last checks.
     Status,
+    /// Grade again whenever a file under exercises/ is saved.
+    Watch(WatchArgs),
     /// Put back an exercise file as the repository has it (a copy of yours is kept).
     Reset(ResetArgs),
     /// Show how your exercise file differs from the reference solution.
     Solution(SolutionArgs),
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// Which task to grade (default: the first that does not pass yet).
+    #[arg(value_parser = single_task)]
+    pub task: Option<Task>,
 }
 
 #[derive(Args)]

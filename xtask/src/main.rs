@@ -13,6 +13,7 @@ mod status;
 mod style;
 mod tasks;
 mod train;
+mod watch;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Generate(args) => generate::run(args),
         cli::Command::Hint(args) => hint::run(args),
         cli::Command::Status => status::run(),
+        cli::Command::Watch(args) => watch::run(args),
         cli::Command::Reset(args) => reset::reset(args),
         cli::Command::Solution(args) => reset::solution(args),
     };
