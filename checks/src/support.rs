@@ -2,6 +2,7 @@
 //! to look at next.
 
 use candle_core::{DType, Device, Module, Tensor};
+use kit::train::{Control, EvalPoint, TrainConfig};
 use kit::{Dataset, SeededVarMap};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -165,4 +166,37 @@ pub fn random_tensor(seed: u64, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     Tensor::from_vec(v, shape, &device()).expect("random tensor")
+}
+
+/// The graded training run: trains `model` on tiny Shakespeare with `config`, evaluating the
+/// mean loss over `config.eval_batches` eval batches every `config.eval_every` steps, and stops
+/// at the first evaluation below `target`. Prints every evaluation, then `label: eval loss …
+/// at step … (… s)`, and returns the last evaluation.
+pub fn graded_training(
+    label: &str,
+    model: &dyn Module,
+    params: &SeededVarMap,
+    config: &TrainConfig,
+    target: f32,
+) -> EvalPoint {
+    let report = kit::train::train(model, params.varmap(), dataset(), config, &device(), |p| {
+        println!(
+            "step {:>5}: train loss {:.3}, eval loss {:.3}",
+            p.step, p.train_loss, p.eval_loss
+        );
+        if p.eval_loss < target {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    })
+    .unwrap_or_else(|e| panic!("training failed: {e:#}"));
+    let last = report.last_eval().expect("at least one evaluation");
+    println!(
+        "{label}: eval loss {:.3} at step {} ({:.1} s)",
+        last.eval_loss,
+        last.step,
+        report.elapsed.as_secs_f32()
+    );
+    last
 }

@@ -7,7 +7,7 @@ use checks::support::{
     self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param,
     values, within,
 };
-use kit::train::{Control, TrainConfig};
+use kit::train::TrainConfig;
 use kit::{GptConfig, Sampler, SeededVarMap};
 use std::time::Duration;
 
@@ -259,8 +259,7 @@ fn generate_samples_from_the_last_position() {
 #[test]
 fn graded_training_reaches_eval_loss_below_1_9() {
     const TARGET: f32 = 1.9;
-    let data = dataset();
-    let (model, params) = minigpt(GptConfig::graded(data.vocab_size()), 0);
+    let (model, params) = minigpt(GptConfig::graded(dataset().vocab_size()), 0);
     let config = TrainConfig {
         eval_every: 250,
         eval_batches: 100,
@@ -268,25 +267,7 @@ fn graded_training_reaches_eval_loss_below_1_9() {
         progress: false,
         ..TrainConfig::task1()
     };
-    let report = kit::train::train(&model, params.varmap(), data, &config, &device(), |p| {
-        println!(
-            "step {:>5}: train loss {:.3}, eval loss {:.3}",
-            p.step, p.train_loss, p.eval_loss
-        );
-        if p.eval_loss < TARGET {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    })
-    .expect("training");
-    let last = report.last_eval().expect("at least one evaluation");
-    println!(
-        "task1: eval loss {:.3} at step {} ({:.1} s)",
-        last.eval_loss,
-        last.step,
-        report.elapsed.as_secs_f32()
-    );
+    let last = support::graded_training("task1", &model, &params, &config, TARGET);
     assert!(
         last.eval_loss < TARGET,
         "after {} steps the mean eval loss over 100 batches is {:.3}, not below {TARGET}. The other \

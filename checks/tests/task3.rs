@@ -10,7 +10,7 @@ use checks::reference::{self, RefGpt};
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param, values,
 };
-use kit::train::{Control, TrainConfig};
+use kit::train::TrainConfig;
 use kit::{GptConfig, SeededVarMap};
 use proptest::prelude::*;
 
@@ -150,8 +150,7 @@ proptest! {
 #[test]
 fn graded_training_with_einsum_attention_reaches_eval_loss_below_1_9() {
     const TARGET: f32 = 1.9;
-    let data = dataset();
-    let cfg = GptConfig::graded(data.vocab_size());
+    let cfg = GptConfig::graded(dataset().vocab_size());
     let params = SeededVarMap::new(0);
     let model = RefGpt::new(cfg, params.var_builder(&device()), MultiHeadAttention::new)
         .expect("building MiniGPT with your attention");
@@ -162,25 +161,7 @@ fn graded_training_with_einsum_attention_reaches_eval_loss_below_1_9() {
         progress: false,
         ..TrainConfig::task1()
     };
-    let report = kit::train::train(&model, params.varmap(), data, &config, &device(), |p| {
-        println!(
-            "step {:>5}: train loss {:.3}, eval loss {:.3}",
-            p.step, p.train_loss, p.eval_loss
-        );
-        if p.eval_loss < TARGET {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    })
-    .expect("training");
-    let last = report.last_eval().expect("at least one evaluation");
-    println!(
-        "task3: eval loss {:.3} at step {} ({:.1} s)",
-        last.eval_loss,
-        last.step,
-        report.elapsed.as_secs_f32()
-    );
+    let last = support::graded_training("task3", &model, &params, &config, TARGET);
     assert!(
         last.eval_loss < TARGET,
         "with your attention, after {} steps the mean eval loss over 100 batches is {:.3}, not below {TARGET}",

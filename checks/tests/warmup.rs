@@ -1,11 +1,9 @@
 //! Warm-up checks: the bigram `SimpleDecoder`.
 
 use checks::learner::warmup::SimpleDecoder;
-use checks::support::{
-    self, assert_every_parameter_learns, assert_shape, dataset, device, param, within,
-};
+use checks::support::{self, assert_every_parameter_learns, assert_shape, device, param, within};
 use kit::SeededVarMap;
-use kit::train::{Control, TrainConfig};
+use kit::train::TrainConfig;
 use std::time::Duration;
 
 const VOCAB: usize = 65;
@@ -121,7 +119,6 @@ fn the_embedding_receives_a_gradient() {
 #[test]
 fn graded_training_reaches_eval_loss_below_2_6() {
     const TARGET: f32 = 2.6;
-    let data = dataset();
     let (model, params) = decoder(0);
     let config = TrainConfig {
         eval_every: 500,
@@ -130,25 +127,7 @@ fn graded_training_reaches_eval_loss_below_2_6() {
         progress: false,
         ..TrainConfig::warmup()
     };
-    let report = kit::train::train(&model, params.varmap(), data, &config, &device(), |p| {
-        println!(
-            "step {:>5}: train loss {:.3}, eval loss {:.3}",
-            p.step, p.train_loss, p.eval_loss
-        );
-        if p.eval_loss < TARGET {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    })
-    .expect("training");
-    let last = report.last_eval().expect("at least one evaluation");
-    println!(
-        "warm-up: eval loss {:.3} at step {} ({:.1} s)",
-        last.eval_loss,
-        last.step,
-        report.elapsed.as_secs_f32()
-    );
+    let last = support::graded_training("warm-up", &model, &params, &config, TARGET);
     assert!(
         last.eval_loss < TARGET,
         "after {} steps the mean eval loss over 100 batches is {:.3}, not below {TARGET}. \
