@@ -26,6 +26,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write text with a trained checkpoint.
     Generate(GenerateArgs),
+    /// Draw what every attention head of a trained model looks at, for one prompt.
+    Attention(AttentionArgs),
     /// Show the next hint for a task (a nudge, then the concept, then the docs).
     Hint(HintArgs),
     /// A table of the tasks: passed, failing or not started, from your last checks.
@@ -84,6 +86,19 @@ pub struct GenerateArgs {
     pub top_k: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct AttentionArgs {
+    /// A task1 or task3 checkpoint folder, or its model.safetensors.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// The text to look at (its last block_size characters).
+    #[arg(long)]
+    pub prompt: String,
+    /// Where to write the SVG (default: attention.svg beside the checkpoint).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

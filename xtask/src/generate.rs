@@ -26,8 +26,19 @@ fn locate(path: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((weights, meta))
 }
 
-pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let (weights, meta_path) = locate(&args.checkpoint)?;
+/// A checkpoint, loaded: its description, tokenizer, parameters and model.
+pub struct Loaded {
+    pub meta: CheckpointMeta,
+    pub tokenizer: Tokenizer,
+    pub params: SeededVarMap,
+    pub model: Box<dyn models::TextModel>,
+    /// The folder the checkpoint is in.
+    pub dir: PathBuf,
+}
+
+/// Reads `model.json`, rebuilds the model it describes and loads the weights into it.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Loaded> {
+    let (weights, meta_path) = locate(path)?;
     let meta: CheckpointMeta = serde_json::from_slice(&std::fs::read(&meta_path)?)
         .with_context(|| format!("{} is not a checkpoint description", meta_path.display()))?;
     let task = match meta.task.as_str() {
@@ -37,21 +48,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         other => anyhow::bail!("{} names an unknown task {other:?}", meta_path.display()),
     };
     let tokenizer = Tokenizer::from_chars(meta.vocabulary.chars().collect());
-    let prompt = tokenizer
-        .encode(&args.prompt)
-        .context("the prompt cannot be encoded")?;
-    anyhow::ensure!(
-        !prompt.is_empty(),
-        "the prompt is empty: give at least one character"
-    );
-
-    let device = Device::Cpu;
     let params = SeededVarMap::new(0);
     let model = models::build(
         task,
         meta.solutions,
         meta.model,
-        params.var_builder(&device),
+        params.var_builder(&Device::Cpu),
     )?;
     let mut varmap = params.varmap().clone();
     varmap.load(&weights).with_context(|| {
@@ -60,12 +62,33 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             weights.display()
         )
     })?;
+    let dir = weights
+        .parent()
+        .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf());
+    Ok(Loaded {
+        meta,
+        tokenizer,
+        params,
+        model,
+        dir,
+    })
+}
 
+pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(&args.checkpoint)?;
+    let prompt = loaded
+        .tokenizer
+        .encode(&args.prompt)
+        .context("the prompt cannot be encoded")?;
+    anyhow::ensure!(
+        !prompt.is_empty(),
+        "the prompt is empty: give at least one character"
+    );
     let mut sampler = Sampler::new(args.seed).with_temperature(args.temperature);
     if let Some(k) = args.top_k {
         sampler = sampler.with_top_k(k as usize);
     }
-    let tokens = model.generate(&mut sampler, &prompt, args.tokens)?;
-    println!("{}", tokenizer.decode(&tokens));
+    let tokens = loaded.model.generate(&mut sampler, &prompt, args.tokens)?;
+    println!("{}", loaded.tokenizer.decode(&tokens));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the workbook's command line. A thin dispatcher; each command is a module.
 
+mod attention;
 mod bench;
 mod check;
 mod cli;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => train::run(args),
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Generate(args) => generate::run(args),
+        cli::Command::Attention(args) => attention::run(args),
         cli::Command::Hint(args) => hint::run(args),
         cli::Command::Status => status::run(),
         cli::Command::Watch(args) => watch::run(args),

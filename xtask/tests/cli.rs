@@ -86,7 +86,16 @@ fn bad_arguments_are_clear_errors() {
 fn every_command_has_help() {
     let state = tempfile::tempdir().unwrap();
     for cmd in [
-        "check", "data", "train", "bench", "generate", "hint", "status", "reset", "solution",
+        "check",
+        "data",
+        "train",
+        "bench",
+        "generate",
+        "attention",
+        "hint",
+        "status",
+        "reset",
+        "solution",
     ] {
         let (code, text) = xtask(&[cmd, "--help"], state.path());
         assert_eq!(code, 0, "{cmd} --help: {text}");
@@ -191,4 +200,46 @@ fn reset_without_a_terminal_or_yes_changes_nothing() {
         (code == 0 && text.contains("nothing to do")) || (code == 1 && text.contains("--yes")),
         "{code}: {text}"
     );
+}
+
+#[test]
+fn attention_draws_every_layer_and_head_of_a_checkpoint() {
+    let state = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().to_str().unwrap();
+    let small = [
+        "--steps", "3", "--layers", "2", "--heads", "2", "--hidden", "16", "--block", "8",
+        "--sample", "5",
+    ];
+    let (code, text) = xtask(
+        &[&["train", "task1", "--solutions", "--out", out][..], &small].concat(),
+        state.path(),
+    );
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = xtask(
+        &[
+            "attention",
+            "--checkpoint",
+            out,
+            "--prompt",
+            "ROMEO: hi there",
+        ],
+        state.path(),
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("2 layers × 2 heads over 8 characters"),
+        "only the last block_size characters: {text}"
+    );
+    let svg = std::fs::read_to_string(run.path().join("attention.svg")).unwrap();
+    assert!(
+        svg.contains("layer 1, head 1") && svg.contains("<title>"),
+        "{svg}"
+    );
+    let (code, text) = xtask(
+        &["attention", "--checkpoint", out, "--prompt", "ROMEO£"],
+        state.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(text.contains("'£'"), "{text}");
 }
