@@ -235,12 +235,10 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
             "; the bad download was deleted".to_string(),
         ));
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|source| CorpusError::Write {
-            path: dest.to_path_buf(),
-            source,
-        })?;
+    finish(tmp.as_file()).map_err(|source| CorpusError::Write {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     tmp.persist(dest).map_err(|e| CorpusError::Write {
         path: dest.to_path_buf(),
         source: e.error,
@@ -263,9 +261,20 @@ pub fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<(), CorpusError> {
         .tempfile_in(&dir)
         .map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
+    finish(tmp.as_file()).map_err(err)?;
     tmp.persist(dest).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+/// Flushes a finished temporary file to disk and gives it the usual permissions (temporary
+/// files start private to their owner).
+pub fn finish(file: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    file.sync_all()
 }
 
 /// Lower-case hex sha256 of `bytes`.
