@@ -156,6 +156,7 @@ pub fn save_checkpoint(
         .varmap()
         .save(tmp.path())
         .context("writing the weights")?;
+    kit::corpus::finish(tmp.as_file())?;
     tmp.persist(&weights)
         .map_err(|e| e.error)
         .context("moving the weights into place")?;
