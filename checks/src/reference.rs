@@ -39,20 +39,37 @@ pub fn attend_f64(
 ) -> Vec<f64> {
     let mut out = vec![0.0; b * t * d];
     for bi in 0..b {
-        let at = |m: &[f64], ti: usize, di: usize| m[(bi * t + ti) * d + di];
-        for i in 0..t {
-            let scores: Vec<f64> = (0..=i)
-                .map(|j| (0..d).map(|e| at(q, i, e) * at(k, j, e)).sum::<f64>() * scale)
-                .collect();
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let exp: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-            let total: f64 = exp.iter().sum();
-            for e in 0..d {
-                out[(bi * t + i) * d + e] = (0..=i).map(|j| exp[j] / total * at(v, j, e)).sum();
-            }
-        }
+        let r = bi * t * d..(bi + 1) * t * d;
+        let w = causal_weights_f64(&q[r.clone()], &k[r.clone()], t, d, scale);
+        mix_values(&w, &v[r.clone()], t, d, &mut out[r]);
     }
     out
+}
+
+/// The attention weights of one sequence: row `i` is `softmax(q_i · k_j · scale)` over the
+/// positions `j ≤ i`, zero after. q, k: (T, D) → (T, T).
+pub fn causal_weights_f64(q: &[f64], k: &[f64], t: usize, d: usize, scale: f64) -> Vec<f64> {
+    let mut w = vec![0.0; t * t];
+    for i in 0..t {
+        let scores: Vec<f64> = (0..=i)
+            .map(|j| (0..d).map(|e| q[i * d + e] * k[j * d + e]).sum::<f64>() * scale)
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+        for j in 0..=i {
+            w[i * t + j] = (scores[j] - max).exp() / total;
+        }
+    }
+    w
+}
+
+/// `out (T, D) = w (T, T) · v (T, D)`.
+fn mix_values(w: &[f64], v: &[f64], t: usize, d: usize, out: &mut [f64]) {
+    for i in 0..t {
+        for e in 0..d {
+            out[i * d + e] = (0..t).map(|j| w[i * t + j] * v[j * d + e]).sum();
+        }
+    }
 }
 
 /// One causal self-attention head: x (B, T, C), wq/wk/wv (D, C) → (B, T, D).
@@ -109,9 +126,33 @@ fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
+/// Where a block's attention keeps each head's projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// Task 1: `attn.heads.{j}.query.weight`, (D, C) per head.
+    PerHead,
+    /// Task 3: `attn.query.weight`, (n·D, C), head `j` owning rows `j·D..(j+1)·D`.
+    Fused,
+}
+
 /// MiniGPT's forward pass in f64 from its named parameters (GPT-2 names, as the Task 1 docs
 /// give them): what the learner's model must compute, op by op.
 pub fn minigpt_f64(params: &SeededVarMap, cfg: &GptConfig, ids: &[Vec<u32>]) -> Vec<f64> {
+    minigpt_f64_traced(params, cfg, ids, HeadLayout::PerHead, &mut |_, _, _, _| {})
+}
+
+/// Receives `(layer, head, batch, weights)` from [`minigpt_f64_traced`].
+pub type WeightsSink<'a> = dyn FnMut(usize, usize, usize, &[f64]) + 'a;
+
+/// [`minigpt_f64`], calling `on_weights(layer, head, batch, weights)` with every head's (T, T)
+/// attention weights on the way.
+pub fn minigpt_f64_traced(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    ids: &[Vec<u32>],
+    layout: HeadLayout,
+    on_weights: &mut WeightsSink,
+) -> Vec<f64> {
     let (b, t, c) = (ids.len(), ids[0].len(), cfg.hidden);
     let (n, d) = (cfg.num_heads, cfg.head_dim());
     let p = |name: &str| param(params, name);
@@ -125,58 +166,58 @@ pub fn minigpt_f64(params: &SeededVarMap, cfg: &GptConfig, ids: &[Vec<u32>]) -> 
     }
     for l in 0..cfg.num_layers {
         let pre = format!("h.{l}");
-        let h = layer_norm_f64(
-            &x,
-            c,
-            &p(&format!("{pre}.ln_1.weight")),
-            &p(&format!("{pre}.ln_1.bias")),
-        );
+        let norm = |x: &[f64], name: &str| {
+            layer_norm_f64(
+                x,
+                c,
+                &p(&format!("{pre}.{name}.weight")),
+                &p(&format!("{pre}.{name}.bias")),
+            )
+        };
+        let dense = |x: &[f64], name: &str, n_out: usize| {
+            dense_f64(
+                x,
+                b * t,
+                &p(&format!("{pre}.{name}.weight")),
+                Some(&p(&format!("{pre}.{name}.bias"))),
+                n_out,
+            )
+        };
+        let h = norm(&x, "ln_1");
         let heads: Vec<Vec<f64>> = (0..n)
             .map(|j| {
-                let w = |m: &str| p(&format!("{pre}.attn.heads.{j}.{m}.weight"));
-                attention_head_f64(
-                    &h,
-                    b,
-                    t,
-                    &w("query"),
-                    &w("key"),
-                    &w("value"),
-                    d,
-                    1.0 / (d as f64).sqrt(),
-                )
+                let w = |m: &str| match layout {
+                    HeadLayout::PerHead => p(&format!("{pre}.attn.heads.{j}.{m}.weight")),
+                    HeadLayout::Fused => head_rows(&p(&format!("{pre}.attn.{m}.weight")), j, d, c),
+                };
+                let q = dense_f64(&h, b * t, &w("query"), None, d);
+                let k = dense_f64(&h, b * t, &w("key"), None, d);
+                let v = dense_f64(&h, b * t, &w("value"), None, d);
+                let mut out = vec![0.0; b * t * d];
+                for bi in 0..b {
+                    let r = bi * t * d..(bi + 1) * t * d;
+                    let weights = causal_weights_f64(
+                        &q[r.clone()],
+                        &k[r.clone()],
+                        t,
+                        d,
+                        1.0 / (d as f64).sqrt(),
+                    );
+                    on_weights(l, j, bi, &weights);
+                    mix_values(&weights, &v[r.clone()], t, d, &mut out[r]);
+                }
+                out
             })
             .collect();
-        let cat = concat_heads(&heads, b * t, d);
-        let attn = dense_f64(
-            &cat,
-            b * t,
-            &p(&format!("{pre}.attn.proj.weight")),
-            Some(&p(&format!("{pre}.attn.proj.bias"))),
-            n * d,
-        );
-        x = add(&x, &attn);
-        let h = layer_norm_f64(
+        x = add(
             &x,
-            c,
-            &p(&format!("{pre}.ln_2.weight")),
-            &p(&format!("{pre}.ln_2.bias")),
+            &dense(&concat_heads(&heads, b * t, d), "attn.proj", n * d),
         );
-        let up = dense_f64(
-            &h,
-            b * t,
-            &p(&format!("{pre}.mlp.fc.weight")),
-            Some(&p(&format!("{pre}.mlp.fc.bias"))),
-            4 * c,
-        );
-        let up: Vec<f64> = up.into_iter().map(|v| v.max(0.0)).collect();
-        let down = dense_f64(
-            &up,
-            b * t,
-            &p(&format!("{pre}.mlp.proj.weight")),
-            Some(&p(&format!("{pre}.mlp.proj.bias"))),
-            c,
-        );
-        x = add(&x, &down);
+        let up: Vec<f64> = dense(&norm(&x, "ln_2"), "mlp.fc", 4 * c)
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        x = add(&x, &dense(&up, "mlp.proj", c));
     }
     let h = layer_norm_f64(&x, c, &p("ln_f.weight"), &p("ln_f.bias"));
     dense_f64(

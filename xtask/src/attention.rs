@@ -6,8 +6,7 @@
 
 use crate::cli::AttentionArgs;
 use crate::generate;
-use checks::reference::{concat_heads, dense_f64, head_rows, layer_norm_f64};
-use checks::support::param;
+use checks::reference::{HeadLayout, minigpt_f64_traced};
 use kit::{GptConfig, SeededVarMap};
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -15,105 +14,24 @@ use std::process::ExitCode;
 /// `[layer][head]` → (T × T) attention weights, row = query position.
 pub type Maps = Vec<Vec<Vec<f64>>>;
 
-/// Softmax weights of one head: q, k (T, D).
-fn weights(q: &[f64], k: &[f64], t: usize, d: usize) -> Vec<f64> {
-    let mut w = vec![0.0; t * t];
-    let scale = 1.0 / (d as f64).sqrt();
-    for i in 0..t {
-        let s: Vec<f64> = (0..=i)
-            .map(|j| (0..d).map(|e| q[i * d + e] * k[j * d + e]).sum::<f64>() * scale)
-            .collect();
-        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let total: f64 = s.iter().map(|v| (v - max).exp()).sum();
-        for j in 0..=i {
-            w[i * t + j] = (s[j] - max).exp() / total;
-        }
-    }
-    w
-}
-
-/// Runs the model on `ids` (one sequence) and returns every head's attention weights.
-/// `fused_heads`: Task 3 naming (one query/key/value of n·d rows per layer) instead of Task 1's.
+/// Runs the model on `ids` (one sequence) and returns every head's attention weights, from
+/// the checks' reference forward pass.
 pub fn attention_maps(
     params: &SeededVarMap,
     cfg: &GptConfig,
     ids: &[u32],
-    fused_heads: bool,
+    layout: HeadLayout,
 ) -> Maps {
-    let (t, c, n, d) = (ids.len(), cfg.hidden, cfg.num_heads, cfg.head_dim());
-    let p = |name: String| param(params, &name);
-    let (wte, wpe) = (p("wte.weight".into()), p("wpe.weight".into()));
-    let mut x: Vec<f64> = ids
-        .iter()
-        .enumerate()
-        .flat_map(|(pos, &tok)| (0..c).map(move |i| (tok as usize, pos, i)))
-        .map(|(tok, pos, i)| wte[tok * c + i] + wpe[pos * c + i])
-        .collect();
-    let mut maps = Vec::new();
-    for l in 0..cfg.num_layers {
-        let pre = format!("h.{l}");
-        let h = layer_norm_f64(
-            &x,
-            c,
-            &p(format!("{pre}.ln_1.weight")),
-            &p(format!("{pre}.ln_1.bias")),
-        );
-        let mut layer = Vec::new();
-        let mut outs = Vec::new();
-        for j in 0..n {
-            let w = |m: &str| {
-                if fused_heads {
-                    head_rows(&p(format!("{pre}.attn.{m}.weight")), j, d, c)
-                } else {
-                    p(format!("{pre}.attn.heads.{j}.{m}.weight"))
-                }
-            };
-            let q = dense_f64(&h, t, &w("query"), None, d);
-            let k = dense_f64(&h, t, &w("key"), None, d);
-            let v = dense_f64(&h, t, &w("value"), None, d);
-            let a = weights(&q, &k, t, d);
-            let o: Vec<f64> = (0..t)
-                .flat_map(|i| (0..d).map(move |e| (i, e)))
-                .map(|(i, e)| (0..t).map(|s| a[i * t + s] * v[s * d + e]).sum())
-                .collect();
-            layer.push(a);
-            outs.push(o);
-        }
-        maps.push(layer);
-        let cat = concat_heads(&outs, t, d);
-        let attn = dense_f64(
-            &cat,
-            t,
-            &p(format!("{pre}.attn.proj.weight")),
-            Some(&p(format!("{pre}.attn.proj.bias"))),
-            n * d,
-        );
-        x = x.iter().zip(&attn).map(|(a, b)| a + b).collect();
-        let h = layer_norm_f64(
-            &x,
-            c,
-            &p(format!("{pre}.ln_2.weight")),
-            &p(format!("{pre}.ln_2.bias")),
-        );
-        let up: Vec<f64> = dense_f64(
-            &h,
-            t,
-            &p(format!("{pre}.mlp.fc.weight")),
-            Some(&p(format!("{pre}.mlp.fc.bias"))),
-            4 * c,
-        )
-        .into_iter()
-        .map(|v| v.max(0.0))
-        .collect();
-        let down = dense_f64(
-            &up,
-            t,
-            &p(format!("{pre}.mlp.proj.weight")),
-            Some(&p(format!("{pre}.mlp.proj.bias"))),
-            c,
-        );
-        x = x.iter().zip(&down).map(|(a, b)| a + b).collect();
-    }
+    let mut maps: Maps = vec![vec![Vec::new(); cfg.num_heads]; cfg.num_layers];
+    minigpt_f64_traced(
+        params,
+        cfg,
+        &[ids.to_vec()],
+        layout,
+        &mut |layer, head, _, weights| {
+            maps[layer][head] = weights.to_vec();
+        },
+    );
     maps
 }
 
@@ -218,9 +136,9 @@ fn escape_str(s: &str) -> String {
 
 pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
     let loaded = generate::load(&args.checkpoint)?;
-    let fused_heads = match loaded.meta.task.as_str() {
-        "task1" => false,
-        "task3" => true,
+    let layout = match loaded.meta.task.as_str() {
+        "task1" => HeadLayout::PerHead,
+        "task3" => HeadLayout::Fused,
         other => anyhow::bail!(
             "the {other} model has no attention to draw: use a task1 or task3 checkpoint"
         ),
@@ -236,7 +154,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|&i| loaded.tokenizer.char_of(i))
         .collect();
-    let maps = attention_maps(&loaded.params, &loaded.meta.model, ids, fused_heads);
+    let maps = attention_maps(&loaded.params, &loaded.meta.model, ids, layout);
     let shown: String = chars
         .iter()
         .map(|&c| if c == '\n' { '⏎' } else { c })
@@ -271,7 +189,7 @@ mod tests {
         // Build the parameters with Task 1's names through the reference model.
         let vb = params.var_builder(&candle_core::Device::Cpu);
         let _model = solutions::task1::MiniGPT::new(cfg, vb).unwrap();
-        let maps = attention_maps(&params, &cfg, &[1, 2, 3, 4, 5], false);
+        let maps = attention_maps(&params, &cfg, &[1, 2, 3, 4, 5], HeadLayout::PerHead);
         assert_eq!((maps.len(), maps[0].len()), (2, 2));
         for a in maps.iter().flatten() {
             for i in 0..5 {
