@@ -122,7 +122,8 @@ pub fn values(t: &Tensor) -> Vec<f64> {
         .expect("tensor values")
 }
 
-/// Largest absolute difference between two equally long slices.
+/// Largest absolute difference between two equally long slices; infinite if either holds a NaN
+/// (a NaN compares false with everything, so it would otherwise pass any tolerance).
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(
         a.len(),
@@ -134,7 +135,10 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// The value of a named parameter as f64, row-major.

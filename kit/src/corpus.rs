@@ -249,18 +249,29 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
 /// Writes `bytes` to `dest` through a temporary file in the same folder and a rename, so that
 /// `dest` holds either its old content or the new one, never a mix.
 pub fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<(), CorpusError> {
+    write_atomically_with(dest, |tmp| std::fs::write(tmp, bytes))
+}
+
+/// Like [`write_atomically`], for writers that want a path: `write` fills the temporary file
+/// at the path it is given, which then replaces `dest` in one rename. If the process dies
+/// before the rename, `dest` keeps its old content (and a `.write-*.part` file may be left
+/// beside it).
+pub fn write_atomically_with(
+    dest: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), CorpusError> {
     let err = |source| CorpusError::Write {
         path: dest.to_path_buf(),
         source,
     };
     let dir = parent_dir(dest);
     std::fs::create_dir_all(&dir).map_err(err)?;
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(".write-")
         .suffix(".part")
         .tempfile_in(&dir)
         .map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
+    write(tmp.path()).map_err(err)?;
     finish(tmp.as_file()).map_err(err)?;
     tmp.persist(dest).map_err(|e| err(e.error))?;
     Ok(())

@@ -61,6 +61,21 @@ impl TrainConfig {
         }
     }
 
+    /// Checks that a block (and the token after it) fits in both splits of `data`.
+    pub fn fits(&self, data: &Dataset) -> anyhow::Result<()> {
+        for (split, tokens) in [("train", &data.train), ("eval", &data.eval)] {
+            anyhow::ensure!(
+                tokens.len() > self.block_size,
+                "block_size {} is too large for the {split} split ({} tokens): choose a block \
+                 size below {}",
+                self.block_size,
+                tokens.len(),
+                tokens.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Checks the settings, with a message naming the bad one.
     pub fn validate(&self) -> anyhow::Result<()> {
         for (name, v) in [
@@ -221,14 +236,7 @@ pub fn train<M: Module + ?Sized>(
     mut on_eval: impl FnMut(&EvalPoint) -> Control,
 ) -> anyhow::Result<TrainReport> {
     config.validate()?;
-    for (split, tokens) in [("train", &data.train), ("eval", &data.eval)] {
-        anyhow::ensure!(
-            tokens.len() > config.block_size,
-            "block_size {} is too large for the {split} split ({} tokens)",
-            config.block_size,
-            tokens.len()
-        );
-    }
+    config.fits(data)?;
     let start = Instant::now();
     let mut batch_rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut eval_rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_e7a1);

@@ -15,9 +15,24 @@ pub struct Verdict {
     pub message: Option<String>,
 }
 
+/// The workbook being worked on: the nearest directory, from the current one upwards, that
+/// holds `Cargo.toml`, `exercises/` and `checks/`; failing that, the one this binary was built in.
 pub fn workspace_root() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).to_path_buf()
+    let here = std::env::current_dir().ok();
+    let found = here.as_deref().and_then(|dir| {
+        dir.ancestors().find(|d| {
+            d.join("Cargo.toml").is_file()
+                && d.join("exercises").is_dir()
+                && d.join("checks").is_dir()
+        })
+    });
+    match found {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+            xtask.parent().unwrap_or(xtask).to_path_buf()
+        }
+    }
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -100,6 +115,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "Next: fill in the todo!() named above, then run `cargo xtask check {}` again.\n",
                     task.name()
+                );
+            } else {
+                println!(
+                    "Next: fix what the first ✗ says, then run `cargo xtask check {name}` again \
+                     (stuck? `cargo xtask hint {name}`).\n",
+                    name = task.name()
                 );
             }
             if tasks.len() > 1 {
@@ -186,6 +207,20 @@ fn run_task(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Vec<Verd
     if !stderr.join("").trim().is_empty() {
         eprintln!("{}", stderr.join("\n"));
     }
+    let mut verdicts = verdicts;
+    // libtest reports in the order the checks finish; show them in the order the file has them.
+    let source = std::fs::read_to_string(
+        root.join("checks")
+            .join("tests")
+            .join(format!("{}.rs", task.name())),
+    )
+    .unwrap_or_default();
+    verdicts.sort_by_key(|v| {
+        let at = source
+            .find(&format!("fn {}(", v.name))
+            .unwrap_or(usize::MAX);
+        (v.passed, at)
+    });
     if verdicts.is_empty() {
         anyhow::bail!(
             "the {} checks did not run (cargo test exited with {}). If the compiler printed errors \

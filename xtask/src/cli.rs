@@ -38,6 +38,18 @@ pub enum Command {
     Reset(ResetArgs),
     /// Show how your exercise file differs from the reference solution.
     Solution(SolutionArgs),
+    /// For maintainers: how many broken reference solutions the checks catch (cargo-mutants).
+    Mutants(MutantsArgs),
+}
+
+#[derive(Args)]
+pub struct MutantsArgs {
+    /// Which task's reference solution to mutate.
+    #[arg(value_enum, default_value_t = Task::All)]
+    pub task: Task,
+    /// Only list the mutants, without building or testing them.
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Args)]

@@ -8,6 +8,7 @@ mod data;
 mod generate;
 mod hint;
 mod models;
+mod mutants;
 mod plot;
 mod reset;
 mod status;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Watch(args) => watch::run(args),
         cli::Command::Reset(args) => reset::reset(args),
         cli::Command::Solution(args) => reset::solution(args),
+        cli::Command::Mutants(args) => mutants::run(args),
     };
     match result {
         Ok(code) => code,

@@ -60,6 +60,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         ..base
     };
     train_cfg.validate()?;
+    train_cfg.fits(&data)?;
 
     let params = SeededVarMap::new(args.seed);
     let model = models::build(args.task, args.solutions, cfg, params.var_builder(&device))
@@ -148,18 +149,12 @@ pub fn save_checkpoint(
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let weights = dir.join("model.safetensors");
-    let tmp = tempfile::Builder::new()
-        .prefix(".model-")
-        .suffix(".part")
-        .tempfile_in(dir)?;
-    params
-        .varmap()
-        .save(tmp.path())
-        .context("writing the weights")?;
-    kit::corpus::finish(tmp.as_file())?;
-    tmp.persist(&weights)
-        .map_err(|e| e.error)
-        .context("moving the weights into place")?;
+    kit::corpus::write_atomically_with(&weights, |tmp| {
+        params
+            .varmap()
+            .save(tmp)
+            .map_err(|e| std::io::Error::other(format!("writing the weights: {e}")))
+    })?;
     let json = serde_json::to_vec_pretty(meta)?;
     kit::corpus::write_atomically(&dir.join("model.json"), &json)?;
     Ok(weights)

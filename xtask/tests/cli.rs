@@ -75,11 +75,59 @@ fn bad_arguments_are_clear_errors() {
         &["train", "task1", "--steps", "0"][..],
         &["train", "task1", "--batch", "0"],
         &["train", "task1", "--steps", "-5"],
+        &["generate", "--checkpoint", "runs/task1", "--top-k", "0"],
+        &["bench", "train", "--steps", "zero"],
     ] {
         let (code, text) = xtask(args, state.path());
         assert_eq!(code, 2, "{args:?}: {text}");
         assert!(text.starts_with("error: "), "{args:?}: {text}");
     }
+    // Values that parse but cannot work are refused before any training.
+    let (code, text) = xtask(
+        &[
+            "train",
+            "warmup",
+            "--solutions",
+            "--block",
+            "200000",
+            "--steps",
+            "1",
+        ],
+        state.path(),
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.starts_with("error: ") && text.contains("too large"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_truncated_corpus_is_refused_with_what_to_do() {
+    let state = tempfile::tempdir().unwrap();
+    let (real, _) = kit::corpus::configured_path().expect("the corpus");
+    let bytes = std::fs::read(real).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("input.txt");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["train", "warmup", "--solutions", "--steps", "1"])
+        .env("MINIGPT_STATE_DIR", state.path())
+        .env("MINIGPT_CORPUS", &cut)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("sha256") && text.contains("cargo xtask data"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&cut).unwrap().len(),
+        bytes.len() / 2,
+        "a bad corpus is reported, not changed"
+    );
 }
 
 #[test]
@@ -96,6 +144,8 @@ fn every_command_has_help() {
         "status",
         "reset",
         "solution",
+        "watch",
+        "mutants",
     ] {
         let (code, text) = xtask(&[cmd, "--help"], state.path());
         assert_eq!(code, 0, "{cmd} --help: {text}");

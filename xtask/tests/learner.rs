@@ -1,0 +1,338 @@
+//! A learner at work, played in a copy of the workbook so that the real `exercises/` are never
+//! touched: `cargo xtask check warmup` on the untouched stub, on wrong answers and on a right
+//! one, `status` along the way, `watch` in a terminal grading again on save, and `reset`.
+//!
+//! The copy builds into this workspace's target directory, so only the workbook's own crates
+//! are compiled again, not candle. The tests share the copy and take turns.
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// What a copy needs to build and grade; the corpus is shared through `MINIGPT_CORPUS`.
+const PARTS: [&str; 8] = [
+    "Cargo.toml",
+    "Cargo.lock",
+    ".cargo",
+    "kit",
+    "exercises",
+    "solutions",
+    "checks",
+    "xtask",
+];
+
+struct Workbook {
+    dir: tempfile::TempDir,
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() == "target" {
+                continue;
+            }
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=learner",
+            "-c",
+            "user.email=learner@example.com",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(status.status.success(), "git {args:?}: {status:?}");
+}
+
+/// The one copy, made on first use; each test holds the lock while it uses it.
+fn workbook() -> MutexGuard<'static, Workbook> {
+    static BOOK: OnceLock<Mutex<Workbook>> = OnceLock::new();
+    BOOK.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for part in PARTS {
+            copy_tree(&root.join(part), &dir.path().join(part));
+        }
+        // A clone of its own, as a learner has: `reset` takes the stub from git.
+        git(dir.path(), &["init", "--quiet"]);
+        git(dir.path(), &["add", "--all"]);
+        git(dir.path(), &["commit", "--quiet", "--message", "workbook"]);
+        Mutex::new(Workbook { dir })
+    })
+    .lock()
+    .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Workbook {
+    /// `cargo xtask ARGS` as typed at the root of the copy, remembering results in `state`.
+    fn xtask(&self, state: &Path, args: &[&str]) -> Command {
+        let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let (corpus, _) = kit::corpus::configured_path().expect("the corpus");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("CARGO_TARGET_DIR", target)
+            .env("MINIGPT_CORPUS", corpus)
+            .env("MINIGPT_STATE_DIR", state)
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn run(&self, state: &Path, args: &[&str]) -> (i32, String) {
+        let out = self.xtask(state, args).output().expect("run xtask");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    fn exercise(&self, task: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("exercises")
+            .join("src")
+            .join(format!("{task}.rs"))
+    }
+
+    fn write_exercise(&self, task: &str, text: &str) {
+        std::fs::write(self.exercise(task), text).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap()
+    }
+
+    fn solution(&self, task: &str) -> String {
+        self.read(&format!("solutions/src/{task}.rs"))
+    }
+
+    fn stub(&self, task: &str) -> String {
+        let out = Command::new("git")
+            .current_dir(self.dir.path())
+            .args(["show", &format!("HEAD:exercises/src/{task}.rs")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// The reference warm-up with one line replaced; fails if the line is gone.
+fn warmup_with(book: &Workbook, line: &str, replacement: &str) -> String {
+    let right = book.solution("warmup");
+    assert!(
+        right.contains(line),
+        "solutions/src/warmup.rs no longer has `{line}`: update this test"
+    );
+    right.replacen(line, replacement, 1)
+}
+
+/// Losses and steps depend on the floating-point details of the machine; the verdicts do not.
+fn snapshot(name: &str, text: &str) {
+    insta::with_settings!({
+        filters => vec![
+            (r"eval loss \d+\.\d+ at step \d+", "eval loss [LOSS] at step [STEP]"),
+            (r"\(\d+\.\d+ s\)", "([TIME])"),
+        ],
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+#[test]
+fn check_status_and_watch_through_a_first_session() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+
+    // 1. The untouched stub: every check reports the todo!() it hit.
+    book.write_exercise("warmup", &book.stub("warmup"));
+    let (code, out) = book.run(state, &["check", "warmup"]);
+    assert_eq!(code, 1, "{out}");
+    snapshot("learner_check_stub", &out);
+
+    // 2. A wrong answer that compiles: generation looks at the start token every time.
+    let wrong = warmup_with(
+        &book,
+        "Tensor::new(&[[tokens[tokens.len() - 1]]], device)?",
+        "Tensor::new(&[[tokens[0]]], device)?",
+    );
+    book.write_exercise("warmup", &wrong);
+    let (code, out) = book.run(state, &["check", "warmup"]);
+    assert_eq!(code, 1, "{out}");
+    snapshot("learner_check_wrong", &out);
+    let (_, status) = book.run(state, &["status"]);
+    snapshot("learner_status_wrong", &status);
+
+    // 3. `watch` in a terminal: it grades at once, then again when the file is saved.
+    let mut watch =
+        rexpect::session::spawn_command(book.xtask(state, &["watch", "warmup"]), Some(300_000))
+            .expect("start watch in a pseudo-terminal");
+    let first = watch
+        .exp_string("Watching")
+        .expect("watch grades the exercises at once");
+    assert!(first.contains("\x1b[2J"), "a terminal gets a clear screen");
+    // (rexpect reads the terminal byte by byte, so compare ASCII only.)
+    assert!(first.contains("warmup: 5 of 6 checks pass"), "{first}");
+    book.write_exercise("warmup", &book.solution("warmup"));
+    let second = watch
+        .exp_string("Watching")
+        .expect("watch grades again after a save");
+    assert!(
+        second.contains("\x1b[2J"),
+        "each run starts on a clean screen"
+    );
+    assert!(second.contains("warmup: 6 of 6 checks pass"), "{second}");
+    assert!(second.contains("Next: task1"), "{second}");
+    watch.process.exit().expect("stop watch");
+
+    // 4. The right answer, graded once more without watch; status remembers it.
+    let (code, out) = book.run(state, &["check", "warmup"]);
+    assert_eq!(code, 0, "{out}");
+    snapshot("learner_check_pass", &out);
+    let (_, status) = book.run(state, &["status"]);
+    snapshot("learner_status_pass", &status);
+}
+
+/// Grades `source` as the learner's warm-up; returns the output, after asserting that every
+/// check of the task was reported and that the task failed.
+fn grade_fault(book: &Workbook, source: &str) -> String {
+    let state = tempfile::tempdir().unwrap();
+    book.write_exercise("warmup", source);
+    let (code, out) = book.run(state.path(), &["check", "warmup"]);
+    assert_eq!(code, 1, "a fault must fail the task:\n{out}");
+    let reported = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("✓ ") || l.trim_start().starts_with("✗ "))
+        .count();
+    assert_eq!(reported, 6, "every check reports a verdict:\n{out}");
+    out
+}
+
+/// The verdict block of one check: its ✓/✗ line and the indented lines under it.
+fn verdict<'a>(out: &'a str, check: &str) -> Vec<&'a str> {
+    let mut lines = out.lines().skip_while(|l| !l.ends_with(check));
+    let head = lines
+        .next()
+        .unwrap_or_else(|| panic!("no verdict for `{check}`:\n{out}"));
+    let mut block = vec![head];
+    block.extend(lines.take_while(|l| l.starts_with("      ")));
+    block
+}
+
+#[test]
+fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
+    let book = workbook();
+    let forward = "self.token_embedding.forward(xs)\n";
+
+    // A panic inside forward: the message, and where it came from.
+    let out = grade_fault(
+        &book,
+        &warmup_with(&book, forward, "panic!(\"forward is not finished\")\n"),
+    );
+    let v = verdict(&out, "forward returns the table row of each token");
+    assert!(v[0].contains('✗'), "{out}");
+    assert!(
+        v.iter().any(|l| l.contains("forward is not finished")),
+        "{v:?}"
+    );
+    assert!(
+        v.iter().any(|l| l.contains("exercises/src/warmup.rs")),
+        "{v:?}"
+    );
+
+    // A wrong output shape: what came and what was expected.
+    let out = grade_fault(
+        &book,
+        &warmup_with(
+            &book,
+            forward,
+            "self.token_embedding.forward(xs)?.sum_keepdim(2)\n",
+        ),
+    );
+    let v = verdict(&out, "forward gives one row of logits per token");
+    assert!(
+        v.iter()
+            .any(|l| l.contains("returned shape [2, 5, 1], expected [2, 5, 65]")),
+        "{v:?}"
+    );
+
+    // NaN: training stops with the step where the loss stopped being a number.
+    let out = grade_fault(
+        &book,
+        &warmup_with(
+            &book,
+            forward,
+            "self.token_embedding.forward(xs)?.affine(f64::NAN, 0.0)\n",
+        ),
+    );
+    let v = verdict(&out, "graded training reaches eval loss below 2.6");
+    assert!(v.iter().any(|l| l.contains("NaN")), "{v:?}");
+
+    // A detached forward: the gradient check names the parameter that cannot learn.
+    let out = grade_fault(
+        &book,
+        &warmup_with(
+            &book,
+            forward,
+            "Ok(self.token_embedding.forward(xs)?.detach())\n",
+        ),
+    );
+    let v = verdict(&out, "the embedding receives a gradient");
+    assert!(v.iter().any(|l| l.contains("receive no gradient")), "{v:?}");
+    assert!(v.iter().any(|l| l.contains("wte.weight")), "{v:?}");
+    assert!(verdict(&out, "forward returns the table row of each token")[0].contains('✓'));
+
+    // An endless loop in generate: a time limit, and the forward checks still pass.
+    let out = grade_fault(
+        &book,
+        &warmup_with(
+            &book,
+            "while tokens.len() < max_length {",
+            "while tokens.len() < max_length || max_length > 0 {",
+        ),
+    );
+    let v = verdict(&out, "generate is greedy from the start token");
+    assert!(v[0].contains('✗'), "{out}");
+    assert!(
+        v.iter().any(|l| l.contains("did not finish within 30 s")),
+        "{v:?}"
+    );
+    assert!(verdict(&out, "forward gives one row of logits per token")[0].contains('✓'));
+}
+
+#[test]
+fn reset_restores_the_stub_and_keeps_the_learners_file() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let mine = format!("{}// my own notes\n", book.solution("warmup"));
+    book.write_exercise("warmup", &mine);
+    let (code, out) = book.run(state.path(), &["reset", "warmup", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(book.read("exercises/src/warmup.rs"), book.stub("warmup"));
+    let backup = out
+        .split("Your version is in ")
+        .nth(1)
+        .and_then(|rest| rest.split(".rs.").next())
+        .map(|p| format!("{p}.rs"))
+        .unwrap_or_else(|| panic!("reset names its backup:\n{out}"));
+    assert_eq!(std::fs::read_to_string(&backup).unwrap(), mine);
+    assert!(out.contains("Next: cargo xtask check warmup"), "{out}");
+}
