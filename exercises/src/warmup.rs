@@ -30,7 +30,7 @@ impl SimpleDecoder {
     }
 
     /// Greedy generation: starting from `start_token`, append the most likely next token until
-    /// the sequence holds `max_length` tokens (the start token included).
+    /// the sequence holds `max_length` tokens (the start token included, so at least one).
     pub fn generate(&self, start_token: u32, max_length: usize) -> Result<Vec<u32>> {
         // TODO: start from [start_token]; while the sequence is shorter than max_length, run the
         // model on the last token alone, a (1, 1) tensor (`Tensor::new(&[[token]], device)`), and

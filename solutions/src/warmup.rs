@@ -30,17 +30,16 @@ impl SimpleDecoder {
     }
 
     /// Greedy generation: starting from `start_token`, append the most likely next token until
-    /// the sequence holds `max_length` tokens (the start token included).
+    /// the sequence holds `max_length` tokens (the start token included, so at least one).
     pub fn generate(&self, start_token: u32, max_length: usize) -> Result<Vec<u32>> {
         let device = self.token_embedding.embeddings().device();
         let mut tokens = vec![start_token];
-        while tokens.len() < max_length {
+        for _ in 1..max_length {
             let last = Tensor::new(&[[tokens[tokens.len() - 1]]], device)?; // (1, 1)
             let logits = self.forward(&last)?; // (1, 1, V)
             // A bigram model needs only the last token: its row is the whole prediction.
             tokens.push(kit::sample::argmax(&logits)?);
         }
-        tokens.truncate(max_length);
         Ok(tokens)
     }
 }

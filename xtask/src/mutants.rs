@@ -50,14 +50,11 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Caught (a check failed or timed out) over viable (those that compiled).
+    /// Caught (a check failed or timed out) over viable (those that compiled); at least one
+    /// mutant must have been viable.
     pub fn score(&self) -> f64 {
         let viable = self.caught + self.missed + self.timeout;
-        if viable == 0 {
-            1.0
-        } else {
-            (self.caught + self.timeout) as f64 / viable as f64
-        }
+        (self.caught + self.timeout) as f64 / viable as f64
     }
 }
 
@@ -72,6 +69,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         Ok(())
     } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::copy(from, to).map(|_| ())
     }
 }
@@ -102,12 +102,16 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         copy_tree(&root.join(part), &tree.join(part))
             .with_context(|| format!("cannot copy {part} to {}", tree.display()))?;
     }
+    // The copy has no corpus of its own: every check reads this workspace's (fetched now if
+    // need be), so that no check fails for want of data and counts a mutant as caught.
+    kit::corpus::load()?;
+    let (corpus, _) = kit::corpus::configured_path()?;
     let tasks: Vec<Task> = match args.task {
         Task::All => Task::ORDER.to_vec(),
         t => vec![t],
     };
     let mut results = Vec::new();
-    for task in tasks {
+    for &task in &tasks {
         let out = work.join(task.name());
         println!(
             "{} {} (solutions/src/{}.rs)",
@@ -115,16 +119,47 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
             task.name(),
             task.name()
         );
+        let skip: Vec<&str> = skipped(task).map_or(Vec::new(), |s| vec!["--", "--skip", s]);
+        if !args.list {
+            // cargo-mutants' own baseline would test the `solutions` package, which has no
+            // tests: check instead that the unmutated reference passes the task's checks.
+            let baseline = Command::new(cargo())
+                .current_dir(&tree)
+                .env("CARGO_TARGET_DIR", root.join("target"))
+                .env(kit::corpus::CORPUS_ENV, &corpus)
+                .args([
+                    "test",
+                    "--quiet",
+                    "--package",
+                    "checks",
+                    "--features",
+                    "solutions",
+                ])
+                .args(["--test", task.name()])
+                .args(&skip)
+                .status()
+                .context("cannot run cargo test")?;
+            anyhow::ensure!(
+                baseline.success(),
+                "the unmutated reference solution fails the {} checks: fix that first",
+                task.name()
+            );
+        }
         let mut cmd = Command::new(cargo());
         cmd.current_dir(&tree)
             .env("CARGO_TARGET_DIR", root.join("target"))
+            .env(kit::corpus::CORPUS_ENV, &corpus)
             .args([
                 "mutants",
                 "--in-place",
                 "--no-shuffle",
-                "--package",
-                "solutions",
+                "--baseline",
+                "skip",
             ])
+            // Without a baseline there is no measured test time: a mutant that makes a check
+            // loop is stopped by the checks' own time limits first, and by these at worst.
+            .args(["--timeout", "600", "--build-timeout", "900"])
+            .args(["--package", "solutions"])
             .args(["--test-package", "checks", "--features", "solutions"])
             .arg("--file")
             .arg(format!("solutions/src/{}.rs", task.name()))
@@ -133,10 +168,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         if args.list {
             cmd.arg("--list");
         }
-        cmd.args(["--", "--test", task.name()]);
-        if let Some(skip) = skipped(task) {
-            cmd.args(["--", "--skip", skip]);
-        }
+        cmd.args(["--", "--test", task.name()]).args(&skip);
         let status = cmd.status().context("cannot run cargo mutants")?;
         if args.list {
             continue;
@@ -151,12 +183,48 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         })?;
         let counts: Counts = serde_json::from_str(&text)
             .with_context(|| format!("cannot read {}", outcomes.display()))?;
+        anyhow::ensure!(
+            counts.caught + counts.missed + counts.timeout > 0,
+            "no mutant of {} was tested ({status}); see {}",
+            task.name(),
+            out.join("mutants.out").display()
+        );
         let missed =
             std::fs::read_to_string(out.join("mutants.out").join("missed.txt")).unwrap_or_default();
         results.push((task, counts, missed));
     }
+    let mistakes: Vec<Mistake> = load_mistakes(&root)?
+        .into_iter()
+        .filter(|m| tasks.iter().any(|t| t.name() == m.task))
+        .collect();
     if args.list {
+        println!("\nHand-written mistakes (xtask/mutants.toml):");
+        for m in &mistakes {
+            println!("{}: {}", m.task, m.name);
+        }
         return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "\n{} the hand-written mistakes of xtask/mutants.toml",
+        style::bold("Trying")
+    );
+    let mut uncaught = 0;
+    let mut mistake_rows = Vec::new();
+    for m in &mistakes {
+        let caught_by = try_mistake(&tree, &root, &corpus, m)?;
+        if caught_by.is_empty() {
+            uncaught += 1;
+            println!(
+                "  {} {}: {} — no check fails",
+                style::bad("✗"),
+                m.task,
+                m.name
+            );
+        } else {
+            println!("  {} {}: {}", style::ok("✓"), m.task, m.name);
+            println!("      caught by: {}", caught_by.join(", "));
+        }
+        mistake_rows.push((m, caught_by));
     }
     println!(
         "\n{:<8} {:>7} {:>7} {:>7} {:>8} {:>10} {:>7}",
@@ -186,9 +254,158 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
             println!("  {}: {line}", task.name());
         }
     }
+    for task in &tasks {
+        let rows: Vec<_> = mistake_rows
+            .iter()
+            .filter(|(m, _)| m.task == task.name())
+            .collect();
+        let caught = rows.iter().filter(|(_, by)| !by.is_empty()).count();
+        println!(
+            "{:<8} hand-written mistakes: {caught} of {} caught",
+            task.name(),
+            rows.len()
+        );
+    }
     println!(
         "\nFull logs: {}",
         PathBuf::from("target/mutants/<task>/mutants.out").display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if any_missed || uncaught > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One learner-like mistake from `xtask/mutants.toml`.
+#[derive(Debug, serde::Deserialize)]
+struct Mistake {
+    task: String,
+    name: String,
+    edits: Vec<(String, String)>,
+}
+
+#[derive(serde::Deserialize)]
+struct MistakeFile {
+    mistake: Vec<Mistake>,
+}
+
+fn load_mistakes(root: &Path) -> anyhow::Result<Vec<Mistake>> {
+    let path = root.join("xtask").join("mutants.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let file: MistakeFile =
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    Ok(file.mistake)
+}
+
+/// Applies one mistake to the copy's reference solution, runs the task's checks, puts the file
+/// back, and returns the names of the checks that failed.
+fn try_mistake(
+    tree: &Path,
+    root: &Path,
+    corpus: &Path,
+    m: &Mistake,
+) -> anyhow::Result<Vec<String>> {
+    let file = tree
+        .join("solutions")
+        .join("src")
+        .join(format!("{}.rs", m.task));
+    let original = std::fs::read_to_string(&file)?;
+    let mut broken = original.clone();
+    for (find, replace) in &m.edits {
+        anyhow::ensure!(
+            broken.contains(find.as_str()),
+            "mistake `{}`: solutions/src/{}.rs has no `{find}`; update xtask/mutants.toml",
+            m.name,
+            m.task
+        );
+        broken = broken.replace(find.as_str(), replace);
+    }
+    std::fs::write(&file, &broken)?;
+    let task = match m.task.as_str() {
+        "warmup" => Task::Warmup,
+        "task1" => Task::Task1,
+        "task2" => Task::Task2,
+        "task3" => Task::Task3,
+        other => anyhow::bail!("xtask/mutants.toml names an unknown task `{other}`"),
+    };
+    let out = Command::new(cargo())
+        .current_dir(tree)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env(kit::corpus::CORPUS_ENV, corpus)
+        .env("RUST_BACKTRACE", "0")
+        .env("INSTA_UPDATE", "no")
+        .args([
+            "test",
+            "--quiet",
+            "--package",
+            "checks",
+            "--features",
+            "solutions",
+        ])
+        .args(["--test", task.name(), "--"])
+        .args(skipped(task).map_or(Vec::new(), |s| vec!["--skip", s]))
+        .args(["--format", "pretty", "--color", "never"])
+        .stdin(Stdio::null())
+        .output();
+    std::fs::write(&file, &original)?;
+    let out = out.context("cannot run cargo test")?;
+    let verdicts = crate::check::parse_libtest(&String::from_utf8_lossy(&out.stdout));
+    anyhow::ensure!(
+        !verdicts.is_empty(),
+        "mistake `{}` does not compile, so it tests nothing; fix xtask/mutants.toml:\n{}",
+        m.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(verdicts
+        .into_iter()
+        .filter(|v| !v.passed)
+        .map(|v| v.name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hand_written_mistake_applies_to_its_reference_solution() {
+        let root = workspace_root();
+        let mistakes = load_mistakes(&root).unwrap();
+        for task in Task::ORDER {
+            assert!(
+                mistakes.iter().filter(|m| m.task == task.name()).count() >= 4,
+                "{}: at least four mistakes",
+                task.name()
+            );
+        }
+        for m in &mistakes {
+            let file = root.join("solutions/src").join(format!("{}.rs", m.task));
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|_| panic!("`{}` names an unknown task {}", m.name, m.task));
+            assert!(!m.edits.is_empty(), "`{}` changes nothing", m.name);
+            for (find, replace) in &m.edits {
+                assert!(
+                    text.contains(find.as_str()),
+                    "`{}`: no `{find}` in {}",
+                    m.name,
+                    m.task
+                );
+                assert_ne!(find, replace, "`{}` changes nothing", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_score_counts_timeouts_as_caught_and_ignores_unviable_mutants() {
+        let c = Counts {
+            total_mutants: 10,
+            caught: 6,
+            missed: 1,
+            timeout: 1,
+            unviable: 2,
+        };
+        assert_eq!(c.score(), 7.0 / 8.0);
+    }
 }

@@ -303,11 +303,7 @@ fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
     // An endless loop in generate: a time limit, and the forward checks still pass.
     let out = grade_fault(
         &book,
-        &warmup_with(
-            &book,
-            "while tokens.len() < max_length {",
-            "while tokens.len() < max_length || max_length > 0 {",
-        ),
+        &warmup_with(&book, "for _ in 1..max_length {", "for _ in 1.. {"),
     );
     let v = verdict(&out, "generate is greedy from the start token");
     assert!(v[0].contains('✗'), "{out}");
