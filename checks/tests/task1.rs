@@ -238,14 +238,17 @@ fn generate_samples_from_the_last_position() {
     // The reference's own next-token distribution at the last position decides the first new
     // token, sampled with the same seeded sampler.
     let (model, params) = minigpt(SMALL, 10);
+    let model = std::sync::Arc::new(model);
     let prompt: Vec<u32> = vec![5, 9, 13];
     let all = reference::minigpt_f64(&params, &SMALL, std::slice::from_ref(&prompt));
     let last: Vec<f32> = all[2 * 65..3 * 65].iter().map(|&v| v as f32).collect();
     for seed in 0..5 {
         let want = Sampler::new(seed).sample_slice(&last);
-        let got = model
-            .generate(&mut Sampler::new(seed), &prompt, 1)
-            .expect("MiniGPT::generate")[3];
+        let (m, p) = (model.clone(), prompt.clone());
+        let got = within(Duration::from_secs(60), "MiniGPT::generate", move || {
+            m.generate(&mut Sampler::new(seed), &p, 1)
+                .expect("MiniGPT::generate")
+        })[3];
         assert_eq!(
             got, want,
             "with seed {seed}, the first new token should be sampled from the logits of the last position"

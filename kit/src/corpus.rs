@@ -272,7 +272,11 @@ pub fn write_atomically_with(
         .tempfile_in(&dir)
         .map_err(err)?;
     write(tmp.path()).map_err(err)?;
-    finish(tmp.as_file()).map_err(err)?;
+    // Through the path, not our handle: some writers (safetensors) replace the file they are
+    // given by a rename of their own.
+    std::fs::File::open(tmp.path())
+        .and_then(|file| finish(&file))
+        .map_err(err)?;
     tmp.persist(dest).map_err(|e| err(e.error))?;
     Ok(())
 }

@@ -174,7 +174,17 @@ fn train_saves_a_checkpoint_and_a_loss_curve_that_generate_reads() {
     );
     assert_eq!(code, 0, "{text}");
     for file in ["model.safetensors", "model.json", "loss.svg"] {
-        assert!(run.path().join(file).is_file(), "{file} missing: {text}");
+        let path = run.path().join(file);
+        assert!(path.is_file(), "{file} missing: {text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode, 0o644,
+                "{file} has mode {mode:o}, not the usual rw-r--r--"
+            );
+        }
     }
     let svg = std::fs::read_to_string(run.path().join("loss.svg")).unwrap();
     assert!(
@@ -292,4 +302,49 @@ fn attention_draws_every_layer_and_head_of_a_checkpoint() {
     );
     assert_eq!(code, 1);
     assert!(text.contains("'£'"), "{text}");
+}
+
+#[test]
+fn data_refuses_a_copy_that_is_not_tiny_shakespeare() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("input.txt");
+    std::fs::write(&other, "To be, or not to be\n").unwrap();
+    let (code, text) = xtask(&["data", "--from", other.to_str().unwrap()], state.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("is not tiny Shakespeare") && text.contains("nothing was installed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_reports_its_figures_as_json() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, text) = xtask(
+        &["bench", "train", "--steps", "3", "--warmup", "1", "--json"],
+        state.path(),
+    );
+    assert_eq!(code, 0, "{text}");
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(last["ms_per_step"].as_f64().unwrap() > 0.0, "{text}");
+    assert_eq!(last["steps"], 3);
+
+    let (code, text) = xtask(
+        &["bench", "attention", "--repeats", "1", "--json"],
+        state.path(),
+    );
+    assert_eq!(code, 0, "{text}");
+    let rows: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        4,
+        "T 32 and 256, forward and forward+backward: {text}"
+    );
+    for row in rows {
+        for key in ["task2_heads_ms", "task1_heads_ms", "einsum_ms", "speedup"] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key}: {text}");
+        }
+    }
 }
