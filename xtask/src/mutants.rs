@@ -76,6 +76,28 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// `cargo test` of one task's checks against the copy's reference solution, without the
+/// skipped graded training; more arguments for the test binary may follow.
+fn checks_in_copy(tree: &Path, root: &Path, corpus: &Path, task: Task) -> Command {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(tree)
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .env(kit::corpus::CORPUS_ENV, corpus)
+        .env("RUST_BACKTRACE", "0")
+        .env("INSTA_UPDATE", "no")
+        .args([
+            "test",
+            "--quiet",
+            "--package",
+            "checks",
+            "--features",
+            "solutions",
+        ])
+        .args(["--test", task.name(), "--"])
+        .args(skipped(task).map_or(Vec::new(), |s| vec!["--skip", s]));
+    cmd
+}
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
@@ -123,20 +145,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         if !args.list {
             // cargo-mutants' own baseline would test the `solutions` package, which has no
             // tests: check instead that the unmutated reference passes the task's checks.
-            let baseline = Command::new(cargo())
-                .current_dir(&tree)
-                .env("CARGO_TARGET_DIR", root.join("target"))
-                .env(kit::corpus::CORPUS_ENV, &corpus)
-                .args([
-                    "test",
-                    "--quiet",
-                    "--package",
-                    "checks",
-                    "--features",
-                    "solutions",
-                ])
-                .args(["--test", task.name()])
-                .args(&skip)
+            let baseline = checks_in_copy(&tree, &root, &corpus, task)
                 .status()
                 .context("cannot run cargo test")?;
             anyhow::ensure!(
@@ -330,22 +339,7 @@ fn try_mistake(
         "task3" => Task::Task3,
         other => anyhow::bail!("xtask/mutants.toml names an unknown task `{other}`"),
     };
-    let out = Command::new(cargo())
-        .current_dir(tree)
-        .env("CARGO_TARGET_DIR", root.join("target"))
-        .env(kit::corpus::CORPUS_ENV, corpus)
-        .env("RUST_BACKTRACE", "0")
-        .env("INSTA_UPDATE", "no")
-        .args([
-            "test",
-            "--quiet",
-            "--package",
-            "checks",
-            "--features",
-            "solutions",
-        ])
-        .args(["--test", task.name(), "--"])
-        .args(skipped(task).map_or(Vec::new(), |s| vec!["--skip", s]))
+    let out = checks_in_copy(tree, root, corpus, task)
         .args(["--format", "pretty", "--color", "never"])
         .stdin(Stdio::null())
         .output();
