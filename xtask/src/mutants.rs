@@ -98,6 +98,38 @@ fn checks_in_copy(tree: &Path, root: &Path, corpus: &Path, task: Task) -> Comman
     cmd
 }
 
+/// Gives the copy's own crates a version of their own. Cargo names build outputs by package,
+/// version and path relative to the workspace, so without this the copy, building into the
+/// same target directory, would overwrite the workbook's outputs, and cargo would later take
+/// them (built from a mutant) as up to date for the workbook.
+fn mark_as_copy(tree: &Path) -> anyhow::Result<()> {
+    let manifest = tree.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    let mut section = String::new();
+    let mut marked = false;
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.lines() {
+        if line.starts_with('[') {
+            section = line.trim().to_string();
+        }
+        if section == "[workspace.package]" && !marked && line.starts_with("version = \"") {
+            out.push_str(line.trim_end().trim_end_matches('"'));
+            out.push_str("-copy\"\n");
+            marked = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    anyhow::ensure!(
+        marked,
+        "{} has no version in [workspace.package]",
+        manifest.display()
+    );
+    std::fs::write(&manifest, out)?;
+    Ok(())
+}
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
@@ -124,6 +156,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         copy_tree(&root.join(part), &tree.join(part))
             .with_context(|| format!("cannot copy {part} to {}", tree.display()))?;
     }
+    mark_as_copy(&tree)?;
     // The copy has no corpus of its own: every check reads this workspace's (fetched now if
     // need be), so that no check fails for want of data and counts a mutant as caught.
     kit::corpus::load()?;

@@ -65,6 +65,17 @@ fn workbook() -> MutexGuard<'static, Workbook> {
         for part in PARTS {
             copy_tree(&root.join(part), &dir.path().join(part));
         }
+        // Cargo names build outputs by package, version and path relative to the workspace:
+        // with a version of its own, the copy cannot overwrite the workbook's outputs in the
+        // shared target directory (where cargo would then take them as up to date).
+        let manifest = dir.path().join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let marked = text.replacen("\nversion = \"0.1.0\"\n", "\nversion = \"0.1.0-copy\"\n", 1);
+        assert_ne!(
+            marked, text,
+            "the workspace version moved: update this test"
+        );
+        std::fs::write(&manifest, marked).unwrap();
         // A clone of its own, as a learner has: `reset` takes the stub from git.
         git(dir.path(), &["init", "--quiet"]);
         git(dir.path(), &["add", "--all"]);
