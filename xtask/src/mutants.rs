@@ -12,7 +12,7 @@ use crate::check::workspace_root;
 use crate::cli::{MutantsArgs, Task};
 use crate::style;
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 /// What the copy needs: the workspace without its build outputs, runs and corpus.
@@ -308,10 +308,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
             rows.len()
         );
     }
-    println!(
-        "\nFull logs: {}",
-        PathBuf::from("target/mutants/<task>/mutants.out").display()
-    );
+    println!("\nFull logs: target/mutants/<task>/mutants.out");
     Ok(if any_missed || uncaught > 0 {
         ExitCode::FAILURE
     } else {
@@ -365,13 +362,8 @@ fn try_mistake(
         broken = broken.replace(find.as_str(), replace);
     }
     std::fs::write(&file, &broken)?;
-    let task = match m.task.as_str() {
-        "warmup" => Task::Warmup,
-        "task1" => Task::Task1,
-        "task2" => Task::Task2,
-        "task3" => Task::Task3,
-        other => anyhow::bail!("xtask/mutants.toml names an unknown task `{other}`"),
-    };
+    let task = <Task as clap::ValueEnum>::from_str(&m.task, false)
+        .map_err(|_| anyhow::anyhow!("xtask/mutants.toml names an unknown task `{}`", m.task))?;
     let out = checks_in_copy(tree, root, corpus, task)
         .args(["--format", "pretty", "--color", "never"])
         .stdin(Stdio::null())
