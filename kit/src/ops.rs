@@ -46,6 +46,16 @@ pub(crate) fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// Runs `work` on kit's thread pool and returns its result.
+///
+/// The fused ops split their products over that pool. Called from any other thread, each op
+/// hands its work over to the pool and sleeps until it is done: a few hundred round trips
+/// through the kernel per training step. Called from inside `work`, they start right away on
+/// the pool's own thread. The training loop runs each step and each evaluation this way.
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    pool().install(work)
+}
+
 /// Chooses the fused ops (the default) or the [`composed`] ones for every call in this process.
 /// Only benchmarks and tests that compare the two need this.
 pub fn set_fused(fused: bool) {
@@ -154,6 +164,12 @@ pub mod composed {
     pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
         let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
         causal_softmax(&scores, scale)?.matmul(&v.contiguous()?)
+    }
+
+    pub fn attention_packed(qkv: &Tensor, scale: f64) -> Result<Tensor> {
+        let d = qkv.dim(D::Minus1)? / 3;
+        let part = |i: usize| qkv.narrow(D::Minus1, i * d, d);
+        attention(&part(0)?, &part(1)?, &part(2)?, scale)
     }
 }
 
@@ -546,6 +562,26 @@ impl CustomOp2 for CrossEntropyBackward {
 /// # Shapes
 /// x: (..., in), weight: (out, in), bias: (out) → (..., out)
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    check_dense_input(x, weight)?;
+    if !fused() {
+        return composed::linear(x, weight, bias);
+    }
+    dense_op(x, weight, bias, LinearOp { relu: false })
+}
+
+/// `relu(x Wᵀ (+ b))`, as one node of the graph: the first half of a feed-forward layer.
+///
+/// # Shapes
+/// x: (..., in), weight: (out, in), bias: (out) → (..., out)
+pub fn linear_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    check_dense_input(x, weight)?;
+    if !fused() {
+        return composed::linear(x, weight, bias)?.relu();
+    }
+    dense_op(x, weight, bias, LinearOp { relu: true })
+}
+
+fn check_dense_input(x: &Tensor, weight: &Tensor) -> Result<()> {
     let (_, in_dim) = weight.dims2()?;
     if x.dim(D::Minus1)? != in_dim {
         candle_core::bail!(
@@ -553,13 +589,14 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             x.dims()
         )
     }
-    if !fused() {
-        return composed::linear(x, weight, bias);
-    }
+    Ok(())
+}
+
+fn dense_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, op: LinearOp) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, weight.contiguous()?);
     match bias {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearOp),
-        None => x.apply_op2(&w, LinearOp),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
     }
 }
 
@@ -586,6 +623,27 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
             scale: scale as f32,
         },
     )
+}
+
+/// [`attention`] with q, k and v side by side in the last dimension, as one dense layer with
+/// 3·D outputs makes them: `qkv[..., 0..D]` is q, then k, then v.
+///
+/// # Shapes
+/// qkv: (..., T, 3·D) → (..., T, D)
+pub fn attention_packed(qkv: &Tensor, scale: f64) -> Result<Tensor> {
+    let width = qkv.dim(D::Minus1)?;
+    if qkv.rank() < 2 || width % 3 != 0 {
+        candle_core::bail!(
+            "attention_packed expects (..., T, 3·D), q, k and v side by side, got {:?}",
+            qkv.dims()
+        )
+    }
+    if !fused() {
+        return composed::attention_packed(qkv, scale);
+    }
+    qkv.contiguous()?.apply_op1(PackedAttentionOp {
+        scale: scale as f32,
+    })
 }
 
 /// `c (m×n) = a (m×k) · b (k×n)` (or `c +=` with `accumulate`), row-major `c`, with the row and
@@ -638,10 +696,14 @@ fn matmul(
     }
 }
 
-struct LinearOp;
+/// `x Wᵀ (+ b)`, then ReLU if `relu`.
+struct LinearOp {
+    relu: bool,
+}
 
 impl LinearOp {
     fn forward(
+        &self,
         x: (&CpuStorage, &Layout),
         w: (&CpuStorage, &Layout),
         b: Option<(&CpuStorage, &Layout)>,
@@ -673,6 +735,9 @@ impl LinearOp {
                     let xb = &xs[i * block * in_dim..(i * block + r) * in_dim];
                     let shape = (r, out_dim, in_dim);
                     matmul(shape, yb, accumulate, xb, (in_dim, 1), ws, (1, in_dim));
+                    if self.relu {
+                        yb.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
                 })
         });
         let mut dims = x.1.dims().to_vec();
@@ -682,12 +747,20 @@ impl LinearOp {
 
     /// `[dx, dW, db]`, packed.
     fn backward(
+        &self,
         x: &Tensor,
         w: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
         with_bias: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LinearBackward { with_bias })?;
+        let grad = if self.relu {
+            // ReLU passes the gradient where its output is positive, and nothing elsewhere.
+            grad.contiguous()?.apply_op2_no_bwd(res, &ReluMask)?
+        } else {
+            grad.contiguous()?
+        };
+        let packed = x.apply_op3_no_bwd(w, &grad, &LinearBackward { with_bias })?;
         let (out_dim, in_dim) = w.dims2()?;
         let n = x.elem_count();
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
@@ -711,17 +784,17 @@ impl CustomOp2 for LinearOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Self::forward((s1, l1), (s2, l2), None)
+        self.forward((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = Self::backward(x, w, grad, false)?;
+        let (dx, dw, _) = self.backward(x, w, res, grad, false)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -740,7 +813,7 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Self::forward((s1, l1), (s2, l2), Some((s3, l3)))
+        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(
@@ -748,11 +821,37 @@ impl CustomOp3 for LinearOp {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = Self::backward(x, w, grad, true)?;
+        let (dx, dw, db) = self.backward(x, w, res, grad, true)?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The gradient where the ReLU's output (the second input) is positive, zero elsewhere.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "kit-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let grad = f32s(s1, l1, "gradient")?;
+        let out = f32s(s2, l2, "ReLU output")?;
+        let masked = grad
+            .iter()
+            .zip(out)
+            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(masked), l1.shape().clone()))
     }
 }
 
@@ -826,24 +925,72 @@ struct AttentionOp {
     scale: f32,
 }
 
-/// Fills `p` (t × t) with the causal softmax of `q kᵀ · scale` for one (batch, head).
-fn attention_probs(q: &[f32], k: &[f32], t: usize, d: usize, scale: f32, p: &mut [f32]) {
-    // p = q · kᵀ
-    matmul((t, t, d), p, false, q, (d, 1), k, (1, d));
-    for (i, row) in p.chunks_exact_mut(t).enumerate() {
-        let max = row[..=i]
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-        let mut sum = 0.0;
-        for v in &mut row[..=i] {
-            *v = (*v * scale - max).exp();
-            sum += *v;
+/// Where the q, k and v rows of one (batch, head) group lie in their storage: row `i` of q
+/// starts at `q[i * stride]`, and the same for k and v.
+struct Group<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    stride: usize,
+}
+
+impl Group<'_> {
+    /// Fills `p` (t × t) with the causal softmax of `q kᵀ · scale`.
+    fn probs(&self, t: usize, d: usize, scale: f32, p: &mut [f32]) {
+        // p = q · kᵀ
+        let rs = self.stride;
+        matmul((t, t, d), p, false, self.q, (rs, 1), self.k, (1, rs));
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let max = row[..=i]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+            let mut sum = 0.0;
+            for v in &mut row[..=i] {
+                *v = (*v * scale - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in &mut row[..=i] {
+                *v *= inv;
+            }
+            row[i + 1..].fill(0.0);
         }
-        let inv = 1.0 / sum;
-        for v in &mut row[..=i] {
-            *v *= inv;
+    }
+
+    /// `o (t × d) = p · v`, with `p` (t × t) from [`Group::probs`].
+    fn forward(&self, (t, d): (usize, usize), scale: f32, p: &mut [f32], o: &mut [f32]) {
+        self.probs(t, d, scale, p);
+        matmul((t, d, t), o, false, p, (t, 1), self.v, (self.stride, 1));
+    }
+
+    /// `dq`, `dk`, `dv` (each t × d, contiguous) from `go`, the gradient of the output.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        (t, d): (usize, usize),
+        scale: f32,
+        go: &[f32],
+        (p, dp): (&mut [f32], &mut [f32]),
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        let rs = self.stride;
+        self.probs(t, d, scale, p);
+        // dv = pᵀ · do
+        matmul((t, d, t), dv, false, p, (1, t), go, (d, 1));
+        // dp = do · vᵀ
+        matmul((t, t, d), dp, false, go, (d, 1), self.v, (1, rs));
+        // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
+        for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
+            let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+            for (x, &pv) in dprow.iter_mut().zip(prow) {
+                *x = pv * (*x - dot) * scale;
+            }
         }
-        row[i + 1..].fill(0.0);
+        // dq = ds · k, dk = dsᵀ · q
+        matmul((t, d, t), dq, false, dp, (t, 1), self.k, (rs, 1));
+        matmul((t, d, t), dk, false, dp, (1, t), self.q, (rs, 1));
     }
 }
 
@@ -876,9 +1023,13 @@ impl CustomOp3 for AttentionOp {
                 || vec![0f32; t * t],
                 |p, (g, o)| {
                     let r = g * t * d..(g + 1) * t * d;
-                    attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, p);
-                    // o = p · v
-                    matmul((t, d, t), o, false, p, (t, 1), &v[r], (d, 1));
+                    let group = Group {
+                        q: &q[r.clone()],
+                        k: &k[r.clone()],
+                        v: &v[r],
+                        stride: d,
+                    };
+                    group.forward((t, d), self.scale, p, o);
                 },
             )
         });
@@ -942,26 +1093,115 @@ impl CustomOp2 for AttentionBackward {
                 || (vec![0f32; t * t], vec![0f32; t * t]),
                 |(p, dp), (g, ((dq, dk), dv))| {
                     let r = g * t * d..(g + 1) * t * d;
-                    attention_probs(&q[r.clone()], &k[r.clone()], t, d, self.scale, p);
-                    let go = &dout[r.clone()];
-                    // dv = pᵀ · do
-                    matmul((t, d, t), dv, false, p, (1, t), go, (d, 1));
-                    // dp = do · vᵀ
-                    matmul((t, t, d), dp, false, go, (d, 1), &v[r.clone()], (1, d));
-                    // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
-                    for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
-                        let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
-                        for (x, &pv) in dprow.iter_mut().zip(prow) {
-                            *x = pv * (*x - dot) * self.scale;
-                        }
-                    }
-                    // dq = ds · k, dk = dsᵀ · q
-                    matmul((t, d, t), dq, false, dp, (t, 1), &k[r.clone()], (d, 1));
-                    matmul((t, d, t), dk, false, dp, (1, t), &q[r], (d, 1));
+                    let group = Group {
+                        q: &q[r.clone()],
+                        k: &k[r.clone()],
+                        v: &v[r.clone()],
+                        stride: d,
+                    };
+                    group.backward((t, d), self.scale, &dout[r], (p, dp), dq, dk, dv);
                 },
             )
         });
         Ok((CpuStorage::F32(out), Shape::from(3 * n)))
+    }
+}
+
+/// Causal attention over q, k and v packed side by side in the last dimension.
+struct PackedAttentionOp {
+    scale: f32,
+}
+
+/// Batch groups, positions and head size of a packed (..., T, 3·D) layout.
+fn packed_dims(l: &Layout) -> (usize, usize, usize) {
+    let (groups, t, width) = attention_dims(l);
+    (groups, t, width / 3)
+}
+
+/// The q, k and v of group `g` in a packed (..., T, 3·D) buffer.
+fn packed_group(qkv: &[f32], g: usize, t: usize, d: usize) -> Group<'_> {
+    let base = g * t * 3 * d;
+    let end = base + t * 3 * d;
+    Group {
+        q: &qkv[base..end],
+        k: &qkv[base + d..end],
+        v: &qkv[base + 2 * d..end],
+        stride: 3 * d,
+    }
+}
+
+impl CustomOp1 for PackedAttentionOp {
+    fn name(&self) -> &'static str {
+        "kit-causal-attention-packed"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32s(storage, layout, "packed q, k, v")?;
+        let (groups, t, d) = packed_dims(layout);
+        let mut out = vec![0f32; groups * t * d];
+        pool().install(|| {
+            out.par_chunks_mut(t * d).enumerate().for_each_init(
+                || vec![0f32; t * t],
+                |p, (g, o)| packed_group(qkv, g, t, d).forward((t, d), self.scale, p, o),
+            )
+        });
+        let mut dims = layout.dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 2") = d;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dqkv = qkv.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &PackedAttentionBackward { scale: self.scale },
+        )?;
+        Ok(Some(dqkv))
+    }
+}
+
+/// The gradient of packed q, k and v, packed the same way, from them and `do`.
+struct PackedAttentionBackward {
+    scale: f32,
+}
+
+impl CustomOp2 for PackedAttentionBackward {
+    fn name(&self) -> &'static str {
+        "kit-causal-attention-packed-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32s(s1, l1, "packed q, k, v")?;
+        let dout = f32s(s2, l2, "attention gradient")?;
+        let (_, t, d) = packed_dims(l1);
+        let mut out = vec![0f32; qkv.len()];
+        pool().install(|| {
+            out.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
+                || vec![0f32; 2 * t * t + 3 * t * d],
+                |scratch, (g, packed)| {
+                    let (p, rest) = scratch.split_at_mut(t * t);
+                    let (dp, rest) = rest.split_at_mut(t * t);
+                    let (dq, rest) = rest.split_at_mut(t * d);
+                    let (dk, dv) = rest.split_at_mut(t * d);
+                    let go = &dout[g * t * d..(g + 1) * t * d];
+                    let group = packed_group(qkv, g, t, d);
+                    group.backward((t, d), self.scale, go, (p, dp), dq, dk, dv);
+                    // Rows of [dq | dk | dv], the layout of the input.
+                    for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
+                        let r = i * d..(i + 1) * d;
+                        row[..d].copy_from_slice(&dq[r.clone()]);
+                        row[d..2 * d].copy_from_slice(&dk[r.clone()]);
+                        row[2 * d..].copy_from_slice(&dv[r]);
+                    }
+                },
+            )
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 

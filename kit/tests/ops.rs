@@ -242,6 +242,72 @@ fn linear_matches_composed_and_finite_differences() {
 }
 
 #[test]
+fn linear_relu_matches_composed_and_finite_differences() {
+    // Inputs whose outputs, with and without the bias, keep clear of ReLU's kink at 0 (where
+    // finite differences straddle it), with both signs present.
+    let clear = |y: Tensor| {
+        let y = values(&y);
+        y.iter().all(|&v| v.abs() > 0.05)
+            && y.iter().any(|&v| v < 0.0)
+            && y.iter().any(|&v| v > 0.0)
+    };
+    let (x, w, b, out_w) = (0..1000)
+        .map(|seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let x = random(&mut rng, &[2, 3, 5], 1.0);
+            let w = random(&mut rng, &[4, 5], 1.0);
+            let b = random(&mut rng, &[4], 1.0);
+            let out_w = random(&mut rng, &[2, 3, 4], 1.0);
+            (x, w, b, out_w)
+        })
+        .find(|(x, w, b, _)| {
+            clear(composed::linear(x, w, Some(b)).unwrap())
+                && clear(composed::linear(x, w, None).unwrap())
+        })
+        .expect("a seed whose outputs keep clear of 0");
+    check(
+        "linear + ReLU with bias",
+        &|a| ops::linear_relu(&a[0], &a[1], Some(&a[2])),
+        &|a| composed::linear(&a[0], &a[1], Some(&a[2]))?.relu(),
+        &[x.clone(), w.clone(), b],
+        &out_w,
+    );
+    check(
+        "linear + ReLU without bias",
+        &|a| ops::linear_relu(&a[0], &a[1], None),
+        &|a| composed::linear(&a[0], &a[1], None)?.relu(),
+        &[x, w],
+        &out_w,
+    );
+}
+
+#[test]
+fn packed_attention_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for shape in [[2usize, 2, 5, 9], [1, 1, 4, 6]] {
+        let qkv = random(&mut rng, &shape, 1.5);
+        let d = shape[3] / 3;
+        let out_w = random(&mut rng, &[shape[0], shape[1], shape[2], d], 1.0);
+        let scale = 1.0 / (d as f64).sqrt();
+        check(
+            "packed attention",
+            &|a| ops::attention_packed(&a[0], scale),
+            &|a| composed::attention_packed(&a[0], scale),
+            std::slice::from_ref(&qkv),
+            &out_w,
+        );
+        // The same numbers as the unpacked op on q, k and v cut out of the packed tensor.
+        let part = |i: usize| qkv.narrow(D::Minus1, i * d, d).unwrap();
+        let unpacked = ops::attention(&part(0), &part(1), &part(2), scale).unwrap();
+        let packed = ops::attention_packed(&qkv, scale).unwrap();
+        assert!(max_abs_diff(&packed, &unpacked) < 1e-6);
+    }
+    let odd = random(&mut rng, &[1, 4, 7], 1.0);
+    let err = ops::attention_packed(&odd, 1.0).unwrap_err().to_string();
+    assert!(err.contains("3·D"), "{err}");
+}
+
+#[test]
 fn attention_matches_composed_and_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for shape in [[2usize, 2, 5, 3], [1, 1, 4, 6]] {
