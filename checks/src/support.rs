@@ -178,7 +178,7 @@ pub fn random_tensor(seed: u64, shape: &[usize]) -> Tensor {
 /// at step … (… s)`, and returns the last evaluation.
 pub fn graded_training(
     label: &str,
-    model: &dyn Module,
+    model: &(dyn Module + Sync),
     params: &SeededVarMap,
     config: &TrainConfig,
     target: f32,

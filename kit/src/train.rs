@@ -9,11 +9,13 @@ use crate::adam::{Adam, ParamsAdam};
 use crate::data::{Batch, Dataset};
 use crate::ops;
 use anyhow::Context as _;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -155,7 +157,7 @@ pub fn loss<M: Module + ?Sized>(model: &M, x: &Tensor, y: &Tensor) -> Result<Ten
 }
 
 /// Mean loss over `batches` random batches of `data`.
-pub fn eval_loss<M: Module + ?Sized>(
+pub fn eval_loss<M: Module + Sync + ?Sized>(
     model: &M,
     data: &[u32],
     rng: &mut ChaCha8Rng,
@@ -164,39 +166,60 @@ pub fn eval_loss<M: Module + ?Sized>(
     block_size: usize,
     device: &Device,
 ) -> Result<f32> {
-    let mut total = 0f64;
-    for _ in 0..batches {
-        let (x, y) = Batch::sample(rng, data, batch_size, block_size)
-            .map_err(candle_core::Error::wrap)?
-            .to_tensors(device)?;
-        total += loss(model, &x, &y)?.to_scalar::<f32>()? as f64;
-    }
+    // The batches are drawn in order, evaluated side by side on kit's pool, and summed in
+    // order: the same figure whatever the number of threads.
+    let drawn = (0..batches)
+        .map(|_| Batch::sample(rng, data, batch_size, block_size))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(candle_core::Error::wrap)?;
+    let losses = ops::on_pool(|| {
+        drawn
+            .par_iter()
+            .map(|batch| {
+                let (x, y) = batch.to_tensors(device)?;
+                loss(model, &x, &y)?.to_scalar::<f32>()
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let total: f64 = losses.iter().map(|&l| l as f64).sum();
     Ok((total / batches.max(1) as f64) as f32)
 }
 
-/// Backward pass and parameter update from a loss.
-type BackwardStep = Box<dyn FnMut(&Tensor) -> Result<()>>;
+/// A parameter update from the gradients of the parts of a batch (summed).
+type Update = Box<dyn FnMut(&[GradStore]) -> Result<()> + Send>;
 
 /// One optimiser and the model it updates: a training step at a time.
-pub struct Trainer<'a, M: Module + ?Sized> {
+///
+/// Each step cuts the batch in [`Trainer::PARTS`] parts and runs the forward and backward pass
+/// of each on its own thread of kit's pool ([`ops::on_pool`]), its loss weighted by its share
+/// of the rows. The gradients of the parts add up to the gradient of the whole batch's mean
+/// loss (up to float rounding), and the update uses their sum. On a small model this keeps
+/// every core busy for the whole step, where splitting each operation would leave them
+/// waiting for each other between operations. The parts do not depend on the number of cores,
+/// so a seed gives the same run everywhere.
+pub struct Trainer<'a, M: Module + Sync + ?Sized> {
     model: &'a M,
-    optimizer: BackwardStep,
+    update: Update,
     device: Device,
+    parts: usize,
 }
 
-impl<'a, M: Module + ?Sized> Trainer<'a, M> {
+impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
+    /// Parts per batch (fewer when the batch has fewer rows).
+    pub const PARTS: usize = 2;
+
     /// Adam at `learning_rate` over every variable of `varmap`.
     ///
     /// The fused [`Adam`] by default; candle-nn's `AdamW` with weight decay 0 (the same maths,
     /// slower) when [`ops::fused`] is off.
     pub fn new(model: &'a M, varmap: &VarMap, learning_rate: f64, device: &Device) -> Result<Self> {
-        let optimizer: BackwardStep = if ops::fused() {
+        let update: Update = if ops::fused() {
             let params = ParamsAdam {
                 lr: learning_rate,
                 ..ParamsAdam::default()
             };
             let mut adam = Adam::new(varmap.all_vars(), params)?;
-            Box::new(move |loss| adam.backward_step(loss))
+            Box::new(move |grads| adam.step_sum(grads))
         } else {
             let params = ParamsAdamW {
                 lr: learning_rate,
@@ -204,30 +227,88 @@ impl<'a, M: Module + ?Sized> Trainer<'a, M> {
                 weight_decay: 0.0,
                 ..ParamsAdamW::default()
             };
-            let mut adamw = AdamW::new(varmap.all_vars(), params)?;
-            Box::new(move |loss| adamw.backward_step(loss))
+            let vars = varmap.all_vars();
+            let mut adamw = AdamW::new(vars.clone(), params)?;
+            Box::new(move |grads| adamw.step(&sum_grads(&vars, grads)?))
         };
         Ok(Self {
             model,
-            optimizer,
+            update,
             device: device.clone(),
+            parts: Self::PARTS,
         })
     }
 
-    /// Forward, backward and one Adam update on `batch`; returns the batch's loss.
-    pub fn step(&mut self, batch: &Batch) -> Result<f32> {
-        let (x, y) = batch.to_tensors(&self.device)?;
-        let loss = loss(self.model, &x, &y)?;
-        (self.optimizer)(&loss)?;
-        loss.to_scalar::<f32>()
+    /// Cuts each batch in `parts` parts instead of [`Trainer::PARTS`] (benchmarks compare).
+    pub fn with_parts(mut self, parts: usize) -> Self {
+        self.parts = parts.max(1);
+        self
     }
+
+    /// Forward, backward and one Adam update on `batch`; returns the batch's mean loss.
+    pub fn step(&mut self, batch: &Batch) -> Result<f32> {
+        let Self {
+            model,
+            update,
+            device,
+            parts,
+        } = self;
+        ops::on_pool(|| {
+            let (loss, grads) = loss_and_gradients(*model, batch, *parts, device)?;
+            update(&grads)?;
+            Ok(loss)
+        })
+    }
+}
+
+/// The mean loss of `model` on `batch`, and its gradient as one store per part: the batch is
+/// cut in `parts` parts, differentiated side by side on kit's pool, each part's loss weighted
+/// by its share of the rows. The gradient of the whole batch's loss is the sum of the stores.
+pub fn loss_and_gradients<M: Module + Sync + ?Sized>(
+    model: &M,
+    batch: &Batch,
+    parts: usize,
+    device: &Device,
+) -> Result<(f32, Vec<GradStore>)> {
+    let parts = batch.split(parts);
+    let rows = batch.batch_size as f64;
+    ops::on_pool(|| {
+        let done = parts
+            .par_iter()
+            .map(|part| {
+                let (x, y) = part.to_tensors(device)?;
+                let share = part.batch_size as f64 / rows;
+                let loss = loss(model, &x, &y)?;
+                let grads = if parts.len() == 1 {
+                    loss.backward()?
+                } else {
+                    loss.affine(share, 0.0)?.backward()?
+                };
+                Ok((loss.to_scalar::<f32>()? as f64 * share, grads))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (losses, grads): (Vec<f64>, Vec<GradStore>) = done.into_iter().unzip();
+        Ok((losses.iter().sum::<f64>() as f32, grads))
+    })
+}
+
+/// One gradient store holding, for each of `vars`, the sum of its gradients in `grads`.
+fn sum_grads(vars: &[Var], grads: &[GradStore]) -> Result<GradStore> {
+    let mut sum = GradStore::default();
+    for var in vars {
+        let mut parts = grads.iter().filter_map(|g| g.get(var));
+        if let Some(first) = parts.next() {
+            sum.insert(var, parts.try_fold(first.clone(), |s, g| s + g)?);
+        }
+    }
+    Ok(sum)
 }
 
 /// Trains `model`, whose variables live in `varmap`, on `data` with `config`.
 ///
 /// After every evaluation `on_eval` may stop the run. With `keep_best`, the model ends with the
 /// weights of its best evaluation.
-pub fn train<M: Module + ?Sized>(
+pub fn train<M: Module + Sync + ?Sized>(
     model: &M,
     varmap: &VarMap,
     data: &Dataset,

@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
-use kit::train::{Control, TrainConfig, TrainError, train};
+use kit::train::{Control, TrainConfig, TrainError, loss_and_gradients, train};
 use kit::{Dataset, SeededVarMap};
 
 /// A small model made only of kit's parts: embedding, LayerNorm, feed-forward, dense.
@@ -200,5 +200,59 @@ fn bad_settings_are_errors() {
         })
         .unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn a_batch_in_parts_has_the_loss_and_gradient_of_the_whole_batch() {
+    use kit::data::Batch;
+    use rand::SeedableRng;
+    let data = data();
+    let params = SeededVarMap::new(3);
+    let model = Tiny::new(data.vocab_size(), &params).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    // Five rows: parts of three and two rows, so the weighting by share matters.
+    let batch = Batch::sample(&mut rng, &data.train, 5, 8).unwrap();
+    let (whole_loss, whole) = loss_and_gradients(&model, &batch, 1, &Device::Cpu).unwrap();
+    let (parts_loss, parts) = loss_and_gradients(&model, &batch, 2, &Device::Cpu).unwrap();
+    assert_eq!((whole.len(), parts.len()), (1, 2));
+    assert!(
+        (whole_loss - parts_loss).abs() < 1e-5,
+        "{whole_loss} vs {parts_loss}"
+    );
+    let (x, y) = batch.to_tensors(&Device::Cpu).unwrap();
+    let direct = kit::train::loss(&model, &x, &y).unwrap();
+    assert!((direct.to_scalar::<f32>().unwrap() - whole_loss).abs() < 1e-6);
+    for (name, var) in params.named_vars() {
+        let expected = whole[0].get(&var).expect("a gradient for every parameter");
+        let sum = parts
+            .iter()
+            .map(|g| g.get(&var).expect("a gradient in every part").clone())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
+        let diff: f32 = (&sum - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let size: f32 = expected
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(size > 0.0, "{name}: no gradient at all");
+        assert!(
+            diff <= 1e-5 * (1.0 + size),
+            "{name}: parts differ by {diff}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use checks::reference::RefGpt;
 use kit::{GptConfig, Sampler};
 
 /// A trained model that writes text.
-pub trait TextModel: Module {
+pub trait TextModel: Module + Sync {
     fn generate(
         &self,
         sampler: &mut Sampler,
@@ -38,7 +38,7 @@ impl<M: Module> Module for Bigram<M> {
     }
 }
 
-impl<M: Module> TextModel for Bigram<M> {
+impl<M: Module + Sync> TextModel for Bigram<M> {
     fn generate(&self, _sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
         let last = *prompt
             .last()
@@ -51,7 +51,7 @@ impl<M: Module> TextModel for Bigram<M> {
 
 /// A MiniGPT whose attention is Task 3's, held by the checks; it samples like Task 1's.
 struct EinsumGpt {
-    model: Box<dyn Module>,
+    model: Box<dyn Module + Sync>,
     block_size: usize,
 }
 
