@@ -40,7 +40,8 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         Attention::Einsum => TrainTask::Task3,
     };
     let model = models::build(task, true, cfg, params.var_builder(&device))?;
-    let mut trainer = Trainer::new(model.as_ref(), params.varmap(), lr, &device)?;
+    let mut trainer =
+        Trainer::new(model.as_ref(), params.varmap(), lr, &device)?.with_parts(args.parts as usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut times = Vec::with_capacity(args.steps as usize);
     let mut last_loss = 0.0;
@@ -64,7 +65,9 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "MiniGPT (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
-         {attn} attention, {ops} ops, {threads} candle thread(s), {op_threads} fused-op thread(s)"
+         {attn} attention, {ops} ops, {threads} candle thread(s), {op_threads} fused-op thread(s), \
+         batch in {} part(s)",
+        args.parts
     );
     println!(
         "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
@@ -83,6 +86,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
                 "steps": args.steps,
                 "threads": threads,
                 "op_threads": op_threads,
+                "parts": args.parts,
                 "attention": attn,
                 "ops": ops,
             })
@@ -93,7 +97,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
 
 /// Median ms of the forward pass (with the loss), the backward pass and the Adam update.
 fn breakdown(
-    model: &dyn Module,
+    model: &(dyn Module + Sync),
     params: &SeededVarMap,
     data: &Dataset,
     steps: u64,
@@ -105,19 +109,21 @@ fn breakdown(
     let (mut f, mut b, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..steps {
         let (x, y) = Batch::sample(&mut rng, &data.train, 16, 32)?.to_tensors(&Device::Cpu)?;
-        let t0 = Instant::now();
-        let loss = kit::train::loss(model, &x, &y)?;
-        let t1 = Instant::now();
-        let grads = loss.backward()?;
-        let t2 = Instant::now();
-        opt.step(&grads)?;
-        let t3 = Instant::now();
+        let (t0, t1, t2, t3) = kit::ops::on_pool(|| -> candle_core::Result<_> {
+            let t0 = Instant::now();
+            let loss = kit::train::loss(model, &x, &y)?;
+            let t1 = Instant::now();
+            let grads = loss.backward()?;
+            let t2 = Instant::now();
+            opt.step(&grads)?;
+            Ok((t0, t1, t2, Instant::now()))
+        })?;
         f.push((t1 - t0).as_secs_f64() * 1e3);
         b.push((t2 - t1).as_secs_f64() * 1e3);
         o.push((t3 - t2).as_secs_f64() * 1e3);
     }
     println!(
-        "breakdown (median ms): forward+loss {:.2}, backward {:.2}, Adam {:.2}",
+        "breakdown, whole batch in one part (median ms): forward+loss {:.2}, backward {:.2}, Adam {:.2}",
         median(&mut f),
         median(&mut b),
         median(&mut o)

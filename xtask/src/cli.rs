@@ -253,6 +253,9 @@ pub struct BenchTrainArgs {
     /// Use the composed (unfused) LayerNorm, softmax and cross-entropy: the "before" figure.
     #[arg(long)]
     pub composed: bool,
+    /// Parts each batch is cut into, differentiated side by side (the training loop uses 2).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub parts: u64,
     /// Also time forward, backward and the optimizer step separately.
     #[arg(long)]
     pub breakdown: bool,
