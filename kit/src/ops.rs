@@ -209,12 +209,46 @@ struct LayerNormOp {
     eps: f64,
 }
 
-/// Mean and 1/std of one row.
-fn row_stats(row: &[f32], eps: f64) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps as f32).sqrt())
+/// Σ a[i] · b[i] over eight running sums: a float sum in one accumulator is a chain the
+/// compiler may not reorder, eight of them become one vector register.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ a[i], with eight running sums like [`dot`].
+fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for x in chunks {
+        for j in 0..8 {
+            acc[j] += x[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Writes `x - mean(x)` into `centred` and returns 1/std of `x`.
+fn centre(x: &[f32], centred: &mut [f32], eps: f64) -> f32 {
+    let mean = sum(x) / x.len() as f32;
+    for (c, v) in centred.iter_mut().zip(x) {
+        *c = v - mean;
+    }
+    let var = dot(centred, centred) / x.len() as f32;
+    1.0 / (var + eps as f32).sqrt()
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -249,9 +283,9 @@ impl CustomOp3 for LayerNormOp {
                 .zip(x.par_chunks(block))
                 .for_each(|(yb, xb)| {
                     for (xr, yr) in xb.chunks_exact(c).zip(yb.chunks_exact_mut(c)) {
-                        let (mean, rstd) = row_stats(xr, self.eps);
-                        for i in 0..c {
-                            yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
+                        let rstd = centre(xr, yr, self.eps);
+                        for ((y, g), b) in yr.iter_mut().zip(g).zip(b) {
+                            *y = *y * rstd * g + b;
                         }
                     }
                 })
@@ -322,20 +356,21 @@ impl CustomOp3 for LayerNormBackward {
                         .zip(dyb.chunks_exact(c))
                         .zip(dxb.chunks_exact_mut(c))
                     {
-                        let (mean, rstd) = row_stats(xr, self.eps);
-                        let (mut sum_dxhat, mut sum_dxhat_xhat) = (0f32, 0f32);
-                        for i in 0..c {
-                            xhat[i] = (xr[i] - mean) * rstd;
-                            dxhat[i] = dyr[i] * g[i];
-                            sum_dxhat += dxhat[i];
-                            sum_dxhat_xhat += dxhat[i] * xhat[i];
-                            pg[i] += dyr[i] * xhat[i];
-                            pb[i] += dyr[i];
+                        let rstd = centre(xr, &mut xhat, self.eps);
+                        xhat.iter_mut().for_each(|v| *v *= rstd);
+                        for (d, (dy, g)) in dxhat.iter_mut().zip(dyr.iter().zip(g)) {
+                            *d = dy * g;
                         }
-                        let mean_dxhat = sum_dxhat / c as f32;
-                        let mean_dxhat_xhat = sum_dxhat_xhat / c as f32;
-                        for i in 0..c {
-                            dxr[i] = rstd * (dxhat[i] - mean_dxhat - xhat[i] * mean_dxhat_xhat);
+                        for ((pg, pb), (dy, xh)) in
+                            pg.iter_mut().zip(pb.iter_mut()).zip(dyr.iter().zip(&xhat))
+                        {
+                            *pg += dy * xh;
+                            *pb += dy;
+                        }
+                        let mean_dxhat = sum(&dxhat) / c as f32;
+                        let mean_dxhat_xhat = dot(&dxhat, &xhat) / c as f32;
+                        for (dx, (dxh, xh)) in dxr.iter_mut().zip(dxhat.iter().zip(&xhat)) {
+                            *dx = rstd * (dxh - mean_dxhat - xh * mean_dxhat_xhat);
                         }
                     }
                     part
@@ -983,7 +1018,7 @@ impl Group<'_> {
         matmul((t, t, d), dp, false, go, (d, 1), self.v, (1, rs));
         // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
         for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
-            let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+            let dot = dot(prow, dprow);
             for (x, &pv) in dprow.iter_mut().zip(prow) {
                 *x = pv * (*x - dot) * scale;
             }
