@@ -12,6 +12,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -685,33 +686,80 @@ pub fn attention_packed(qkv: &Tensor, scale: f64) -> Result<Tensor> {
 /// column strides of `a` and `b` given, so that transposes cost nothing.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
-    (m, n, k): (usize, usize, usize),
+    shape: (usize, usize, usize),
     c: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    assert!(c.len() >= shape.0 * shape.1, "matmul: output too small");
+    // SAFETY: `c` holds the m × n output.
+    unsafe {
+        gemm_into(
+            shape,
+            c.as_mut_ptr(),
+            accumulate,
+            a,
+            a_strides,
+            b,
+            b_strides,
+        )
+    }
+}
+
+/// [`matmul`] into memory not yet initialised: every element of `c[..m * n]` is written and
+/// none is read, so a fresh output needs no zero-filling first.
+fn matmul_overwrite(
+    shape: (usize, usize, usize),
+    c: &mut [MaybeUninit<f32>],
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+) {
+    assert!(c.len() >= shape.0 * shape.1, "matmul: output too small");
+    // SAFETY: `c` holds the m × n output; without `accumulate` gemm does not read it (BLAS's
+    // beta = 0) and writes all of it, zeros when k = 0.
+    unsafe {
+        gemm_into(
+            shape,
+            c.as_mut_ptr().cast(),
+            false,
+            a,
+            a_strides,
+            b,
+            b_strides,
+        )
+    }
+}
+
+/// # Safety
+/// `c` must be valid for writes of `m * n` floats, and for reads too with `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    c: *mut f32,
     accumulate: bool,
     a: &[f32],
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
     (b_rs, b_cs): (usize, usize),
 ) {
-    assert!(c.len() >= m * n, "matmul: output too small");
     assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
     assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the asserts above keep every index gemm touches inside the three slices.
+    // SAFETY: the asserts above keep every index gemm reads inside `a` and `b`; the caller
+    // vouches for `c`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
@@ -750,15 +798,20 @@ impl LinearOp {
             d => candle_core::bail!("dense weight must be (out, in), got {d:?}"),
         };
         let rows = xs.len() / in_dim.max(1);
-        let mut y = vec![0f32; rows * out_dim];
-        let accumulate = if let Some((bs, bl)) = b {
-            let bias = f32s(bs, bl, "dense bias")?;
-            for row in y.chunks_exact_mut(out_dim) {
-                row.copy_from_slice(bias);
+        let (mut y, accumulate) = match b {
+            Some((bs, bl)) => {
+                let bias = f32s(bs, bl, "dense bias")?;
+                if bias.len() != out_dim {
+                    candle_core::bail!("dense bias has {} values for {out_dim} outputs", bias.len())
+                }
+                // Every row starts as the bias, and the product is added to it.
+                let mut y = Vec::with_capacity(rows * out_dim);
+                for _ in 0..rows {
+                    y.extend_from_slice(bias);
+                }
+                (y, true)
             }
-            true
-        } else {
-            false
+            None => (vec![0f32; rows * out_dim], false),
         };
         // y (rows × out) = x (rows × in) · Wᵀ (in × out), one block of rows per thread.
         let block = rows.div_ceil(threads()).max(1);
@@ -914,18 +967,17 @@ impl CustomOp3 for LinearBackward {
         let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
         let rows = xs.len() / in_dim.max(1);
         let nb = if self.with_bias { out_dim } else { 0 };
-        let mut out = vec![0f32; xs.len() + out_dim * in_dim + nb];
-        let (dx, rest) = out.split_at_mut(xs.len());
-        let (dw, db) = rest.split_at_mut(out_dim * in_dim);
-        // Two products of the same size, side by side:
+        let (nx, nw) = (xs.len(), out_dim * in_dim);
+        let mut out: Vec<f32> = Vec::with_capacity(nx + nw + nb);
+        let (dx, dw) = out.spare_capacity_mut()[..nx + nw].split_at_mut(nx);
+        // Two products of the same size, side by side, each overwriting its part:
         // dx (rows × in) = dy (rows × out) · W (out × in)
         // dW (out × in) = dyᵀ (out × rows) · x (rows × in)
         pool().join(
             || {
-                matmul(
+                matmul_overwrite(
                     (rows, in_dim, out_dim),
                     dx,
-                    false,
                     dy,
                     (out_dim, 1),
                     ws,
@@ -933,10 +985,9 @@ impl CustomOp3 for LinearBackward {
                 )
             },
             || {
-                matmul(
+                matmul_overwrite(
                     (out_dim, in_dim, rows),
                     dw,
-                    false,
                     dy,
                     (1, out_dim),
                     xs,
@@ -944,12 +995,16 @@ impl CustomOp3 for LinearBackward {
                 )
             },
         );
+        // SAFETY: the two products wrote every element of dx and dW, the first nx + nw.
+        unsafe { out.set_len(nx + nw) };
         if self.with_bias {
+            let mut db = vec![0f32; out_dim];
             for row in dy.chunks_exact(out_dim) {
                 for (d, g) in db.iter_mut().zip(row) {
                     *d += g;
                 }
             }
+            out.extend_from_slice(&db);
         }
         let n = out.len();
         Ok((CpuStorage::F32(out), Shape::from(n)))
