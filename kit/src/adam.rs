@@ -8,7 +8,7 @@
 
 use crate::ops;
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor, Var};
 use candle_nn::Optimizer;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -55,13 +55,10 @@ impl Adam {
         self.step_t += 1;
         let (p, t) = (self.params, self.step_t);
         let update = |slot: &mut Slot| -> Result<()> {
-            let mut parts = grads.iter().filter_map(|g| g.get(&slot.var));
-            let Some(first) = parts.next() else {
+            let Some(g) = summed_gradient(&slot.var, grads)? else {
                 return Ok(());
             };
-            let g = parts
-                .try_fold(first.clone(), |sum, g| sum + g)?
-                .contiguous()?;
+            let g = g.contiguous()?;
             let update = AdamUpdate {
                 m: RefCell::new(&mut slot.m),
                 v: RefCell::new(&mut slot.v),
@@ -76,6 +73,15 @@ impl Adam {
         };
         ops::on_pool(|| self.slots.par_iter_mut().try_for_each(update))
     }
+}
+
+/// The sum of `var`'s gradients in `grads`, or `None` where no store has one.
+pub(crate) fn summed_gradient(var: &Var, grads: &[GradStore]) -> Result<Option<Tensor>> {
+    let mut parts = grads.iter().filter_map(|g| g.get(var));
+    let Some(first) = parts.next() else {
+        return Ok(None);
+    };
+    parts.try_fold(first.clone(), |sum, g| sum + g).map(Some)
 }
 
 impl Optimizer for Adam {

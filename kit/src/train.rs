@@ -5,7 +5,7 @@
 //! cross-entropy averaged over batch and positions, an evaluation every `eval_every` steps,
 //! and at the end the weights that had the best evaluation loss.
 
-use crate::adam::{Adam, ParamsAdam};
+use crate::adam::{Adam, ParamsAdam, summed_gradient};
 use crate::data::{Batch, Dataset};
 use crate::ops;
 use anyhow::Context as _;
@@ -186,7 +186,7 @@ pub fn eval_loss<M: Module + Sync + ?Sized>(
 }
 
 /// A parameter update from the gradients of the parts of a batch (summed).
-type Update = Box<dyn FnMut(&[GradStore]) -> Result<()> + Send>;
+type Update = Box<dyn FnMut(&[GradStore]) -> Result<()>>;
 
 /// One optimiser and the model it updates: a training step at a time.
 ///
@@ -247,17 +247,9 @@ impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
 
     /// Forward, backward and one Adam update on `batch`; returns the batch's mean loss.
     pub fn step(&mut self, batch: &Batch) -> Result<f32> {
-        let Self {
-            model,
-            update,
-            device,
-            parts,
-        } = self;
-        ops::on_pool(|| {
-            let (loss, grads) = loss_and_gradients(*model, batch, *parts, device)?;
-            update(&grads)?;
-            Ok(loss)
-        })
+        let (loss, grads) = loss_and_gradients(self.model, batch, self.parts, &self.device)?;
+        (self.update)(&grads)?;
+        Ok(loss)
     }
 }
 
@@ -296,9 +288,8 @@ pub fn loss_and_gradients<M: Module + Sync + ?Sized>(
 fn sum_grads(vars: &[Var], grads: &[GradStore]) -> Result<GradStore> {
     let mut sum = GradStore::default();
     for var in vars {
-        let mut parts = grads.iter().filter_map(|g| g.get(var));
-        if let Some(first) = parts.next() {
-            sum.insert(var, parts.try_fold(first.clone(), |s, g| s + g)?);
+        if let Some(g) = summed_gradient(var, grads)? {
+            sum.insert(var, g);
         }
     }
     Ok(sum)
