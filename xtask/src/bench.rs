@@ -73,6 +73,21 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
         args.steps, args.warmup
     );
+    // The graded checks evaluate 100 batches every 250 steps: part of their time too.
+    let eval_ms = time_ms(5, || {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        kit::train::eval_loss(
+            model.as_ref(),
+            &data.eval,
+            &mut rng,
+            100,
+            batch_size,
+            block_size,
+            &device,
+        )
+        .map(|_| ())
+    })?;
+    println!("evaluation of 100 batches: median {eval_ms:.0} ms");
     if args.breakdown {
         breakdown(model.as_ref(), &params, &data, args.steps)?;
     }
@@ -81,6 +96,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({
                 "ms_per_step": ms,
+                "eval_100_batches_ms": eval_ms,
                 "mean_ms_per_step": mean,
                 "tokens_per_s": tokens_per_s,
                 "steps": args.steps,
