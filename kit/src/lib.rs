@@ -20,6 +20,7 @@ pub mod config;
 pub mod corpus;
 pub mod data;
 pub mod init;
+mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod sample;

@@ -9,6 +9,7 @@
 //! candle-nn 0.11's own `ops::layer_norm`, `LayerNorm` fast path and `ops::softmax_last_dim`
 //! have no backward: gradients stop at them silently. Nothing here uses them.
 
+use crate::kernels::{Triangle, small_matmul};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -1025,11 +1026,19 @@ struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// Fills `p` (t × t) with the causal softmax of `q kᵀ · scale`.
-    fn probs(&self, t: usize, d: usize, scale: f32, p: &mut [f32]) {
-        // p = q · kᵀ
-        let rs = self.stride;
-        matmul((t, t, d), p, false, self.q, (rs, 1), self.k, (1, rs));
+    /// Fills `p` (t × t) with the causal softmax of `q kᵀ · scale`, using `kt` (d × t) for kᵀ.
+    fn probs(&self, (t, d): (usize, usize), scale: f32, p: &mut [f32], kt: &mut [f32]) {
+        transpose(self.k, self.stride, (t, d), kt);
+        // p = q · kᵀ, where a position may look (j ≤ i)
+        small_matmul(
+            (t, t, d),
+            p,
+            self.q,
+            (self.stride, 1),
+            kt,
+            t,
+            Triangle::LowerC,
+        );
         for (i, row) in p.chunks_exact_mut(t).enumerate() {
             let max = row[..=i]
                 .iter()
@@ -1047,40 +1056,66 @@ impl Group<'_> {
         }
     }
 
-    /// `o (t × d) = p · v`, with `p` (t × t) from [`Group::probs`].
-    fn forward(&self, (t, d): (usize, usize), scale: f32, p: &mut [f32], o: &mut [f32]) {
-        self.probs(t, d, scale, p);
-        matmul((t, d, t), o, false, p, (t, 1), self.v, (self.stride, 1));
+    /// `o (t × d) = p · v`, with `p` (t × t) from [`Group::probs`] and `scratch` (d × t).
+    fn forward(
+        &self,
+        (t, d): (usize, usize),
+        scale: f32,
+        (p, scratch): (&mut [f32], &mut [f32]),
+        o: &mut [f32],
+    ) {
+        self.probs((t, d), scale, p, scratch);
+        small_matmul(
+            (t, d, t),
+            o,
+            p,
+            (t, 1),
+            self.v,
+            self.stride,
+            Triangle::LowerA,
+        );
     }
 
     /// `dq`, `dk`, `dv` (each t × d, contiguous) from `go`, the gradient of the output.
+    /// `p` and `dp` are t × t scratch, `xt` d × t.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         (t, d): (usize, usize),
         scale: f32,
         go: &[f32],
-        (p, dp): (&mut [f32], &mut [f32]),
+        (p, dp, xt): (&mut [f32], &mut [f32], &mut [f32]),
         dq: &mut [f32],
         dk: &mut [f32],
         dv: &mut [f32],
     ) {
         let rs = self.stride;
-        self.probs(t, d, scale, p);
-        // dv = pᵀ · do
-        matmul((t, d, t), dv, false, p, (1, t), go, (d, 1));
-        // dp = do · vᵀ
-        matmul((t, t, d), dp, false, go, (d, 1), self.v, (1, rs));
-        // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale
-        for (prow, dprow) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)) {
-            let dot = dot(prow, dprow);
-            for (x, &pv) in dprow.iter_mut().zip(prow) {
+        self.probs((t, d), scale, p, xt);
+        // dv = pᵀ · do (pᵀ is upper triangular)
+        small_matmul((t, d, t), dv, p, (1, t), go, d, Triangle::UpperA);
+        // dp = do · vᵀ, where p is not zero
+        transpose(self.v, rs, (t, d), xt);
+        small_matmul((t, t, d), dp, go, (d, 1), xt, t, Triangle::LowerC);
+        // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale, zero where p is
+        for (i, (prow, dprow)) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)).enumerate() {
+            let dot = dot(&prow[..=i], &dprow[..=i]);
+            for (x, &pv) in dprow[..=i].iter_mut().zip(prow) {
                 *x = pv * (*x - dot) * scale;
             }
+            dprow[i + 1..].fill(0.0);
         }
-        // dq = ds · k, dk = dsᵀ · q
-        matmul((t, d, t), dq, false, dp, (t, 1), self.k, (rs, 1));
-        matmul((t, d, t), dk, false, dp, (1, t), self.q, (rs, 1));
+        // dq = ds · k (ds is lower triangular), dk = dsᵀ · q (upper)
+        small_matmul((t, d, t), dq, dp, (t, 1), self.k, rs, Triangle::LowerA);
+        small_matmul((t, d, t), dk, dp, (1, t), self.q, rs, Triangle::UpperA);
+    }
+}
+
+/// Writes row `i` of `x` (t × d, rows `stride` apart) into column `i` of `xt` (d × t).
+fn transpose(x: &[f32], stride: usize, (t, d): (usize, usize), xt: &mut [f32]) {
+    for i in 0..t {
+        for (c, &v) in x[i * stride..i * stride + d].iter().enumerate() {
+            xt[c * t + i] = v;
+        }
     }
 }
 
@@ -1110,8 +1145,8 @@ impl CustomOp3 for AttentionOp {
         // One (batch, head) group at a time, the groups spread over the threads.
         pool().install(|| {
             out.par_chunks_mut(t * d).enumerate().for_each_init(
-                || vec![0f32; t * t],
-                |p, (g, o)| {
+                || vec![0f32; t * t + d * t],
+                |scratch, (g, o)| {
                     let r = g * t * d..(g + 1) * t * d;
                     let group = Group {
                         q: &q[r.clone()],
@@ -1119,7 +1154,7 @@ impl CustomOp3 for AttentionOp {
                         v: &v[r],
                         stride: d,
                     };
-                    group.forward((t, d), self.scale, p, o);
+                    group.forward((t, d), self.scale, scratch.split_at_mut(t * t), o);
                 },
             )
         });
@@ -1180,8 +1215,8 @@ impl CustomOp2 for AttentionBackward {
             .zip(dv.par_chunks_mut(t * d));
         pool().install(|| {
             groups.enumerate().for_each_init(
-                || (vec![0f32; t * t], vec![0f32; t * t]),
-                |(p, dp), (g, ((dq, dk), dv))| {
+                || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; d * t]),
+                |(p, dp, xt), (g, ((dq, dk), dv))| {
                     let r = g * t * d..(g + 1) * t * d;
                     let group = Group {
                         q: &q[r.clone()],
@@ -1189,7 +1224,7 @@ impl CustomOp2 for AttentionBackward {
                         v: &v[r.clone()],
                         stride: d,
                     };
-                    group.backward((t, d), self.scale, &dout[r], (p, dp), dq, dk, dv);
+                    group.backward((t, d), self.scale, &dout[r], (p, dp, xt), dq, dk, dv);
                 },
             )
         });
@@ -1231,8 +1266,11 @@ impl CustomOp1 for PackedAttentionOp {
         let mut out = vec![0f32; groups * t * d];
         pool().install(|| {
             out.par_chunks_mut(t * d).enumerate().for_each_init(
-                || vec![0f32; t * t],
-                |p, (g, o)| packed_group(qkv, g, t, d).forward((t, d), self.scale, p, o),
+                || vec![0f32; t * t + d * t],
+                |scratch, (g, o)| {
+                    let scratch = scratch.split_at_mut(t * t);
+                    packed_group(qkv, g, t, d).forward((t, d), self.scale, scratch, o)
+                },
             )
         });
         let mut dims = layout.dims().to_vec();
@@ -1272,15 +1310,16 @@ impl CustomOp2 for PackedAttentionBackward {
         let mut out = vec![0f32; qkv.len()];
         pool().install(|| {
             out.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
-                || vec![0f32; 2 * t * t + 3 * t * d],
+                || vec![0f32; 2 * t * t + 4 * t * d],
                 |scratch, (g, packed)| {
                     let (p, rest) = scratch.split_at_mut(t * t);
                     let (dp, rest) = rest.split_at_mut(t * t);
+                    let (xt, rest) = rest.split_at_mut(t * d);
                     let (dq, rest) = rest.split_at_mut(t * d);
                     let (dk, dv) = rest.split_at_mut(t * d);
                     let go = &dout[g * t * d..(g + 1) * t * d];
                     let group = packed_group(qkv, g, t, d);
-                    group.backward((t, d), self.scale, go, (p, dp), dq, dk, dv);
+                    group.backward((t, d), self.scale, go, (p, dp, xt), dq, dk, dv);
                     // Rows of [dq | dk | dv], the layout of the input.
                     for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
                         let r = i * d..(i + 1) * d;
