@@ -37,6 +37,21 @@ pub struct TrainConfig {
     pub keep_best: bool,
     /// Draw a progress bar (only ever on a terminal).
     pub progress: bool,
+    /// A quick look at the first few eval batches that can cut an evaluation short, except
+    /// the one after the last step. `None`: every evaluation averages all `eval_batches`.
+    #[serde(default)]
+    pub eval_screen: Option<EvalScreen>,
+}
+
+/// The first `batches` of an evaluation's batches are evaluated first; when their mean loss
+/// is above `above`, the evaluation stops there and reports that mean.
+///
+/// The full set of batches is drawn either way, so an evaluation that goes on to the end
+/// averages the same batches, in the same order, as one without a screen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalScreen {
+    pub batches: usize,
+    pub above: f32,
 }
 
 impl TrainConfig {
@@ -52,6 +67,7 @@ impl TrainConfig {
             seed: 0,
             keep_best: true,
             progress: true,
+            eval_screen: None,
         }
     }
 
@@ -89,6 +105,15 @@ impl TrainConfig {
         ] {
             anyhow::ensure!(v > 0, "{name} must be at least 1, got {v}");
         }
+        if let Some(screen) = self.eval_screen {
+            anyhow::ensure!(
+                (1..=self.eval_batches).contains(&screen.batches),
+                "eval_screen.batches must be between 1 and eval_batches ({}), got {}",
+                self.eval_batches,
+                screen.batches
+            );
+            anyhow::ensure!(!screen.above.is_nan(), "eval_screen.above must be a number");
+        }
         anyhow::ensure!(
             self.learning_rate.is_finite() && self.learning_rate > 0.0,
             "the learning rate must be a positive number, got {}",
@@ -107,6 +132,9 @@ pub struct EvalPoint {
     pub train_loss: f32,
     /// Mean loss over `eval_batches` random eval batches.
     pub eval_loss: f32,
+    /// How many batches `eval_loss` averages: the configured number, or the screen's when the
+    /// screen cut the evaluation short (see [`EvalScreen`]).
+    pub eval_batches: usize,
 }
 
 /// What a callback wants after an evaluation.
@@ -122,7 +150,8 @@ pub struct TrainReport {
     /// Loss of every step, in order.
     pub train_losses: Vec<f32>,
     pub evals: Vec<EvalPoint>,
-    /// The evaluation whose weights the model holds now, if `keep_best`.
+    /// The evaluation whose weights the model holds now, if `keep_best`: the best of those
+    /// that averaged all `eval_batches`.
     pub best: Option<EvalPoint>,
     pub steps_run: usize,
     /// A callback asked to stop before `steps`.
@@ -166,23 +195,72 @@ pub fn eval_loss<M: Module + Sync + ?Sized>(
     block_size: usize,
     device: &Device,
 ) -> Result<f32> {
-    // The batches are drawn in order, evaluated side by side on kit's pool, and summed in
-    // order: the same figure whatever the number of threads.
-    let drawn = (0..batches)
+    let drawn = draw_batches(data, rng, batches, batch_size, block_size)?;
+    let losses = batch_losses(model, &drawn, device)?;
+    Ok(mean(&losses))
+}
+
+/// `batches` random batches of `data`, drawn in order.
+fn draw_batches(
+    data: &[u32],
+    rng: &mut ChaCha8Rng,
+    batches: usize,
+    batch_size: usize,
+    block_size: usize,
+) -> Result<Vec<Batch>> {
+    (0..batches)
         .map(|_| Batch::sample(rng, data, batch_size, block_size))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(candle_core::Error::wrap)?;
-    let losses = ops::on_pool(|| {
-        drawn
+        .map_err(candle_core::Error::wrap)
+}
+
+/// The loss of each batch, in order, computed side by side on kit's pool: the same figures
+/// whatever the number of threads.
+fn batch_losses<M: Module + Sync + ?Sized>(
+    model: &M,
+    batches: &[Batch],
+    device: &Device,
+) -> Result<Vec<f32>> {
+    ops::on_pool(|| {
+        batches
             .par_iter()
             .map(|batch| {
                 let (x, y) = batch.to_tensors(device)?;
                 loss(model, &x, &y)?.to_scalar::<f32>()
             })
             .collect::<Result<Vec<_>>>()
-    })?;
+    })
+}
+
+/// The mean of `losses`, summed in order in f64.
+fn mean(losses: &[f32]) -> f32 {
     let total: f64 = losses.iter().map(|&l| l as f64).sum();
-    Ok((total / batches.max(1) as f64) as f32)
+    (total / losses.len().max(1) as f64) as f32
+}
+
+/// [`eval_loss`] with an optional [`EvalScreen`]: the mean loss and how many batches it
+/// averages.
+#[allow(clippy::too_many_arguments)]
+fn screened_eval_loss<M: Module + Sync + ?Sized>(
+    model: &M,
+    data: &[u32],
+    rng: &mut ChaCha8Rng,
+    batches: usize,
+    screen: Option<EvalScreen>,
+    batch_size: usize,
+    block_size: usize,
+    device: &Device,
+) -> Result<(f32, usize)> {
+    let drawn = draw_batches(data, rng, batches, batch_size, block_size)?;
+    let first = screen.map_or(0, |s| s.batches.min(batches));
+    let mut losses = batch_losses(model, &drawn[..first], device)?;
+    if let Some(screen) = screen
+        && mean(&losses) > screen.above
+    {
+        return Ok((mean(&losses), first));
+    }
+    losses.extend(batch_losses(model, &drawn[first..], device)?);
+    Ok((mean(&losses), batches))
 }
 
 /// A parameter update from the gradients of the parts of a batch (summed).
@@ -353,11 +431,14 @@ pub fn train<M: Module + Sync + ?Sized>(
         bar.inc(1);
 
         if step % config.eval_every == 0 || step == config.steps {
-            let eval_loss = eval_loss(
+            // The evaluation after the last step is always a full one.
+            let screen = config.eval_screen.filter(|_| step < config.steps);
+            let (eval_loss, eval_batches) = screened_eval_loss(
                 model,
                 &data.eval,
                 &mut eval_rng,
                 config.eval_batches,
+                screen,
                 config.batch_size,
                 config.block_size,
                 device,
@@ -366,6 +447,7 @@ pub fn train<M: Module + Sync + ?Sized>(
                 step,
                 train_loss: (since_eval / steps_since_eval as f64) as f32,
                 eval_loss,
+                eval_batches,
             };
             since_eval = 0.0;
             steps_since_eval = 0;
@@ -374,7 +456,8 @@ pub fn train<M: Module + Sync + ?Sized>(
                 point.train_loss, point.eval_loss
             ));
             report.evals.push(point);
-            if config.keep_best && report.best.is_none_or(|b| eval_loss < b.eval_loss) {
+            let full = eval_batches == config.eval_batches;
+            if config.keep_best && full && report.best.is_none_or(|b| eval_loss < b.eval_loss) {
                 report.best = Some(point);
                 best_weights = Some(snapshot(varmap)?);
             }

@@ -2,7 +2,9 @@
 
 use candle_core::{Device, Module, Result, Tensor};
 use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
-use kit::train::{Control, TrainConfig, TrainError, loss_and_gradients, train};
+use kit::train::{
+    Control, EvalPoint, EvalScreen, TrainConfig, TrainError, loss_and_gradients, train,
+};
 use kit::{Dataset, SeededVarMap};
 
 /// A small model made only of kit's parts: embedding, LayerNorm, feed-forward, dense.
@@ -48,6 +50,7 @@ fn config(seed: u64) -> TrainConfig {
         seed,
         keep_best: true,
         progress: false,
+        eval_screen: None,
     }
 }
 
@@ -160,6 +163,81 @@ fn the_model_ends_with_its_best_weights_and_a_callback_can_stop_early() {
     assert_eq!(best.eval_loss, min);
 }
 
+/// The evaluations of a run of `cfg` from seed 5, and its best one.
+fn evaluations(cfg: &TrainConfig) -> (Vec<EvalPoint>, Option<EvalPoint>) {
+    let data = data();
+    let params = SeededVarMap::new(5);
+    let model = Tiny::new(data.vocab_size(), &params).unwrap();
+    let report = train(&model, params.varmap(), &data, cfg, &Device::Cpu, |_| {
+        Control::Continue
+    })
+    .unwrap();
+    (report.evals, report.best)
+}
+
+fn screened(above: f32) -> TrainConfig {
+    TrainConfig {
+        eval_batches: 4,
+        eval_screen: Some(EvalScreen { batches: 1, above }),
+        ..config(5)
+    }
+}
+
+#[test]
+fn a_screen_that_never_cuts_changes_nothing() {
+    let plain = TrainConfig {
+        eval_screen: None,
+        ..screened(0.0)
+    };
+    let (evals, best) = evaluations(&plain);
+    assert!(evals.iter().all(|e| e.eval_batches == 4), "{evals:?}");
+    assert_eq!((evals, best), evaluations(&screened(f32::INFINITY)));
+}
+
+#[test]
+fn a_screen_cuts_evaluations_short_but_never_the_last() {
+    let (plain, _) = evaluations(&TrainConfig {
+        eval_screen: None,
+        ..screened(0.0)
+    });
+    let (cut, best) = evaluations(&screened(f32::NEG_INFINITY));
+    assert_eq!(cut.len(), plain.len());
+    let (last, earlier) = cut.split_last().unwrap();
+    for (c, p) in earlier.iter().zip(&plain) {
+        assert_eq!(
+            (c.step, c.train_loss, c.eval_batches),
+            (p.step, p.train_loss, 1)
+        );
+        assert_ne!(c.eval_loss, p.eval_loss, "one batch's loss, not four's");
+    }
+    // Every evaluation drew all its batches, so the last one saw the same batches as in the
+    // run without a screen.
+    assert_eq!(last, plain.last().unwrap());
+    // The best weights come from complete evaluations only: here the last one, and none at
+    // all in a run stopped before its last step.
+    assert_eq!(best.as_ref(), Some(last));
+    let data = data();
+    let params = SeededVarMap::new(5);
+    let model = Tiny::new(data.vocab_size(), &params).unwrap();
+    let stopped = train(
+        &model,
+        params.varmap(),
+        &data,
+        &screened(f32::NEG_INFINITY),
+        &Device::Cpu,
+        |p| {
+            if p.step >= 20 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.evals.len(), 2);
+    assert_eq!(stopped.best, None, "{:?}", stopped.evals);
+}
+
 #[test]
 fn bad_settings_are_errors() {
     let data = data();
@@ -193,6 +271,16 @@ fn bad_settings_are_errors() {
                 ..config(0)
             },
             "learning rate",
+        ),
+        (
+            TrainConfig {
+                eval_screen: Some(EvalScreen {
+                    batches: 3,
+                    above: 2.0,
+                }),
+                ..config(0)
+            },
+            "eval_screen.batches must be between 1 and eval_batches (2), got 3",
         ),
     ] {
         let err = train(&model, params.varmap(), &data, &cfg, &Device::Cpu, |_| {
