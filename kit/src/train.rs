@@ -195,9 +195,11 @@ pub fn eval_loss<M: Module + Sync + ?Sized>(
     block_size: usize,
     device: &Device,
 ) -> Result<f32> {
-    let drawn = draw_batches(data, rng, batches, batch_size, block_size)?;
-    let losses = batch_losses(model, &drawn, device)?;
-    Ok(mean(&losses))
+    let screen = None;
+    screened_eval_loss(
+        model, data, rng, batches, screen, batch_size, block_size, device,
+    )
+    .map(|(loss, _)| loss)
 }
 
 /// `batches` random batches of `data`, drawn in order.
