@@ -3,7 +3,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
 use kit::train::{
-    Control, EvalPoint, EvalScreen, TrainConfig, TrainError, loss_and_gradients, train,
+    Control, EvalPoint, EvalScreen, TrainConfig, TrainError, TrainReport, loss_and_gradients, train,
 };
 use kit::{Dataset, SeededVarMap};
 
@@ -131,26 +131,25 @@ fn a_loss_that_becomes_nan_stops_training_with_its_step_and_learning_rate() {
     );
 }
 
+/// Trains a fresh model from `seed` with `cfg`, and stops at the first evaluation at step 20
+/// or later.
+fn run_until_step_20(cfg: &TrainConfig, seed: u64) -> TrainReport {
+    let data = data();
+    let params = SeededVarMap::new(seed);
+    let model = Tiny::new(data.vocab_size(), &params).unwrap();
+    train(&model, params.varmap(), &data, cfg, &Device::Cpu, |p| {
+        if p.step >= 20 {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    })
+    .unwrap()
+}
+
 #[test]
 fn the_model_ends_with_its_best_weights_and_a_callback_can_stop_early() {
-    let data = data();
-    let params = SeededVarMap::new(3);
-    let model = Tiny::new(data.vocab_size(), &params).unwrap();
-    let report = train(
-        &model,
-        params.varmap(),
-        &data,
-        &config(3),
-        &Device::Cpu,
-        |p| {
-            if p.step >= 20 {
-                Control::Stop
-            } else {
-                Control::Continue
-            }
-        },
-    )
-    .unwrap();
+    let report = run_until_step_20(&config(3), 3);
     assert!(report.stopped_early);
     assert_eq!(report.steps_run, 20);
     assert_eq!(report.evals.len(), 2);
@@ -216,24 +215,7 @@ fn a_screen_cuts_evaluations_short_but_never_the_last() {
     // The best weights come from complete evaluations only: here the last one, and none at
     // all in a run stopped before its last step.
     assert_eq!(best.as_ref(), Some(last));
-    let data = data();
-    let params = SeededVarMap::new(5);
-    let model = Tiny::new(data.vocab_size(), &params).unwrap();
-    let stopped = train(
-        &model,
-        params.varmap(),
-        &data,
-        &screened(f32::NEG_INFINITY),
-        &Device::Cpu,
-        |p| {
-            if p.step >= 20 {
-                Control::Stop
-            } else {
-                Control::Continue
-            }
-        },
-    )
-    .unwrap();
+    let stopped = run_until_step_20(&screened(f32::NEG_INFINITY), 5);
     assert_eq!(stopped.evals.len(), 2);
     assert_eq!(stopped.best, None, "{:?}", stopped.evals);
 }
