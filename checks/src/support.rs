@@ -177,6 +177,17 @@ pub const SCREEN_BATCHES: usize = 10;
 /// How far above the target those batches' mean must be to cut the evaluation short.
 pub const SCREEN_MARGIN: f32 = 0.1;
 
+/// One line of a graded training's progress, written straight to standard error, past the
+/// test harness's capture: `cargo test` shows it as it comes, and `cargo xtask check` reads it
+/// to keep a live progress line.
+fn report_progress(step: usize, steps: usize, eval_loss: f32, target: f32) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "graded training: step {step} of at most {steps}, eval loss {eval_loss:.3} (bar {target})"
+    );
+}
+
 /// The graded training run: trains `model` on tiny Shakespeare with `config`, evaluating the
 /// mean loss over `config.eval_batches` eval batches every `config.eval_every` steps, and stops
 /// at the first evaluation below `target`. Prints every evaluation, then `label: eval loss …
@@ -204,6 +215,7 @@ pub fn graded_training(
     };
     let full = config.eval_batches;
     let report = kit::train::train(model, params.varmap(), dataset(), &config, &device(), |p| {
+        report_progress(p.step, config.steps, p.eval_loss, target);
         if p.eval_batches == full {
             println!(
                 "step {:>5}: train loss {:.3}, eval loss {:.3}",

@@ -70,6 +70,16 @@ fn assert_matches_reference(
     Ok(())
 }
 
+/// [`assert_matches_reference`] outside a property: a mismatch fails with its message.
+#[track_caller]
+fn must_match_reference(m: &SelfAttention, params: &SeededVarMap, x: &Tensor, d: usize) {
+    if let Err(TestCaseError::Fail(reason) | TestCaseError::Reject(reason)) =
+        assert_matches_reference(m, params, x, d)
+    {
+        panic!("{}", reason.message());
+    }
+}
+
 #[test]
 fn output_has_one_head_dim_vector_per_position() {
     for (b, t, c, d) in [(1, 4, 8, 16), (2, 7, 6, 5), (3, 1, 4, 2)] {
@@ -94,9 +104,7 @@ fn matches_the_reference_on_a_fixed_input() {
         .collect();
     let x = Tensor::from_vec(x, (1, 4, 3), &device()).unwrap();
     let (m, params) = head(3, 2, 11);
-    assert_matches_reference(&m, &params, &x, 2)
-        .map_err(|e| e.to_string())
-        .unwrap();
+    must_match_reference(&m, &params, &x, 2);
 }
 
 #[test]
@@ -104,9 +112,7 @@ fn matches_the_reference_on_random_inputs() {
     for (seed, (b, t, c, d)) in [(1u64, (2, 9, 8, 4)), (2, (1, 16, 5, 7)), (3, (3, 3, 2, 1))] {
         let (m, params) = head(c, d, seed);
         let x = support::random_tensor(seed + 100, &[b, t, c]);
-        assert_matches_reference(&m, &params, &x, d)
-            .map_err(|e| e.to_string())
-            .unwrap();
+        must_match_reference(&m, &params, &x, d);
     }
 }
 
@@ -242,7 +248,7 @@ proptest! {
         for bi in 0..b {
             let lo = bi * t * d;
             let diff = max_abs_diff(&y0[lo..lo + (cut + 1) * d], &y1[lo..lo + (cut + 1) * d]);
-            prop_assert!(diff < 1e-5, "changing inputs after position {cut} changed outputs at 0..={cut} by {diff:.2e}: the mask lets the future in");
+            prop_assert!(diff < 1e-5, "changing inputs after position {cut} changed outputs at 0..={cut} by {diff:.2e} (input shape [{b}, {t}, {c}], head_dim {d}): the mask lets the future in");
         }
     }
 
@@ -265,14 +271,15 @@ proptest! {
                     let out = y[(bi * t + ti) * c + ci];
                     prop_assert!(out >= lo - 1e-5 && out <= hi + 1e-5,
                         "output at position {ti}, channel {ci} is {out:.4}, outside [{lo:.4}, {hi:.4}], \
-                         the range of the values it may see: the weights are not a softmax over visible keys");
+                         the range of the values it may see (input shape [{b}, {t}, {c}], head_dim {c}): \
+                         the weights are not a softmax over visible keys");
                 }
             }
         }
         // Position 0 sees only itself: its output is its own value vector.
         for bi in 0..b {
             let lo = bi * t * c;
-            prop_assert!(max_abs_diff(&y[lo..lo + c], &xv[lo..lo + c]) < 1e-5, "position 0 must attend only to itself");
+            prop_assert!(max_abs_diff(&y[lo..lo + c], &xv[lo..lo + c]) < 1e-5, "position 0 must attend only to itself (input shape [{b}, {t}, {c}], head_dim {c})");
         }
     }
 }

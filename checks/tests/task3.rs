@@ -136,7 +136,7 @@ proptest! {
         let got = values(&m.forward(&x).expect("MultiHeadAttention::forward"));
         let diff = max_abs_diff(&got, &per_head_reference(&params, &x, heads, d));
         prop_assert!(diff < 1e-5,
-            "einsum attention (B={b}, T={t}, C={c}, {heads} heads of {d}) differs from the per-head \
+            "einsum attention (input shape [{b}, {t}, {c}], {heads} heads of head_dim {d}) differs from the per-head \
              computation by {diff:.2e}. Check that head i uses columns i·head_dim..(i+1)·head_dim of \
              each projection, that the heads are merged back in the same order, (b, t, (n h)), and \
              the mask and scale");

@@ -46,7 +46,7 @@ pub enum CorpusError {
         kept: String,
     },
 
-    #[error("cannot read the corpus at {}: {source}", path.display())]
+    #[error("cannot read the corpus at {}", path.display())]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
@@ -64,7 +64,7 @@ pub enum CorpusError {
     )]
     EnvPathMissing { path: PathBuf },
 
-    #[error("cannot write the corpus to {}: {source}", path.display())]
+    #[error("cannot write the corpus to {}", path.display())]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -1,36 +1,47 @@
-//! `cargo xtask check`: runs a task's graded tests and prints one verdict per check.
+//! `cargo xtask check`: builds a task's checks, runs them and prints each verdict as it comes.
+//!
+//! The order of a grading: build (a compile error is the verdict), the quick checks side by
+//! side, then, only if they all pass, the graded training with a live progress line. The first
+//! failure is shown in full, later ones in a line each, and the closing "Next:" line reads the
+//! recorded results of every task.
 
-use crate::cli::{CheckArgs, Task};
-use crate::style;
+use crate::cargo::{self, Built, Diagnostic};
+use crate::interrupt::{self, Interrupted};
+use crate::verdict::{Outcome, Verdict, parse_libtest, readable};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::Instant;
+use xtask::cli::{CheckArgs, Task};
+use xtask::style;
+use xtask::tasks::{self, State, TaskResult};
 
-/// The verdict of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub name: String,
-    pub passed: bool,
-    /// Why it failed, in a few lines; for a pass, the last line the check printed (a graded
-    /// check prints the loss and the step it reached).
-    pub message: Option<String>,
+/// The checks whose name starts with this train a model; they run last, and only when every
+/// other check of the task passes.
+const GRADED_TRAINING: &str = "graded_training";
+
+/// What grading one task gave.
+pub enum Grade {
+    /// The checks ran (some may have been skipped).
+    Ran(Vec<Verdict>),
+    /// The code did not compile: these files have errors.
+    DoesNotCompile(Vec<String>),
 }
 
-/// The workbook being worked on: the nearest directory, from the current one upwards, that
-/// holds `Cargo.toml`, `exercises/` and `checks/`; failing that, the one this binary was built in.
-pub fn workspace_root() -> PathBuf {
-    let here = std::env::current_dir().ok();
-    let found = here.as_deref().and_then(|dir| {
-        dir.ancestors().find(|d| {
-            d.join("Cargo.toml").is_file()
-                && d.join("exercises").is_dir()
-                && d.join("checks").is_dir()
-        })
-    });
-    match found {
-        Some(dir) => dir.to_path_buf(),
-        None => {
-            let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-            xtask.parent().unwrap_or(xtask).to_path_buf()
+impl Grade {
+    fn result(&self) -> TaskResult {
+        match self {
+            Grade::Ran(verdicts) => TaskResult {
+                passed: verdicts.iter().filter(|v| v.passed()).count(),
+                total: verdicts.len(),
+                compiles: true,
+            },
+            Grade::DoesNotCompile(_) => TaskResult {
+                passed: 0,
+                total: 0,
+                compiles: false,
+            },
         }
     }
 }
@@ -41,9 +52,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         vec![args.task]
     };
-    let root = workspace_root();
+    let root = xtask::workspace_root();
     // Fetch the corpus here, where its progress bar and any error reach the terminal, rather
-    // than inside a test.
+    // than inside a check.
     kit::corpus::load()?;
     let graded = if args.solutions {
         "the reference solutions"
@@ -51,370 +62,445 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         "your exercises"
     };
     let mut all_passed = true;
-    let mut ran_any = false;
-    for task in &tasks {
-        if !root
-            .join("checks")
-            .join("tests")
-            .join(format!("{}.rs", task.name()))
-            .exists()
-        {
-            println!("{}: its checks do not exist yet.", style::bold(task.name()));
-            all_passed = false;
-            continue;
-        }
-        ran_any = true;
+    let mut last = None;
+    for &task in &tasks {
         println!(
             "{} {} ({graded})",
             style::bold("Checking"),
             style::bold(task.name())
         );
-        let verdicts = run_task(&root, *task, args.solutions)?;
-        let passed = verdicts.iter().filter(|v| v.passed).count();
-        for v in &verdicts {
-            if v.passed {
-                println!("  {} {}", style::ok("✓"), readable(&v.name));
-                if let Some(note) = &v.message {
-                    println!("      {note}");
-                }
-            } else {
-                println!("  {} {}", style::bad("✗"), readable(&v.name));
-                if let Some(msg) = &v.message {
-                    for line in msg.lines() {
-                        println!("      {}", line);
-                    }
-                }
-            }
-        }
-        let total = verdicts.len();
-        let ok = total > 0 && passed == total;
+        let grade = grade(&root, task, args.solutions)?;
+        let result = grade.result();
         if !args.solutions {
-            let mut state = crate::tasks::State::load();
-            state.results.insert(
-                task.name().to_string(),
-                crate::tasks::TaskResult { passed, total },
-            );
+            let mut state = State::load();
+            state.results.insert(task.name().to_string(), result);
             state.save()?;
         }
-        all_passed &= ok;
-        let line = format!("{}: {passed} of {total} checks pass", task.name());
-        println!(
-            "{}\n",
-            if ok {
-                style::ok(&line)
-            } else {
-                style::bad(&line)
-            }
-        );
-        if !ok {
-            if verdicts.iter().any(|v| {
-                v.message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("not yet implemented"))
-            }) {
-                println!(
-                    "Next: fill in the todo!() named above, then run `cargo xtask check {}` again.\n",
-                    task.name()
-                );
-            } else {
-                println!(
-                    "Next: fix what the first ✗ says, then run `cargo xtask check {name}` again \
-                     (stuck? `cargo xtask hint {name}`).\n",
-                    name = task.name()
-                );
-            }
-            if tasks.len() > 1 {
-                continue;
-            }
-        } else if tasks.len() == 1 {
-            match next_task(*task) {
-                Some(next) => println!(
-                    "Next: {} (cargo xtask check {})",
-                    style::bold(next.name()),
-                    next.name()
-                ),
-                None => println!(
-                    "Every task passes. Next: cargo xtask train task1 to watch your model learn."
-                ),
-            }
+        let summary = match &grade {
+            Grade::DoesNotCompile(_) => format!("{}: does not compile", task.name()),
+            Grade::Ran(_) => format!(
+                "{}: {} of {} checks pass",
+                task.name(),
+                result.passed,
+                result.total
+            ),
+        };
+        if result.passes() {
+            println!("{}\n", style::ok(&summary));
+        } else {
+            println!("{}\n", style::bad(&summary));
+            all_passed = false;
         }
+        last = Some((task, grade));
     }
-    Ok(if all_passed && ran_any {
+    if let Some((task, grade)) = last {
+        println!(
+            "{}",
+            next_line(task, &grade, args.solutions, tasks.len() > 1)
+        );
+    }
+    Ok(if all_passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn next_task(task: Task) -> Option<Task> {
-    let i = Task::ORDER.iter().position(|t| *t == task)?;
-    Task::ORDER.get(i + 1).copied()
+/// The closing advice: what to fix in the task just graded, else the first task the record
+/// shows as not passing, else training.
+fn next_line(task: Task, grade: &Grade, solutions: bool, several: bool) -> String {
+    let name = task.name();
+    let verdicts = match grade {
+        Grade::DoesNotCompile(files) => {
+            return format!(
+                "Next: fix the compile errors above in {}, then run `cargo xtask check {name}` again.",
+                files.join(" and ")
+            );
+        }
+        Grade::Ran(verdicts) => verdicts,
+    };
+    if solutions {
+        return format!("Next: `cargo xtask check {name}` grades your own code the same way.");
+    }
+    if !several && verdicts.iter().any(|v| !v.passed()) {
+        let todo = verdicts.iter().any(|v| {
+            v.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("not yet implemented"))
+        });
+        return if todo {
+            format!(
+                "Next: fill in the todo!() named above, then run `cargo xtask check {name}` again."
+            )
+        } else {
+            format!(
+                "Next: fix what the first ✗ says, then run `cargo xtask check {name}` again \
+                 (stuck? `cargo xtask hint {name}`)."
+            )
+        };
+    }
+    let state = State::load();
+    match tasks::first_not_passing(&state) {
+        Some(next) => match state.results.get(next.name.as_str()) {
+            Some(r) if r.compiles => format!(
+                "Next: {} is not passing yet ({} of {} checks at your last check): cargo xtask check {}",
+                style::bold(&next.name),
+                r.passed,
+                r.total,
+                next.name
+            ),
+            Some(_) => format!(
+                "Next: {} did not compile at your last check: cargo xtask check {}",
+                style::bold(&next.name),
+                next.name
+            ),
+            None => format!(
+                "Next: {} (cargo xtask check {})",
+                style::bold(&next.name),
+                next.name
+            ),
+        },
+        None => "Every task passes. Next: cargo xtask train task1 to watch your model learn."
+            .to_string(),
+    }
 }
 
-/// Builds and runs one task's test binary and turns its output into verdicts.
-fn run_task(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Vec<Verdict>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    // `cargo run` gave this process the package variables of xtask (CARGO_PKG_NAME, ...);
-    // passed on, they would make cargo rebuild the checks and everything under them.
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if key.starts_with("CARGO_PKG_")
-            || key.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_BIN_NAME",
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&key.as_ref())
-        {
-            cmd.env_remove(key.as_ref());
-        }
-    }
-    cmd.current_dir(root).args([
+/// Builds one task's checks and runs them, printing each verdict as it comes.
+pub fn grade(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Grade> {
+    let mut build = vec![
         "test",
-        "--quiet",
+        "--no-run",
         "--package",
         "checks",
         "--test",
         task.name(),
-    ]);
+    ];
     if solutions {
-        cmd.args(["--features", "solutions"]);
+        build.extend(["--features", "solutions"]);
     }
-    // cargo's --quiet would make libtest terse; ask for one line per test.
-    cmd.args([
-        "--",
-        "--format",
-        "pretty",
-        "--color",
-        "never",
-        "--show-output",
-    ])
-    .env("RUST_BACKTRACE", "0")
-    // A learner's output never becomes the reference snapshot.
-    .env("INSTA_UPDATE", "no")
-    .stdin(Stdio::null());
-    let out = cmd.output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let verdicts = parse_libtest(&stdout);
-    // Compiler errors and warnings matter; cargo's "test failed" summary is what we print better.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stderr: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("error: test failed, to rerun pass"))
-        .collect();
-    if !stderr.join("").trim().is_empty() {
-        eprintln!("{}", stderr.join("\n"));
-    }
-    let mut verdicts = verdicts;
-    // libtest reports in the order the checks finish; show them in the order the file has them.
+    let graded_file = format!(
+        "{}/src/{}.rs",
+        if solutions { "solutions" } else { "exercises" },
+        task.name()
+    );
+    let executable = match cargo::build(root, &build)? {
+        Built::Program {
+            executable,
+            warnings,
+        } => {
+            for w in warnings.iter().filter(|w| w.file == graded_file) {
+                println!("{}\n", w.rendered);
+            }
+            executable
+        }
+        Built::Failed(errors) => return Ok(Grade::DoesNotCompile(report_errors(&errors))),
+    };
+    let mut names = list(&executable)?;
+    anyhow::ensure!(
+        !names.is_empty(),
+        "the {} checks list no test: is checks/tests/{}.rs complete?",
+        task.name(),
+        task.name()
+    );
+    // In the order the file has them.
     let source = std::fs::read_to_string(
-        root.join("checks")
-            .join("tests")
+        root.join("checks/tests")
             .join(format!("{}.rs", task.name())),
     )
     .unwrap_or_default();
-    verdicts.sort_by_key(|v| {
-        let at = source
-            .find(&format!("fn {}(", v.name))
-            .unwrap_or(usize::MAX);
-        (v.passed, at)
-    });
-    if verdicts.is_empty() {
-        anyhow::bail!(
-            "the {} checks did not run (cargo test exited with {}). If the compiler printed errors \
-             above, fix those first: every exercise file must compile.",
-            task.name(),
-            out.status
-        );
-    }
-    Ok(verdicts)
-}
-
-/// Reads libtest's plain output: the `test NAME ... ok|FAILED` lines and each failure's
-/// captured output.
-pub fn parse_libtest(stdout: &str) -> Vec<Verdict> {
-    let mut verdicts: Vec<Verdict> = stdout
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("test ")?;
-            let (name, result) = rest.rsplit_once(" ... ")?;
-            let passed = match result.trim() {
-                "ok" => true,
-                r if r.starts_with("FAILED") => false,
-                _ => return None,
-            };
-            Some(Verdict {
-                name: name.to_string(),
-                passed,
-                message: None,
-            })
-        })
-        .collect();
-    // Output sections: "---- NAME stdout ----" up to the next section or the list that ends
-    // them ("failures:" or "successes:").
-    let mut current: Option<(String, Vec<&str>)> = None;
-    let mut sections = Vec::new();
-    for line in stdout.lines() {
-        if let Some(name) = line
-            .strip_prefix("---- ")
-            .and_then(|l| l.strip_suffix(" stdout ----"))
-        {
-            sections.extend(current.take());
-            current = Some((name.to_string(), Vec::new()));
-        } else if line == "failures:" || line == "successes:" {
-            sections.extend(current.take());
-        } else if let Some((_, lines)) = current.as_mut() {
-            lines.push(line);
-        }
-    }
-    sections.extend(current);
-    for (name, lines) in sections {
-        if let Some(v) = verdicts.iter_mut().find(|v| v.name == name) {
-            v.message = if v.passed {
-                lines
-                    .iter()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .map(|l| l.trim().to_string())
-            } else {
-                Some(failure_message(&lines))
-            };
-        }
-    }
-    verdicts.sort_by_key(|v| v.passed);
-    verdicts
-}
-
-/// The panic message of a failed check, with a `todo!()` shown as
-/// "not yet implemented: WHAT (FILE:LINE)". A property test panics once per case it tries;
-/// its verdict is the last panic, with the first one's place.
-fn failure_message(lines: &[&str]) -> String {
-    let panics: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with("thread '") && l.contains(" panicked at "))
-        .map(|(i, _)| i)
-        .collect();
-    let (Some(&first), Some(&last)) = (panics.first(), panics.last()) else {
-        let text = lines.iter().map(|l| l.trim_end()).collect::<Vec<_>>();
-        return text.join("\n").trim().to_string();
+    names.sort_by_key(|n| source.find(&format!("fn {n}(")).unwrap_or(usize::MAX));
+    let (training, quick): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| n.starts_with(GRADED_TRAINING));
+    let runner = Runner {
+        executable,
+        dir: root.join("checks"),
     };
-    let body: Vec<&str> = lines[last + 1..]
-        .iter()
-        .take_while(|l| !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .copied()
-        .collect();
-    let mut body = body.join("\n").trim().to_string();
-    if let Some(rest) = body.strip_prefix("Test failed: ") {
-        // proptest: "Test failed: MESSAGE; minimal failing input: INPUT\n\tsuccesses: ..."
-        body = match rest.split_once("; minimal failing input: ") {
-            Some((msg, input)) => {
-                let input = input.lines().next().unwrap_or("");
-                format!("{msg}\nsmallest failing input: {input}")
+    let mut printer = Printer::default();
+    let mut verdicts = runner.run_side_by_side(&quick, &mut printer)?;
+    let quick_pass = verdicts.iter().all(Verdict::passed);
+    for name in training {
+        let v = if quick_pass {
+            runner.run_with_progress(&name)?
+        } else {
+            Verdict {
+                name,
+                outcome: Outcome::Skipped,
+                message: Some("skipped: the checks above must pass first".into()),
             }
-            None => rest.to_string(),
         };
+        printer.print(&v);
+        verdicts.push(v);
     }
-    let output: Vec<&str> = lines[..first]
-        .iter()
-        .copied()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let mut message = if body.starts_with("not yet implemented") {
-        let what = body.lines().next().unwrap_or("");
-        format!("{what} ({})", panic_place(lines[first]))
-    } else {
-        format!("{body}\n(at {})", panic_place(lines[last]))
-    };
-    if !output.is_empty() {
-        message = format!("{}\n{message}", output.join("\n"));
-    }
-    message
+    Ok(Grade::Ran(verdicts))
 }
 
-/// "thread 'NAME' (ID) panicked at FILE:LINE:COL:" → "FILE:LINE".
-fn panic_place(line: &str) -> String {
-    let location = line
-        .split_once(" panicked at ")
-        .map(|(_, loc)| loc.trim_end_matches(':'))
-        .unwrap_or("");
-    match location.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
-        [_col, line, file] => format!("{file}:{line}"),
-        _ => location.to_string(),
+/// Prints a ✗ for each file with compile errors, followed by its errors; returns the files.
+fn report_errors(errors: &[Diagnostic]) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
+    for e in errors {
+        if !files.contains(&e.file) {
+            files.push(e.file.clone());
+        }
     }
-}
-
-/// `graded_training_reaches_eval_loss_below_2_6` → "graded training reaches eval loss below 2.6".
-pub fn readable(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if c != '_' {
-                c
-            } else if i > 0
-                && chars[i - 1].is_ascii_digit()
-                && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit())
-            {
-                '.'
-            } else {
-                ' '
+    for file in &files {
+        let mine: Vec<&Diagnostic> = errors.iter().filter(|e| &e.file == file).collect();
+        println!(
+            "  {} {file} does not compile (line {})",
+            style::bad("✗"),
+            mine[0].line
+        );
+        for e in mine {
+            for line in e.rendered.lines() {
+                println!("      {line}");
             }
+            println!();
+        }
+    }
+    if files.is_empty() {
+        println!(
+            "  {} the checks could not be built: cargo's message is above",
+            style::bad("✗")
+        );
+        files.push("the workbook".into());
+    }
+    files
+}
+
+/// The names of the checks in a test binary.
+fn list(executable: &Path) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new(executable)
+        .args(["--list", "--format", "terse"])
+        .stdin(Stdio::null())
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Runs the checks of one test binary, each in a process of its own.
+struct Runner {
+    executable: PathBuf,
+    /// Where `cargo test` would run them: the checks package.
+    dir: PathBuf,
+}
+
+impl Runner {
+    fn command(&self, name: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.executable);
+        cmd.args([name, "--exact", "--test-threads", "1"])
+            .args(["--format", "pretty", "--color", "never", "--show-output"])
+            .current_dir(&self.dir)
+            .env("CARGO_MANIFEST_DIR", &self.dir)
+            .env("RUST_BACKTRACE", "0")
+            // A learner's output never becomes the reference snapshot.
+            .env("INSTA_UPDATE", "no")
+            .stdin(Stdio::null());
+        // `cargo test` sets these from .cargo/config.toml; so must a check run without it.
+        for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, "1");
+            }
+        }
+        cmd
+    }
+
+    /// The verdict of a check run to its end.
+    fn verdict(name: &str, status: std::process::ExitStatus, stdout: &str) -> Verdict {
+        parse_libtest(stdout)
+            .into_iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| Verdict {
+                name: name.to_string(),
+                outcome: Outcome::Failed,
+                message: Some(format!(
+                    "the check ended without a verdict ({status}): it crashed, perhaps from a \
+                     stack overflow or an abort in your code"
+                )),
+            })
+    }
+
+    fn run_one(&self, name: &str) -> anyhow::Result<Verdict> {
+        let out = self.command(name).stderr(Stdio::null()).output()?;
+        interrupt::check()?;
+        Ok(Self::verdict(
+            name,
+            out.status,
+            &String::from_utf8_lossy(&out.stdout),
+        ))
+    }
+
+    /// Runs `names`, one per core at a time, printing each verdict, in order, as soon as it
+    /// and those before it are in.
+    fn run_side_by_side(
+        &self,
+        names: &[String],
+        printer: &mut Printer,
+    ) -> anyhow::Result<Vec<Verdict>> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let queue = Mutex::new(names.iter().enumerate());
+        let (tx, rx) = mpsc::channel();
+        let mut done: Vec<Option<Verdict>> = vec![None; names.len()];
+        let mut shown = 0;
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            for _ in 0..workers.min(names.len()) {
+                let (queue, tx) = (&queue, tx.clone());
+                s.spawn(move || {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some((i, name)) = next else { break };
+                        if tx.send((i, self.run_one(name))).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, verdict) in rx {
+                done[i] = Some(verdict?);
+                while let Some(Some(v)) = done.get(shown) {
+                    printer.print(v);
+                    shown += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(done.into_iter().flatten().collect())
+    }
+
+    /// Runs a graded training, showing on a terminal a line that follows its evaluations.
+    fn run_with_progress(&self, name: &str) -> anyhow::Result<Verdict> {
+        let mut child = self
+            .command(name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        let live = std::io::stdout().is_terminal();
+        let start = Instant::now();
+        let label = readable(name);
+        for line in BufReader::new(child.stderr.take().expect("piped"))
+            .lines()
+            .map_while(Result::ok)
+        {
+            if live && let Some(p) = Progress::parse(&line) {
+                print!(
+                    "\r\x1b[2K  {} {label}: {}",
+                    style::dim("…"),
+                    p.describe(start)
+                );
+                let _ = std::io::stdout().flush();
+            }
+        }
+        let status = child.wait()?;
+        let stdout = reader.join().unwrap_or_default();
+        if live {
+            print!("\r\x1b[2K");
+        }
+        if interrupt::requested() {
+            return Err(Interrupted.into());
+        }
+        Ok(Self::verdict(name, status, &stdout))
+    }
+}
+
+/// One line of a graded training's progress, as `checks::support` writes it to standard error:
+/// "graded training: step 250 of at most 4000, eval loss 2.370 (bar 1.9)".
+#[derive(Debug, PartialEq)]
+struct Progress {
+    step: usize,
+    steps: usize,
+    eval_loss: f32,
+    bar: f32,
+}
+
+impl Progress {
+    fn parse(line: &str) -> Option<Progress> {
+        let rest = line.strip_prefix("graded training: step ")?;
+        let (step, rest) = rest.split_once(" of at most ")?;
+        let (steps, rest) = rest.split_once(", eval loss ")?;
+        let (loss, rest) = rest.split_once(" (bar ")?;
+        Some(Progress {
+            step: step.parse().ok()?,
+            steps: steps.parse().ok()?,
+            eval_loss: loss.parse().ok()?,
+            bar: rest.strip_suffix(')')?.parse().ok()?,
         })
-        .collect()
+    }
+
+    /// "step 1250 of at most 4000, eval loss 2.012 (bar 1.9), 21 s so far, at most 47 s more".
+    fn describe(&self, start: Instant) -> String {
+        let elapsed = start.elapsed().as_secs_f64();
+        let more = elapsed / self.step.max(1) as f64 * self.steps.saturating_sub(self.step) as f64;
+        format!(
+            "step {} of at most {}, eval loss {:.3} (bar {}), {elapsed:.0} s so far, at most {more:.0} s more",
+            self.step, self.steps, self.eval_loss, self.bar
+        )
+    }
+}
+
+/// Prints verdicts: the first failure in full, each later one as its first line.
+#[derive(Default)]
+struct Printer {
+    failed_before: bool,
+}
+
+impl Printer {
+    fn print(&mut self, v: &Verdict) {
+        let name = readable(&v.name);
+        match v.outcome {
+            Outcome::Passed => {
+                println!("  {} {name}", style::ok("✓"));
+                if let Some(note) = &v.message {
+                    println!("      {note}");
+                }
+            }
+            Outcome::Skipped => {
+                println!("  {} {name}", style::dim("–"));
+                if let Some(note) = &v.message {
+                    println!("      {}", style::dim(note));
+                }
+            }
+            Outcome::Failed if self.failed_before => {
+                println!("  {} {name}", style::bad("✗"));
+                if let Some(line) = v.headline() {
+                    println!("      {line}");
+                }
+            }
+            Outcome::Failed => {
+                self.failed_before = true;
+                println!("  {} {name}", style::bad("✗"));
+                for line in v.message.as_deref().unwrap_or("").lines() {
+                    println!("      {line}");
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const OUTPUT: &str = "\nrunning 3 tests\ntest a_passes ... ok\ntest stub_is_hit ... FAILED\ntest wrong_shape ... FAILED\n\nfailures:\n\n---- stub_is_hit stdout ----\n\nthread 'stub_is_hit' (1234) panicked at exercises/src/warmup.rs:52:9:\nnot yet implemented: SimpleDecoder::forward: look up rows\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n---- wrong_shape stdout ----\nstep 1\n\nthread 'wrong_shape' panicked at checks/src/support.rs:30:5:\nassertion `left == right` failed: forward returned shape [2]\n  left: [2]\n right: [2, 3]\n\n\nfailures:\n    stub_is_hit\n    wrong_shape\n\ntest result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n";
-
     #[test]
-    fn todo_panics_read_as_not_yet_implemented_with_their_place() {
-        let v = parse_libtest(OUTPUT);
-        assert_eq!(v.len(), 3);
-        let stub = v.iter().find(|v| v.name == "stub_is_hit").unwrap();
+    fn progress_lines_are_read_and_others_ignored() {
         assert_eq!(
-            stub.message.as_deref(),
-            Some(
-                "not yet implemented: SimpleDecoder::forward: look up rows (exercises/src/warmup.rs:52)"
-            )
+            Progress::parse("graded training: step 250 of at most 4000, eval loss 2.370 (bar 1.9)"),
+            Some(Progress {
+                step: 250,
+                steps: 4000,
+                eval_loss: 2.37,
+                bar: 1.9
+            })
         );
-        let shape = v.iter().find(|v| v.name == "wrong_shape").unwrap();
-        let msg = shape.message.as_deref().unwrap();
-        assert!(
-            msg.starts_with("step 1\nassertion `left == right` failed: forward returned shape [2]"),
-            "{msg}"
-        );
-        assert!(msg.ends_with("(at checks/src/support.rs:30)"), "{msg}");
-        assert!(v.iter().find(|v| v.name == "a_passes").unwrap().passed);
-    }
-
-    #[test]
-    fn a_property_test_reads_as_its_last_panic_with_the_smallest_input() {
-        let out = "test prop ... FAILED\ntest graded ... ok\n\nsuccesses:\n\n---- graded stdout ----\nstep 250: loss 2.0\ntask1: eval loss 1.891 at step 1750\n\n\nfailures:\n\n---- prop stdout ----\nthread 'prop' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nthread 'prop' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nthread 'prop' (1) panicked at checks/tests/task2.rs:170:1:\nTest failed: not yet implemented: forward; minimal failing input: (b, t) = (1, 1)\n\tsuccesses: 0\n\nfailures:\n    prop\n";
-        let v = parse_libtest(out);
-        let prop = v.iter().find(|v| v.name == "prop").unwrap();
-        assert_eq!(
-            prop.message.as_deref(),
-            Some("not yet implemented: forward (exercises/src/task2.rs:53)")
-        );
-        let graded = v.iter().find(|v| v.name == "graded").unwrap();
-        assert_eq!(
-            graded.message.as_deref(),
-            Some("task1: eval loss 1.891 at step 1750")
-        );
-    }
-
-    #[test]
-    fn names_read_as_sentences() {
-        assert_eq!(
-            readable("graded_training_reaches_eval_loss_below_2_6"),
-            "graded training reaches eval loss below 2.6"
-        );
+        assert_eq!(Progress::parse("step 250: train loss 2.4"), None);
     }
 }

@@ -88,15 +88,15 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "\n")]
     pub prompt: String,
     /// How many characters to add.
-    #[arg(long, default_value_t = 500)]
-    pub tokens: usize,
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true, value_parser = zero_or_more)]
+    pub tokens: u64,
     /// Below 1 sharper, above 1 wilder; 0 always takes the most likely character.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = temperature)]
     pub temperature: f32,
     /// Sample only among the k most likely characters.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub top_k: Option<u64>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub seed: u64,
 }
 
@@ -122,9 +122,54 @@ pub struct HintArgs {
 
 /// A task name other than `all`.
 fn single_task(s: &str) -> Result<Task, String> {
-    match Task::from_str(s, true)? {
-        Task::All => Err("pick one task: warmup, task1, task2 or task3".into()),
-        t => Ok(t),
+    match Task::from_str(s, true) {
+        Ok(Task::All) => Err("pick one task: warmup, task1, task2 or task3".into()),
+        Ok(t) => Ok(t),
+        Err(_) => Err("no such task: pick one of warmup, task1, task2 or task3".into()),
+    }
+}
+
+/// A whole number.
+fn whole(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n < 0 => Err(format!("{n} is negative")),
+        Ok(n) => u64::try_from(n).map_err(|_| format!("{n} is too large")),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+/// A whole number, 0 or more.
+fn zero_or_more(s: &str) -> Result<u64, String> {
+    whole(s).map_err(|e| format!("{e}: give a whole number, 0 or more"))
+}
+
+/// A whole number, 1 or more.
+fn at_least_one(s: &str) -> Result<u64, String> {
+    match whole(s) {
+        Ok(0) => Err("0 is too few: give a whole number, 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: give a whole number, 1 or more")),
+    }
+}
+
+/// A sampling temperature: 0 (greedy) or more.
+fn temperature(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!(
+            "{s} is not a temperature: give a number from 0 (always the most likely character) \
+             upwards, 1 samples the model as it is"
+        )),
+    }
+}
+
+/// A learning rate: a positive number.
+fn learning_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(lr),
+        _ => Err(format!(
+            "{s} is not a learning rate: give a positive number, such as 1e-3"
+        )),
     }
 }
 
@@ -187,34 +232,35 @@ pub struct TrainArgs {
     #[arg(long)]
     pub solutions: bool,
     /// Training steps (default: 7000 for warmup, 4000 otherwise).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub steps: Option<u64>,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = learning_rate)]
     pub lr: f64,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = at_least_one)]
     pub layers: u64,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = at_least_one)]
     pub heads: u64,
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = at_least_one)]
     pub hidden: u64,
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = at_least_one)]
     pub block: u64,
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = at_least_one)]
     pub batch: u64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub seed: u64,
     /// Evaluate every this many steps.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_every: u64,
     /// Eval batches averaged by each evaluation (the challenge uses 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_batches: u64,
     /// Where to write the checkpoint (default: runs/<task>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Characters of text to sample after training.
-    #[arg(long, default_value_t = 300)]
-    pub sample: usize,
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = zero_or_more)]
+    pub sample: u64,
 }
 
 #[derive(Args)]
@@ -242,10 +288,10 @@ pub enum Attention {
 #[derive(Args)]
 pub struct BenchTrainArgs {
     /// Timed steps, after the warm-up steps.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = at_least_one)]
     pub steps: u64,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub warmup: u64,
     /// Which attention the MiniGPT uses.
     #[arg(long, value_enum, default_value_t = Attention::PerHead)]
@@ -254,7 +300,7 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     pub composed: bool,
     /// Parts each batch is cut into, differentiated side by side (the training loop uses 2).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = at_least_one)]
     pub parts: u64,
     /// Also time forward, backward and the optimizer step separately.
     #[arg(long)]
@@ -267,7 +313,7 @@ pub struct BenchTrainArgs {
 #[derive(Args)]
 pub struct BenchAttentionArgs {
     /// Timed repeats per measurement (the median is reported).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one)]
     pub repeats: u64,
     /// Use candle's elementary ops everywhere (no fused kernels), as a learner's own code would.
     #[arg(long)]

@@ -1,8 +1,8 @@
 //! `cargo xtask data`: fetch or install the corpus.
 
-use crate::cli::DataArgs;
 use kit::corpus;
 use std::process::ExitCode;
+use xtask::cli::DataArgs;
 
 pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
     let dest = corpus::default_path();

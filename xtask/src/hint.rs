@@ -1,14 +1,13 @@
 //! `cargo xtask hint <task>`: the next hint, each time you ask.
 
-use crate::cli::HintArgs;
-use crate::style;
-use crate::tasks::{self, State};
 use std::process::ExitCode;
+use xtask::cli::HintArgs;
+use xtask::style;
+use xtask::tasks::{self, State};
 
 pub fn run(args: HintArgs) -> anyhow::Result<ExitCode> {
-    let name = args.task.name();
-    let task = tasks::find(name)
-        .ok_or_else(|| anyhow::anyhow!("no task named {name} in xtask/tasks.toml"))?;
+    let task = tasks::info(args.task);
+    let name = task.name.as_str();
     let mut state = State::load();
     let shown = state.hints_shown.entry(name.to_string()).or_insert(0);
     let total = task.hints.len();
@@ -25,7 +24,8 @@ pub fn run(args: HintArgs) -> anyhow::Result<ExitCode> {
     state.save()?;
     if last {
         println!(
-            "\nThat was the last hint. The reference is solutions/src/{name}.rs; `cargo xtask check {name}` tells you what still fails."
+            "\nThat was the last hint. The reference is {}; `cargo xtask check {name}` tells you what still fails.",
+            task.solution_file()
         );
     } else {
         println!(

@@ -1,43 +1,49 @@
 //! `cargo xtask`: the workbook's command line. A thin dispatcher; each command is a module.
+//!
+//! This binary never links the learner's code, so `hint`, `status`, `reset`, `solution`,
+//! `data`, `watch` and `help` work while an exercise does not compile. `check` builds the
+//! checks with an inner cargo, and `train`, `generate`, `attention` and `bench` run in the
+//! `runner` binary (see `models`).
 
-mod attention;
-mod bench;
+mod cargo;
 mod check;
-mod cli;
 mod data;
-mod generate;
 mod hint;
+mod interrupt;
 mod models;
 mod mutants;
-mod plot;
 mod reset;
 mod status;
-mod style;
-mod tasks;
-mod train;
+mod verdict;
 mod watch;
 
 use clap::Parser;
 use std::process::ExitCode;
+use xtask::cli::{Cli, Command};
+use xtask::style;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
+    interrupt::install();
     let result = match cli.command {
-        cli::Command::Check(args) => check::run(args),
-        cli::Command::Data(args) => data::run(args),
-        cli::Command::Train(args) => train::run(args),
-        cli::Command::Bench(args) => bench::run(args),
-        cli::Command::Generate(args) => generate::run(args),
-        cli::Command::Attention(args) => attention::run(args),
-        cli::Command::Hint(args) => hint::run(args),
-        cli::Command::Status => status::run(),
-        cli::Command::Watch(args) => watch::run(args),
-        cli::Command::Reset(args) => reset::reset(args),
-        cli::Command::Solution(args) => reset::solution(args),
-        cli::Command::Mutants(args) => mutants::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Train(_) | Command::Generate(_) | Command::Attention(_) | Command::Bench(_) => {
+            models::run()
+        }
+        Command::Hint(args) => hint::run(args),
+        Command::Status => status::run(),
+        Command::Watch(args) => watch::run(args),
+        Command::Reset(args) => reset::reset(args),
+        Command::Solution(args) => reset::solution(args),
+        Command::Mutants(args) => mutants::run(args),
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.is::<interrupt::Interrupted>() => {
+            println!("\nStopped (Ctrl-C); nothing was recorded. Next: run the same command again.");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("{} {e:#}", style::error("error:"));
             ExitCode::FAILURE

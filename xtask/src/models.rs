@@ -1,112 +1,44 @@
-//! The models the commands train, behind one trait, so that a command does not care whether it
-//! runs your exercise or the reference.
+//! `train`, `generate`, `attention` and `bench`: they need a model, so they run in the
+//! `runner` binary, which links the learner's code. This builds it, turning a compile error
+//! into a verdict, and runs it with the same arguments.
 
-use crate::cli::TrainTask;
-use candle_core::{IndexOp, Module, Result, Tensor};
-use candle_nn::VarBuilder;
-use checks::reference::RefGpt;
-use kit::{GptConfig, Sampler};
+use crate::cargo::{self, Built};
+use crate::interrupt;
+use std::process::ExitCode;
+use xtask::style;
 
-/// A trained model that writes text.
-pub trait TextModel: Module + Sync {
-    fn generate(
-        &self,
-        sampler: &mut Sampler,
-        prompt: &[u32],
-        max_new_tokens: usize,
-    ) -> Result<Vec<u32>>;
-}
-
-impl TextModel for exercises::task1::MiniGPT {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        exercises::task1::MiniGPT::generate(self, sampler, prompt, n)
-    }
-}
-
-impl TextModel for solutions::task1::MiniGPT {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        solutions::task1::MiniGPT::generate(self, sampler, prompt, n)
-    }
-}
-
-/// The bigram writes greedily from the last prompt token, whatever the sampler.
-struct Bigram<M>(M, fn(&M, u32, usize) -> Result<Vec<u32>>);
-
-impl<M: Module> Module for Bigram<M> {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.0.forward(xs)
-    }
-}
-
-impl<M: Module + Sync> TextModel for Bigram<M> {
-    fn generate(&self, _sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        let last = *prompt
-            .last()
-            .ok_or_else(|| candle_core::Error::Msg("empty prompt".into()))?;
-        let mut out = prompt[..prompt.len() - 1].to_vec();
-        out.extend((self.1)(&self.0, last, n + 1)?);
-        Ok(out)
-    }
-}
-
-/// A MiniGPT whose attention is Task 3's, held by the checks; it samples like Task 1's.
-struct EinsumGpt {
-    model: Box<dyn Module + Sync>,
-    block_size: usize,
-}
-
-impl Module for EinsumGpt {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.model.forward(xs)
-    }
-}
-
-impl TextModel for EinsumGpt {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        let mut tokens = prompt.to_vec();
-        for _ in 0..n {
-            let context = &tokens[tokens.len().saturating_sub(self.block_size)..];
-            let x = Tensor::new(context, &candle_core::Device::Cpu)?.unsqueeze(0)?;
-            let logits = self.forward(&x)?;
-            tokens.push(sampler.sample(&logits.i((0, context.len() - 1))?)?);
+pub fn run() -> anyhow::Result<ExitCode> {
+    let root = xtask::workspace_root();
+    let executable = match cargo::build(&root, &["build", "--package", "runner"])? {
+        Built::Program { executable, .. } => executable,
+        Built::Failed(errors) => {
+            let mut files: Vec<&str> = Vec::new();
+            for e in &errors {
+                if !files.contains(&e.file.as_str()) {
+                    files.push(&e.file);
+                }
+                println!("{}\n", e.rendered);
+            }
+            let files = if files.is_empty() {
+                "the workbook (cargo's message is above)".to_string()
+            } else {
+                files.join(" and ")
+            };
+            println!("{} {files} does not compile.", style::bad("✗"));
+            println!(
+                "Next: fix the errors above (`cargo xtask check <task>` grades the file), then run this command again."
+            );
+            return Ok(ExitCode::FAILURE);
         }
-        Ok(tokens)
-    }
-}
-
-/// Builds the model of `task`: the reference with `solutions`, else the learner's exercise.
-pub fn build(
-    task: TrainTask,
-    solutions: bool,
-    cfg: GptConfig,
-    vb: VarBuilder,
-) -> Result<Box<dyn TextModel>> {
-    Ok(match (task, solutions) {
-        (TrainTask::Warmup, false) => Box::new(Bigram(
-            exercises::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
-            exercises::warmup::SimpleDecoder::generate,
-        )),
-        (TrainTask::Warmup, true) => Box::new(Bigram(
-            solutions::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
-            solutions::warmup::SimpleDecoder::generate,
-        )),
-        (TrainTask::Task1, false) => Box::new(exercises::task1::MiniGPT::new(cfg, vb)?),
-        (TrainTask::Task1, true) => Box::new(solutions::task1::MiniGPT::new(cfg, vb)?),
-        (TrainTask::Task3, false) => Box::new(EinsumGpt {
-            model: Box::new(RefGpt::new(
-                cfg,
-                vb,
-                exercises::task3::MultiHeadAttention::new,
-            )?),
-            block_size: cfg.block_size,
-        }),
-        (TrainTask::Task3, true) => Box::new(EinsumGpt {
-            model: Box::new(RefGpt::new(
-                cfg,
-                vb,
-                solutions::task3::MultiHeadAttention::new,
-            )?),
-            block_size: cfg.block_size,
-        }),
+    };
+    let status = std::process::Command::new(executable)
+        .args(std::env::args_os().skip(1))
+        .current_dir(std::env::current_dir()?)
+        .status()?;
+    interrupt::check()?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
     })
 }

@@ -8,15 +8,15 @@
 //! It runs in a disposable copy of the workbook under `target/mutants/`, so your files are never
 //! edited, and builds into this workspace's target directory, so candle is not compiled again.
 
-use crate::check::workspace_root;
-use crate::cli::{MutantsArgs, Task};
-use crate::style;
 use anyhow::Context;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use xtask::cli::{MutantsArgs, Task};
+use xtask::style;
+use xtask::workspace_root;
 
 /// What the copy needs: the workspace without its build outputs, runs and corpus.
-const PARTS: [&str; 9] = [
+const PARTS: [&str; 11] = [
     "Cargo.toml",
     "Cargo.lock",
     ".cargo",
@@ -25,6 +25,8 @@ const PARTS: [&str; 9] = [
     "solutions",
     "checks",
     "xtask",
+    "runner",
+    "workspace-hack",
     "data/fixtures",
 ];
 
@@ -370,7 +372,7 @@ fn try_mistake(
         .output();
     std::fs::write(&file, &original)?;
     let out = out.context("cannot run cargo test")?;
-    let verdicts = crate::check::parse_libtest(&String::from_utf8_lossy(&out.stdout));
+    let verdicts = crate::verdict::parse_libtest(&String::from_utf8_lossy(&out.stdout));
     anyhow::ensure!(
         !verdicts.is_empty(),
         "mistake `{}` does not compile, so it tests nothing; fix xtask/mutants.toml:\n{}",
@@ -379,7 +381,7 @@ fn try_mistake(
     );
     Ok(verdicts
         .into_iter()
-        .filter(|v| !v.passed)
+        .filter(|v| !v.passed())
         .map(|v| v.name)
         .collect())
 }

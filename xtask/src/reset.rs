@@ -1,11 +1,12 @@
 //! `cargo xtask reset <task>`: put back the exercise file as the repository has it, after
 //! keeping a copy of yours; and `cargo xtask solution <task>`: your file against the reference.
 
-use crate::check::workspace_root;
-use crate::cli::{ResetArgs, SolutionArgs};
 use anyhow::Context as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::{Command, ExitCode};
+use xtask::cli::{ResetArgs, SolutionArgs};
+use xtask::tasks;
+use xtask::workspace_root;
 
 fn git(args: &[&str]) -> anyhow::Result<std::process::Output> {
     Command::new("git")
@@ -16,9 +17,9 @@ fn git(args: &[&str]) -> anyhow::Result<std::process::Output> {
 }
 
 pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
-    let name = args.task.name();
-    let rel = format!("exercises/src/{name}.rs");
-    let file = workspace_root().join(&rel);
+    let task = tasks::info(args.task);
+    let (name, rel) = (&task.name, &task.file);
+    let file = workspace_root().join(rel);
     let spec = format!("{}:{rel}", args.from);
     let out = git(&["show", &spec])?;
     anyhow::ensure!(
@@ -52,9 +53,7 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let backup = workspace_root()
-        .join("target")
-        .join("minigpt")
+    let backup = tasks::state_dir()
         .join("backups")
         .join(format!("{name}-{stamp}.rs"));
     kit::corpus::write_atomically(&backup, &current)?;
@@ -69,17 +68,14 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn solution(args: SolutionArgs) -> anyhow::Result<ExitCode> {
-    let name = args.task.name();
-    let (mine, theirs) = (
-        format!("exercises/src/{name}.rs"),
-        format!("solutions/src/{name}.rs"),
-    );
+    let task = tasks::info(args.task);
+    let (mine, theirs) = (&task.file, &task.solution_file());
     let color = if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         "--color=always"
     } else {
         "--color=never"
     };
-    let out = git(&["diff", "--no-index", color, &mine, &theirs])?;
+    let out = git(&["diff", "--no-index", color, mine, theirs])?;
     match out.status.code() {
         Some(0) => println!("{mine} is the same as the reference."),
         Some(1) => {

@@ -1,7 +1,7 @@
 //! The task metadata in `xtask/tasks.toml`, and what the workbook remembers between commands
-//! (hints shown, last check results) under `target/minigpt/`.
+//! (hints shown, last check results, the exercise files `reset` replaced) in `.minigpt/`.
 
-use crate::check::workspace_root;
+use crate::workspace_root;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,9 +29,19 @@ pub fn all() -> Vec<TaskInfo> {
     file.task
 }
 
-/// The task called `name`.
-pub fn find(name: &str) -> Option<TaskInfo> {
-    all().into_iter().find(|t| t.name == name)
+/// What `tasks.toml` says of `task` (one task, not `all`).
+pub fn info(task: crate::cli::Task) -> TaskInfo {
+    all()
+        .into_iter()
+        .find(|t| t.name == task.name())
+        .expect("tasks.toml lists every task (a test checks it)")
+}
+
+impl TaskInfo {
+    /// The reference solution's file, relative to the workspace root.
+    pub fn solution_file(&self) -> String {
+        self.file.replacen("exercises/", "solutions/", 1)
+    }
 }
 
 /// State kept between commands.
@@ -47,14 +57,49 @@ pub struct State {
 pub struct TaskResult {
     pub passed: usize,
     pub total: usize,
+    /// False when the code did not compile (and no check ran).
+    #[serde(default = "yes")]
+    pub compiles: bool,
 }
 
-/// `target/minigpt/state.json`, or `state.json` in the folder named by `MINIGPT_STATE_DIR`.
+fn yes() -> bool {
+    true
+}
+
+impl TaskResult {
+    /// Every check ran and passed.
+    pub fn passes(&self) -> bool {
+        self.compiles && self.total > 0 && self.passed == self.total
+    }
+}
+
+/// The first task, in order, that the record does not show passing.
+pub fn first_not_passing(state: &State) -> Option<TaskInfo> {
+    all()
+        .into_iter()
+        .find(|t| !state.results.get(&t.name).is_some_and(TaskResult::passes))
+}
+
+/// Where the workbook keeps what it remembers: `.minigpt/` at the root of the workbook
+/// (git-ignored, and outside `target/`, so `cargo clean` keeps it), or the folder named by
+/// `MINIGPT_STATE_DIR`. Earlier versions kept it in `target/minigpt/`: that folder is moved
+/// here on first use.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MINIGPT_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let root = workspace_root();
+    let dir = root.join(".minigpt");
+    let old = root.join("target").join("minigpt");
+    if !dir.exists() && old.is_dir() {
+        // If it cannot be moved, the old record is simply not carried over.
+        let _ = std::fs::rename(&old, &dir);
+    }
+    dir
+}
+
 fn state_path() -> PathBuf {
-    let dir = std::env::var_os("MINIGPT_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target").join("minigpt"));
-    dir.join("state.json")
+    state_dir().join("state.json")
 }
 
 impl State {

@@ -1,33 +1,54 @@
 //! `cargo xtask watch [task]`: grade again every time you save a file under `exercises/`.
+//!
+//! A save is a change of content: reading a file, or a build touching it, grades nothing, and
+//! a file that does not compile gives one verdict, then waits for the next save.
 
-use crate::check::{self, workspace_root};
-use crate::cli::{CheckArgs, Task, WatchArgs};
-use crate::tasks::State;
+use crate::check;
+use crate::interrupt;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
+use xtask::cli::{CheckArgs, Task, WatchArgs};
+use xtask::tasks::{self, State};
 
 /// The first task that does not pass yet, from the last checks.
 fn current_task() -> Task {
-    let state = State::load();
+    let next = tasks::first_not_passing(&State::load());
     Task::ORDER
         .into_iter()
-        .find(|t| {
-            !state
-                .results
-                .get(t.name())
-                .is_some_and(|r| r.total > 0 && r.passed == r.total)
-        })
+        .find(|t| next.as_ref().is_some_and(|n| n.name == t.name()))
         .unwrap_or(Task::Task3)
 }
 
+/// The content of every Rust file under `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs")
+                && let Ok(bytes) = std::fs::read(&path)
+            {
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
+}
+
 pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let dir = workspace_root().join("exercises");
+    let dir = xtask::workspace_root().join("exercises");
     let (tx, rx) = mpsc::channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(Duration::from_millis(300), tx)?;
     debouncer.watcher().watch(&dir, RecursiveMode::Recursive)?;
+    let mut graded = snapshot(&dir);
     loop {
         let task = args.task.unwrap_or_else(current_task);
         if std::io::stdout().is_terminal() {
@@ -39,23 +60,29 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             task,
             solutions: false,
         }) {
+            if e.is::<interrupt::Interrupted>() {
+                return Err(e);
+            }
             eprintln!("error: {e:#}");
         }
         println!("Watching {} for changes (Ctrl-C to stop)…", dir.display());
-        // Wait for a save of a Rust file, then drain whatever else arrived meanwhile.
+        // Wait for a file whose content differs from what was graded.
         loop {
-            match rx.recv() {
-                Ok(Ok(events))
-                    if events
-                        .iter()
-                        .any(|e| e.path.extension().is_some_and(|x| x == "rs")) =>
-                {
-                    break;
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(_) => {
+                    let now = snapshot(&dir);
+                    if now != graded {
+                        graded = now;
+                        break;
+                    }
                 }
-                Ok(_) => continue,
-                Err(_) => return Ok(ExitCode::FAILURE),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(ExitCode::FAILURE),
+            }
+            if interrupt::requested() {
+                println!("Stopped watching.");
+                return Ok(ExitCode::SUCCESS);
             }
         }
-        while rx.try_recv().is_ok() {}
     }
 }

@@ -12,9 +12,22 @@ fn xtask(args: &[&str], state: &std::path::Path) -> (i32, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        without_cargo_status(&String::from_utf8_lossy(&out.stderr))
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// `text` without the status lines of the cargo that builds the model runner ("Compiling
+/// runner", "Blocking waiting for file lock" while another test builds it): they depend on
+/// what was built before, not on the command.
+fn without_cargo_status(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let word = l.split_whitespace().next().unwrap_or("");
+            !["Compiling", "Blocking", "Building", "Locking", "Adding"].contains(&word)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[test]
@@ -97,9 +110,43 @@ fn bad_arguments_are_clear_errors() {
     );
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.starts_with("error: ") && text.contains("too large"),
+        text.lines()
+            .any(|l| l.starts_with("error: ") && l.contains("too large")),
         "{text}"
     );
+}
+
+/// Numbers out of range, unknown task names and missing files, answered in the workbook's
+/// words: what is wrong and what would be right.
+#[test]
+fn edges_are_answered_in_the_workbooks_words() {
+    let state = tempfile::tempdir().unwrap();
+    let mut shown = String::new();
+    for args in [
+        &["train", "task1", "--steps", "-5"][..],
+        &["train", "task1", "--steps", "0"],
+        &["train", "task1", "--lr", "-1"],
+        &["hint", "task9"],
+        &["reset", "task9"],
+        &["watch", "task9"],
+        &["solution", "task9"],
+        &["generate", "--checkpoint", "runs/task1", "--temperature=-1"],
+        &["generate", "--checkpoint", "runs/task1", "--top-k", "0"],
+        &["data", "--from", "/nonexistent/input.txt"],
+    ] {
+        let (code, text) = xtask(args, state.path());
+        assert_ne!(code, 0, "{args:?}: {text}");
+        for plumbing in ["to pass '-", "18446744073709551615", "invalid variant"] {
+            assert!(!text.contains(plumbing), "{args:?}: {text}");
+        }
+        shown.push_str(&format!("$ cargo xtask {}\n{text}\n", args.join(" ")));
+    }
+    assert_eq!(
+        shown.matches("No such file or directory").count(),
+        1,
+        "a missing file is named once: {shown}"
+    );
+    insta::assert_snapshot!("edges", shown);
 }
 
 #[test]
@@ -290,6 +337,12 @@ fn attention_draws_every_layer_and_head_of_a_checkpoint() {
     assert!(
         text.contains("2 layers × 2 heads over 8 characters"),
         "only the last block_size characters: {text}"
+    );
+    assert!(
+        text.contains(
+            "The prompt has 15 characters and the model sees at most 8: drawing the last 8."
+        ),
+        "a prompt longer than the context is said: {text}"
     );
     let svg = std::fs::read_to_string(run.path().join("attention.svg")).unwrap();
     assert!(

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// What a copy needs to build and grade; the corpus is shared through `MINIGPT_CORPUS`.
-const PARTS: [&str; 8] = [
+const PARTS: [&str; 11] = [
     "Cargo.toml",
     "Cargo.lock",
     ".cargo",
@@ -20,6 +20,9 @@ const PARTS: [&str; 8] = [
     "solutions",
     "checks",
     "xtask",
+    "runner",
+    "workspace-hack",
+    "data/fixtures",
 ];
 
 struct Workbook {
@@ -160,6 +163,10 @@ fn snapshot(name: &str, text: &str) {
         filters => vec![
             (r"eval loss \d+\.\d+ at step \d+", "eval loss [LOSS] at step [STEP]"),
             (r"\(\d+\.\d+ s\)", "([TIME])"),
+            // A property's smallest failing case has a random seed.
+            (r"by [0-9.e+-]+ for input shape \[1, 2, 1\]", "by [DIFF] for input shape [1, 2, 1]"),
+            // The inner cargo's progress depends on what was built before.
+            (r"(?m)^ +(Compiling|Blocking) .*\n", ""),
         ],
         prepend_module_to_snapshot => false,
     }, {
@@ -201,7 +208,7 @@ fn check_status_and_watch_through_a_first_session() {
         .expect("watch grades the exercises at once");
     assert!(first.contains("\x1b[2J"), "a terminal gets a clear screen");
     // (rexpect reads the terminal byte by byte, so compare ASCII only.)
-    assert!(first.contains("warmup: 5 of 6 checks pass"), "{first}");
+    assert!(first.contains("warmup: 4 of 6 checks pass"), "{first}");
     book.write_exercise("warmup", &book.solution("warmup"));
     let second = watch
         .exp_string("Watching")
@@ -212,7 +219,33 @@ fn check_status_and_watch_through_a_first_session() {
     );
     assert!(second.contains("warmup: 6 of 6 checks pass"), "{second}");
     assert!(second.contains("Next: task1"), "{second}");
+    // Reading the file, or saving it unchanged, grades nothing: the next grade is the one
+    // for the next change of content.
+    let _ = std::fs::read_to_string(book.exercise("warmup")).unwrap();
+    book.write_exercise("warmup", &book.solution("warmup"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    book.write_exercise("warmup", &format!("{}// done\n", book.solution("warmup")));
+    let third = watch
+        .exp_string("Watching")
+        .expect("a grade after a change");
+    assert_eq!(third.matches("Checking").count(), 1, "{third}");
+    // A save that breaks compilation: one verdict, then quiet until the next change.
+    book.write_exercise("warmup", &format!("{}\n}}\n", book.solution("warmup")));
+    let broken = watch
+        .exp_string("Watching")
+        .expect("watch grades the broken file");
+    assert!(broken.contains("does not compile"), "{broken}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    book.write_exercise("warmup", &book.solution("warmup"));
+    let fixed = watch.exp_string("Watching").expect("a grade after the fix");
+    assert_eq!(
+        fixed.matches("Checking").count(),
+        1,
+        "one verdict, then quiet: {fixed}"
+    );
+    assert!(fixed.contains("warmup: 6 of 6 checks pass"), "{fixed}");
     watch.process.exit().expect("stop watch");
+    book.write_exercise("warmup", &book.solution("warmup"));
 
     // 4. The right answer, graded once more without watch; status remembers it.
     let (code, out) = book.run(state, &["check", "warmup"]);
@@ -231,7 +264,11 @@ fn grade_fault(book: &Workbook, source: &str) -> String {
     assert_eq!(code, 1, "a fault must fail the task:\n{out}");
     let reported = out
         .lines()
-        .filter(|l| l.trim_start().starts_with("✓ ") || l.trim_start().starts_with("✗ "))
+        .filter(|l| {
+            ["✓ ", "✗ ", "– "]
+                .iter()
+                .any(|m| l.trim_start().starts_with(m))
+        })
         .count();
     assert_eq!(reported, 6, "every check reports a verdict:\n{out}");
     out
@@ -258,7 +295,8 @@ fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
         &book,
         &warmup_with(&book, forward, "panic!(\"forward is not finished\")\n"),
     );
-    let v = verdict(&out, "forward returns the table row of each token");
+    // The first failure in full, with its place; the next in a line.
+    let v = verdict(&out, "forward gives one row of logits per token");
     assert!(v[0].contains('✗'), "{out}");
     assert!(
         v.iter().any(|l| l.contains("forward is not finished")),
@@ -268,6 +306,9 @@ fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
         v.iter().any(|l| l.contains("exercises/src/warmup.rs")),
         "{v:?}"
     );
+    let v = verdict(&out, "forward returns the table row of each token");
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v[1].contains("forward is not finished"), "{v:?}");
 
     // A wrong output shape: what came and what was expected.
     let out = grade_fault(
@@ -285,7 +326,7 @@ fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
         "{v:?}"
     );
 
-    // NaN: training stops with the step where the loss stopped being a number.
+    // NaN: the forward checks name it, and the graded training does not run.
     let out = grade_fault(
         &book,
         &warmup_with(
@@ -294,8 +335,13 @@ fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
             "self.token_embedding.forward(xs)?.affine(f64::NAN, 0.0)\n",
         ),
     );
+    let v = verdict(&out, "forward returns the table row of each token");
+    assert!(v[0].contains('✗'), "{out}");
     let v = verdict(&out, "graded training reaches eval loss below 2.6");
-    assert!(v.iter().any(|l| l.contains("NaN")), "{v:?}");
+    assert!(
+        v[0].contains('–') && v[1].contains("skipped: the checks above must pass first"),
+        "{v:?}"
+    );
 
     // A detached forward: the gradient check names the parameter that cannot learn.
     let out = grade_fault(
@@ -342,4 +388,243 @@ fn reset_restores_the_stub_and_keeps_the_learners_file() {
         .unwrap_or_else(|| panic!("reset names its backup:\n{out}"));
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), mine);
     assert!(out.contains("Next: cargo xtask check warmup"), "{out}");
+}
+
+/// The ✓, ✗ and – lines of an output.
+fn verdict_lines(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| {
+            ["✓ ", "✗ ", "– "]
+                .iter()
+                .any(|m| l.trim_start().starts_with(m))
+        })
+        .collect()
+}
+
+#[test]
+fn a_compile_error_is_one_verdict_and_every_other_command_still_works() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path();
+    let stub = book.stub("warmup");
+    let syntax = stub.replacen(
+        "pub struct SimpleDecoder {",
+        "pub struct SimpleDecoder { {",
+        1,
+    );
+    let types = stub.replacen(
+        "    fn forward(&self, xs: &Tensor) -> Result<Tensor> {\n",
+        "    fn forward(&self, xs: &Tensor) -> Result<Tensor> {\n        let y: u32 = xs.clone();\n",
+        1,
+    );
+    // An unclosed brace is reported where the file ends.
+    let last_line = stub.lines().count();
+    for (kind, broken, line) in [("syntax", syntax, last_line), ("type", types, 50)] {
+        assert_ne!(
+            broken, stub,
+            "the {kind} error was not inserted: update this test"
+        );
+        book.write_exercise("warmup", &broken);
+        let (code, out) = book.run(state, &["check", "warmup"]);
+        assert_eq!(code, 1, "{out}");
+        let verdicts = verdict_lines(&out);
+        assert_eq!(verdicts.len(), 1, "one verdict for a {kind} error:\n{out}");
+        assert!(
+            verdicts[0].contains(&format!(
+                "exercises/src/warmup.rs does not compile (line {line})"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("error"),
+            "the compiler's errors follow:\n{out}"
+        );
+        assert!(out.contains("Next: fix the compile errors above"), "{out}");
+        if kind == "syntax" {
+            snapshot("learner_check_compile_error", &out);
+        }
+        // The commands that need no model work while the file does not compile.
+        for args in [
+            &["hint", "warmup"][..],
+            &["status"],
+            &["solution", "warmup"],
+        ] {
+            let (code, out) = book.run(state, args);
+            assert_eq!(code, 0, "{args:?} with a {kind} error:\n{out}");
+        }
+        let (_, status) = book.run(state, &["status"]);
+        assert!(status.contains("does not compile"), "{status}");
+        // A model command says the file does not compile, and what to do.
+        let (code, out) = book.run(state, &["train", "warmup", "--steps", "1"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("exercises/src/warmup.rs does not compile") && out.contains("Next:"),
+            "{out}"
+        );
+        let (code, out) = book.run(state, &["reset", "warmup", "--yes"]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = book.run(state, &["check", "warmup"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("not yet implemented"), "{out}");
+    }
+}
+
+#[test]
+fn one_mistake_gives_one_headline_without_plumbing() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let right = book.solution("task2");
+    let sqrt = "(self.head_dim as f64).sqrt()";
+    assert!(
+        right.contains(sqrt),
+        "solutions/src/task2.rs changed: update this test"
+    );
+    book.write_exercise("task2", &right.replacen(sqrt, "(self.head_dim as f64)", 1));
+    let (code, out) = book.run(state.path(), &["check", "task2"]);
+    book.write_exercise("task2", &book.stub("task2"));
+    assert_eq!(code, 1, "{out}");
+    let failed: Vec<&str> = verdict_lines(&out)
+        .into_iter()
+        .filter(|l| l.contains('✗'))
+        .collect();
+    assert!(failed.len() > 1, "{out}");
+    assert!(
+        out.contains("it matches scores divided by head_dim"),
+        "the first failure in full:\n{out}"
+    );
+    for plumbing in [
+        "called `Result::unwrap()`",
+        "cargo insta",
+        "Snapshot Summary",
+        ".cargo/registry",
+        "PROPTEST_MAX_SHRINK_ITERS",
+        "minimal failing input",
+        "Case failed",
+    ] {
+        assert!(!out.contains(plumbing), "{plumbing}:\n{out}");
+    }
+    snapshot("learner_check_task2_wrong", &out);
+}
+
+#[test]
+fn a_wrong_answer_does_not_pay_for_the_training() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let right = book.solution("task3");
+    let scale = "kit::ops::causal_softmax(&scores, 1.0 / (self.head_dim as f64).sqrt())";
+    assert!(
+        right.contains(scale),
+        "solutions/src/task3.rs changed: update this test"
+    );
+    // The scores scaled twice: once by hand, once by the fused op.
+    let twice = "kit::ops::causal_softmax(&(scores / (self.head_dim as f64).sqrt())?, 1.0 / (self.head_dim as f64).sqrt())";
+    book.write_exercise("task3", &right.replacen(scale, twice, 1));
+    let started = std::time::Instant::now();
+    let (code, out) = book.run(state.path(), &["check", "task3"]);
+    book.write_exercise("task3", &book.stub("task3"));
+    assert_eq!(code, 1, "{out}");
+    let training = verdict(
+        &out,
+        "graded training with einsum attention reaches eval loss below 1.9",
+    );
+    assert!(
+        training[0].contains('–')
+            && training[1].contains("skipped: the checks above must pass first"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(" at step "),
+        "no training ran ({:?}):\n{out}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn next_reads_the_record_of_every_task() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("state.json"),
+        r#"{"hints_shown": {}, "results": {"warmup": {"passed": 6, "total": 6}, "task1": {"passed": 7, "total": 10}, "task3": {"passed": 6, "total": 6}}}"#,
+    )
+    .unwrap();
+    book.write_exercise("task2", &book.solution("task2"));
+    let (code, out) = book.run(state.path(), &["check", "task2"]);
+    book.write_exercise("task2", &book.stub("task2"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Next: task1 is not passing yet (7 of 10 checks at your last check): cargo xtask check task1"),
+        "{out}"
+    );
+    assert!(!out.contains("Every task passes"), "{out}");
+}
+
+/// Verdicts come as each check ends: on the reference Task 1, every quick check's verdict is
+/// printed long before the graded training's.
+#[test]
+fn verdicts_stream_while_the_training_runs() {
+    use std::io::BufRead;
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = book
+        .xtask(state.path(), &["check", "task1", "--solutions"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut arrivals = Vec::new();
+    let mut start = None;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Checking") {
+            start = Some(std::time::Instant::now());
+        }
+        if let Some(start) = start
+            && verdict_lines(&line).len() == 1
+        {
+            arrivals.push((start.elapsed(), line));
+        }
+    }
+    assert!(child.wait().unwrap().success(), "{arrivals:?}");
+    let (training, quick): (Vec<_>, Vec<_>) = arrivals
+        .iter()
+        .partition(|(_, l)| l.contains("graded training"));
+    assert_eq!(training.len(), 1, "{arrivals:?}");
+    assert!(quick.len() >= 5, "{arrivals:?}");
+    let last_quick = quick.iter().map(|(t, _)| *t).max().unwrap();
+    assert!(
+        last_quick + std::time::Duration::from_secs(10) < training[0].0,
+        "the quick verdicts came at most {last_quick:?} after the start, the training's at {:?}",
+        training[0].0
+    );
+}
+
+/// Progress kept by earlier versions in `target/minigpt/` moves to `.minigpt/`, where
+/// `cargo clean` cannot reach it.
+#[test]
+fn progress_moves_out_of_target_on_first_use() {
+    let book = workbook();
+    let root = book.dir.path();
+    let old = root.join("target").join("minigpt");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(
+        old.join("state.json"),
+        r#"{"hints_shown": {}, "results": {"warmup": {"passed": 6, "total": 6}}}"#,
+    )
+    .unwrap();
+    let out = book
+        .xtask(root, &["status"])
+        .env_remove("MINIGPT_STATE_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (moved, left) = (root.join(".minigpt/state.json").is_file(), old.exists());
+    let _ = std::fs::remove_dir_all(root.join(".minigpt"));
+    let _ = std::fs::remove_dir_all(root.join("target"));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("✓ pass (6 checks)"), "{text}");
+    assert!(
+        moved && !left,
+        "the old folder is moved to .minigpt/, not copied"
+    );
 }

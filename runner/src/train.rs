@@ -1,7 +1,5 @@
 //! `cargo xtask train`: the challenge's "play with the parameters" cell, as a command.
 
-use crate::check::workspace_root;
-use crate::cli::{TrainArgs, TrainTask};
 use crate::models;
 use anyhow::Context as _;
 use candle_core::Device;
@@ -10,6 +8,8 @@ use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use xtask::cli::{TrainArgs, TrainTask};
+use xtask::workspace_root;
 
 /// What is saved beside a checkpoint's weights: enough to rebuild the model and its tokenizer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .encode("K")
         .expect("K is in tiny Shakespeare");
     let mut sampler = Sampler::new(args.seed);
-    let tokens = model.generate(&mut sampler, &prompt, args.sample)?;
+    let tokens = model.generate(&mut sampler, &prompt, args.sample as usize)?;
     println!("\nSample:\n{}\n", data.tokenizer.decode(&tokens));
     println!(
         "Next: cargo xtask generate --checkpoint {} --prompt \"ROMEO:\"",

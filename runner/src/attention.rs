@@ -4,12 +4,12 @@
 //! reference code), layer by layer, and drawn as a grid of heatmaps: one row per layer, one
 //! column per head, the prompt's characters on both axes.
 
-use crate::cli::AttentionArgs;
 use crate::generate;
 use checks::reference::{HeadLayout, minigpt_f64_traced};
 use kit::{GptConfig, SeededVarMap};
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use xtask::cli::AttentionArgs;
 
 /// `[layer][head]` → (T × T) attention weights, row = query position.
 pub type Maps = Vec<Vec<Vec<f64>>>;
@@ -149,6 +149,12 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
         "the prompt is empty: give at least one character"
     );
     let block = loaded.meta.model.block_size;
+    if ids.len() > block {
+        println!(
+            "The prompt has {} characters and the model sees at most {block}: drawing the last {block}.",
+            ids.len()
+        );
+    }
     let ids = &ids[ids.len().saturating_sub(block)..];
     let chars: Vec<char> = ids
         .iter()

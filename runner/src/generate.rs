@@ -1,6 +1,5 @@
 //! `cargo xtask generate`: text from a trained checkpoint.
 
-use crate::cli::{GenerateArgs, TrainTask};
 use crate::models;
 use crate::train::CheckpointMeta;
 use anyhow::Context as _;
@@ -8,6 +7,7 @@ use candle_core::Device;
 use kit::{Sampler, SeededVarMap, Tokenizer};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use xtask::cli::{GenerateArgs, TrainTask};
 
 /// The weights file and its `model.json`, from a checkpoint folder or the weights' path.
 fn locate(path: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -86,9 +86,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     );
     let mut sampler = Sampler::new(args.seed).with_temperature(args.temperature);
     if let Some(k) = args.top_k {
+        let vocab = loaded.tokenizer.vocab_size();
+        anyhow::ensure!(
+            k as usize <= vocab,
+            "--top-k {k} is more than the {vocab} characters of the vocabulary: give 1 to {vocab}"
+        );
         sampler = sampler.with_top_k(k as usize);
     }
-    let tokens = loaded.model.generate(&mut sampler, &prompt, args.tokens)?;
+    let tokens = loaded
+        .model
+        .generate(&mut sampler, &prompt, args.tokens as usize)?;
     println!("{}", loaded.tokenizer.decode(&tokens));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 //! `cargo xtask bench`: training-step and attention timings. Method and figures live in
 //! BENCHMARKS.md.
 
-use crate::cli::{Attention, BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat, TrainTask};
 use crate::models;
 use candle_core::{DType, Device, Module, Tensor};
 use kit::data::Batch;
@@ -10,6 +9,7 @@ use kit::{Dataset, GptConfig, SeededVarMap};
 use rand::SeedableRng;
 use std::process::ExitCode;
 use std::time::Instant;
+use xtask::cli::{Attention, BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat, TrainTask};
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
