@@ -33,7 +33,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     let status = std::process::Command::new(executable)
         .args(std::env::args_os().skip(1))
-        .current_dir(std::env::current_dir()?)
         .status()?;
     interrupt::check()?;
     Ok(match status.code() {

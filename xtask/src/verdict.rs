@@ -2,6 +2,9 @@
 //! Rust's and the test libraries' plumbing (unwrap on an Err, insta's advice to maintainers,
 //! proptest's shrinking banner, paths inside the cargo registry) is taken out.
 
+use std::io::Write as _;
+use xtask::style;
+
 /// The verdict of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -234,6 +237,46 @@ pub fn readable(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Prints verdicts: the first failure in full, each later one as its first line.
+#[derive(Default)]
+pub struct Printer {
+    failed_before: bool,
+}
+
+impl Printer {
+    pub fn print(&mut self, v: &Verdict) {
+        let name = readable(&v.name);
+        match v.outcome {
+            Outcome::Passed => {
+                println!("  {} {name}", style::ok("✓"));
+                if let Some(note) = &v.message {
+                    println!("      {note}");
+                }
+            }
+            Outcome::Skipped => {
+                println!("  {} {name}", style::dim("–"));
+                if let Some(note) = &v.message {
+                    println!("      {}", style::dim(note));
+                }
+            }
+            Outcome::Failed if self.failed_before => {
+                println!("  {} {name}", style::bad("✗"));
+                if let Some(line) = v.headline() {
+                    println!("      {line}");
+                }
+            }
+            Outcome::Failed => {
+                self.failed_before = true;
+                println!("  {} {name}", style::bad("✗"));
+                for line in v.message.as_deref().unwrap_or("").lines() {
+                    println!("      {line}");
+                }
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
 }
 
 #[cfg(test)]

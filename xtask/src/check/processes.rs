@@ -1,0 +1,209 @@
+//! Running the checks of a test binary, each in a process of its own: side by side for the
+//! quick ones, with a live progress line for a graded training.
+
+use crate::interrupt::{self, Interrupted};
+use crate::verdict::{Outcome, Printer, Verdict, parse_libtest, readable};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, mpsc};
+use std::time::Instant;
+use xtask::style;
+
+/// The names of the checks in a test binary.
+pub fn list(executable: &Path) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new(executable)
+        .args(["--list", "--format", "terse"])
+        .stdin(Stdio::null())
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Runs the checks of one test binary, each in a process of its own.
+pub struct Runner {
+    pub executable: PathBuf,
+    /// Where `cargo test` would run them: the checks package.
+    pub dir: PathBuf,
+}
+
+impl Runner {
+    fn command(&self, name: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.executable);
+        cmd.args([name, "--exact", "--test-threads", "1"])
+            .args(["--format", "pretty", "--color", "never", "--show-output"])
+            .current_dir(&self.dir)
+            .env("CARGO_MANIFEST_DIR", &self.dir)
+            .env("RUST_BACKTRACE", "0")
+            // A learner's output never becomes the reference snapshot.
+            .env("INSTA_UPDATE", "no")
+            .stdin(Stdio::null());
+        // `cargo test` sets these from .cargo/config.toml; so must a check run without it.
+        for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, "1");
+            }
+        }
+        cmd
+    }
+
+    /// The verdict of a check run to its end.
+    fn verdict(name: &str, status: std::process::ExitStatus, stdout: &str) -> Verdict {
+        parse_libtest(stdout)
+            .into_iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| Verdict {
+                name: name.to_string(),
+                outcome: Outcome::Failed,
+                message: Some(format!(
+                    "the check ended without a verdict ({status}): it crashed, perhaps from a \
+                     stack overflow or an abort in your code"
+                )),
+            })
+    }
+
+    fn run_one(&self, name: &str) -> anyhow::Result<Verdict> {
+        let out = self.command(name).stderr(Stdio::null()).output()?;
+        interrupt::check()?;
+        Ok(Self::verdict(
+            name,
+            out.status,
+            &String::from_utf8_lossy(&out.stdout),
+        ))
+    }
+
+    /// Runs `names`, one per core at a time, printing each verdict, in order, as soon as it
+    /// and those before it are in.
+    pub fn run_side_by_side(
+        &self,
+        names: &[String],
+        printer: &mut Printer,
+    ) -> anyhow::Result<Vec<Verdict>> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let queue = Mutex::new(names.iter().enumerate());
+        let (tx, rx) = mpsc::channel();
+        let mut done: Vec<Option<Verdict>> = vec![None; names.len()];
+        let mut shown = 0;
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            for _ in 0..workers.min(names.len()) {
+                let (queue, tx) = (&queue, tx.clone());
+                s.spawn(move || {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some((i, name)) = next else { break };
+                        if tx.send((i, self.run_one(name))).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, verdict) in rx {
+                done[i] = Some(verdict?);
+                while let Some(Some(v)) = done.get(shown) {
+                    printer.print(v);
+                    shown += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(done.into_iter().flatten().collect())
+    }
+
+    /// Runs a graded training, showing on a terminal a line that follows its evaluations.
+    pub fn run_with_progress(&self, name: &str) -> anyhow::Result<Verdict> {
+        let mut child = self
+            .command(name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        let live = std::io::stdout().is_terminal();
+        let start = Instant::now();
+        let label = readable(name);
+        for line in BufReader::new(child.stderr.take().expect("piped"))
+            .lines()
+            .map_while(Result::ok)
+        {
+            if live && let Some(p) = Progress::parse(&line) {
+                print!(
+                    "\r\x1b[2K  {} {label}: {}",
+                    style::dim("…"),
+                    p.describe(start)
+                );
+                let _ = std::io::stdout().flush();
+            }
+        }
+        let status = child.wait()?;
+        let stdout = reader.join().unwrap_or_default();
+        if live {
+            print!("\r\x1b[2K");
+        }
+        if interrupt::requested() {
+            return Err(Interrupted.into());
+        }
+        Ok(Self::verdict(name, status, &stdout))
+    }
+}
+
+/// One line of a graded training's progress, as `checks::support` writes it to standard error:
+/// "graded training: step 250 of at most 4000, eval loss 2.370 (bar 1.9)".
+#[derive(Debug, PartialEq)]
+struct Progress {
+    step: usize,
+    steps: usize,
+    eval_loss: f32,
+    bar: f32,
+}
+
+impl Progress {
+    fn parse(line: &str) -> Option<Progress> {
+        let rest = line.strip_prefix("graded training: step ")?;
+        let (step, rest) = rest.split_once(" of at most ")?;
+        let (steps, rest) = rest.split_once(", eval loss ")?;
+        let (loss, rest) = rest.split_once(" (bar ")?;
+        Some(Progress {
+            step: step.parse().ok()?,
+            steps: steps.parse().ok()?,
+            eval_loss: loss.parse().ok()?,
+            bar: rest.strip_suffix(')')?.parse().ok()?,
+        })
+    }
+
+    /// "step 1250 of at most 4000, eval loss 2.012 (bar 1.9), 21 s so far, at most 47 s more".
+    fn describe(&self, start: Instant) -> String {
+        let elapsed = start.elapsed().as_secs_f64();
+        let more = elapsed / self.step.max(1) as f64 * self.steps.saturating_sub(self.step) as f64;
+        format!(
+            "step {} of at most {}, eval loss {:.3} (bar {}), {elapsed:.0} s so far, at most {more:.0} s more",
+            self.step, self.steps, self.eval_loss, self.bar
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_are_read_and_others_ignored() {
+        assert_eq!(
+            Progress::parse("graded training: step 250 of at most 4000, eval loss 2.370 (bar 1.9)"),
+            Some(Progress {
+                step: 250,
+                steps: 4000,
+                eval_loss: 2.37,
+                bar: 1.9
+            })
+        );
+        assert_eq!(Progress::parse("step 250: train loss 2.4"), None);
+    }
+}
