@@ -93,7 +93,11 @@ pub fn build(root: &Path, args: &[&str]) -> anyhow::Result<Built> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot run cargo ({e}): is Rust installed and on PATH?"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run cargo ({e}): is Rust installed and on PATH? (`cargo xtask doctor` checks this machine)"
+            )
+        })?;
     let stderr = child.stderr.take().expect("piped");
     let progress = std::thread::spawn(move || show_progress(stderr));
     let mut executable = None;

@@ -54,7 +54,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let root = xtask::workspace_root();
     // Fetch the corpus here, where its progress bar and any error reach the terminal, rather
     // than inside a check.
-    kit::corpus::load()?;
+    kit::corpus::load()
+        .map_err(|e| anyhow::anyhow!("{e}\n(`cargo xtask doctor` checks this machine)"))?;
     let graded = if args.solutions {
         "the reference solutions"
     } else {
@@ -263,7 +264,8 @@ fn report_errors(errors: &[Diagnostic]) -> Vec<String> {
     }
     if files.is_empty() {
         println!(
-            "  {} the checks could not be built: cargo's message is above",
+            "  {} the checks could not be built: cargo's message is above \
+             (`cargo xtask doctor` checks this machine)",
             style::bad("✗")
         );
         files.push("the workbook".into());

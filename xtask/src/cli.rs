@@ -38,6 +38,8 @@ pub enum Command {
     Reset(ResetArgs),
     /// Show how your exercise file differs from the reference solution.
     Solution(SolutionArgs),
+    /// Say whether this machine is ready: Rust, cores, CPU, corpus, disk, build, colour.
+    Doctor,
     /// For maintainers: how many broken reference solutions the checks catch (cargo-mutants).
     Mutants(MutantsArgs),
 }

@@ -1,13 +1,14 @@
 //! `cargo xtask`: the workbook's command line. A thin dispatcher; each command is a module.
 //!
 //! This binary never links the learner's code, so `hint`, `status`, `reset`, `solution`,
-//! `data`, `watch` and `help` work while an exercise does not compile. `check` builds the
+//! `data`, `watch`, `doctor` and `help` work while an exercise does not compile. `check` builds the
 //! checks with an inner cargo, and `train`, `generate`, `attention` and `bench` run in the
 //! `runner` binary (see `models`).
 
 mod cargo;
 mod check;
 mod data;
+mod doctor;
 mod hint;
 mod interrupt;
 mod models;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(args),
         Command::Reset(args) => reset::reset(args),
         Command::Solution(args) => reset::solution(args),
+        Command::Doctor => doctor::run(),
         Command::Mutants(args) => mutants::run(args),
     };
     match result {

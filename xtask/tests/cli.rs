@@ -150,6 +150,24 @@ fn edges_are_answered_in_the_workbooks_words() {
 }
 
 #[test]
+fn doctor_reports_each_fact_of_this_machine() {
+    let state = tempfile::tempdir().unwrap();
+    let (code, text) = xtask(&["doctor"], state.path());
+    assert!(code == 0 || text.contains("CPU: neither"), "{text}");
+    insta::with_settings!({
+        filters => vec![
+            (r"rustc \S+ \([^)]*\)", "rustc [VERSION]"),
+            (r"\d+ core\(s\)", "[N] core(s)"),
+            (r"CPU: .*", "CPU: [KIND]"),
+            (r"corpus: \S+ \((found through MINIGPT_CORPUS|the workbook's own copy)\)", "corpus: [PATH] ([WHERE])"),
+            (r"disk: \d+ GB free", "disk: [N] GB free"),
+        ],
+    }, {
+        insta::assert_snapshot!("doctor", text);
+    });
+}
+
+#[test]
 fn a_truncated_corpus_is_refused_with_what_to_do() {
     let state = tempfile::tempdir().unwrap();
     let (real, _) = kit::corpus::configured_path().expect("the corpus");
@@ -192,6 +210,7 @@ fn every_command_has_help() {
         "reset",
         "solution",
         "watch",
+        "doctor",
         "mutants",
     ] {
         let (code, text) = xtask(&[cmd, "--help"], state.path());
