@@ -256,6 +256,36 @@ fn generate_samples_from_the_last_position() {
     }
 }
 
+#[test]
+fn forward_refuses_more_positions_than_block_size() {
+    let (model, _) = minigpt(SMALL, 12);
+    let t = SMALL.block_size + 1;
+    let x = Tensor::from_vec(ids(1, t, SMALL.vocab_size).concat(), (1, t), &device())
+        .expect("token ids");
+    if let Ok(y) = model.forward(&x) {
+        panic!(
+            "MiniGPT::forward accepted {t} positions with block_size {} and returned shape {:?}: \
+             there are position embeddings for block_size positions only, so refuse a longer \
+             input with an error",
+            SMALL.block_size,
+            y.dims()
+        );
+    }
+}
+
+#[test]
+fn generate_refuses_an_empty_prompt() {
+    let (model, _) = minigpt(SMALL, 13);
+    let refused = within(Duration::from_secs(60), "MiniGPT::generate", move || {
+        model.generate(&mut Sampler::new(0), &[], 5).is_err()
+    });
+    assert!(
+        refused,
+        "generate(&[], …) returned tokens: an empty prompt has no last position to sample \
+         from; return an error"
+    );
+}
+
 /// The challenge's graded Task 1: Adam 1e-3, 4 layers, batch 16, block 32, 4 heads, hidden 128,
 /// at most 4000 steps. Every 250 steps the mean loss over 100 random eval batches is measured;
 /// the check passes at the first one below 1.9.

@@ -116,7 +116,8 @@ impl MiniGPT {
     }
 
     /// Appends `max_new_tokens` sampled tokens to `prompt`. Each step feeds the model the last
-    /// `block_size` tokens at most and samples from the logits of the last position.
+    /// `block_size` tokens at most and samples from the logits of the last position. An empty
+    /// prompt is an error: it has no last position to sample from.
     pub fn generate(
         &self,
         sampler: &mut Sampler,

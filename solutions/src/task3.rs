@@ -10,15 +10,18 @@
 //!
 //! 1. project: `q`, `k`, `v` = Dense(C → n·h) without bias, each (b, t, n·h);
 //! 2. split the heads: (b, t, (n h)) → (b, n, t, h), with `einops!`;
-//! 3. scores: `einsum!("b n t h, b n s h -> b n t s", ...)`, divided by √h;
-//! 4. causal mask and softmax over `s` (you wrote both in Task 2; here
-//!    `kit::ops::causal_softmax(&scores, scale)` does both, and the scaling, in one fused op);
+//! 3. scores: `einsum!("b n t h, b n s h -> b n t s", ...)`, not yet scaled;
+//! 4. scale by 1/√h, causal mask and softmax over `s`: you wrote all three in Task 2, and here
+//!    `kit::ops::causal_softmax(&scores, 1.0 / √h)` does them in one fused op. It applies the
+//!    scale itself: divide the scores yourself as well and they are scaled twice;
 //! 5. weighted sum: `einsum!("b n t s, b n s h -> b n t h", ...)`;
 //! 6. merge the heads: (b, n, t, h) → (b, t, (n h)), then the output Dense(n·h → n·h) with a bias.
+//!    Merging needs no braces: the macro knows n and h from the input's shape.
 //!
 //! `candle_einops::{einops, einsum}` are macros: the equation is checked when you compile, and
 //! each returns `candle_core::Result<Tensor>`. Sizes that the macro cannot infer go in braces,
-//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`. A rearrangement returns a strided
+//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`; braces on the left of a merge,
+//! `"b {heads} t h -> ..."`, are a compile error ("Unrecognized charater"). A rearrangement returns a strided
 //! view; candle's matrix product wants contiguous operands, so follow it with `.contiguous()?`.
 //!
 //! Check your work with `cargo xtask check task3`, and measure the speed-up with
