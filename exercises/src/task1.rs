@@ -37,9 +37,9 @@ impl MultiHeadAttention {
     /// Heads named `heads.0`, `heads.1`, ...; the output layer `proj`:
     /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias.
     pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
-        // TODO: build num_heads `AttentionHead::new(hidden, head_dim, ...)` named heads.0, heads.1, ...
-        // (`vb.pp(format!("heads.{i}"))`), and `dense(width, width, vb.pp("proj"))` with
-        // width = num_heads * head_dim.
+        // TODO: num_heads attention heads from hidden to head_dim, named heads.0, heads.1, ...,
+        // then a dense layer named proj from width to width, width = num_heads · head_dim. The
+        // doc comment above names the parameters that the parameter-table check compares.
         todo!(
             "MultiHeadAttention::new: {num_heads} heads of {head_dim} dimensions, then the proj layer"
         )
@@ -50,8 +50,8 @@ impl Module for MultiHeadAttention {
     /// # Shapes
     /// (B, T, C) → (B, T, num_heads·head_dim)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // TODO: run every head on xs, each giving (B, T, head_dim); concatenate them on the last
-        // dimension (`Tensor::cat(&outs, D::Minus1)`) and apply proj.
+        // TODO: run every head on xs, each giving (B, T, head_dim); join them along the feature
+        // dimension, head 0 first, into (B, T, num_heads · head_dim), and apply proj.
         todo!(
             "MultiHeadAttention::forward: run each head, concatenate on the last dimension, apply proj"
         )
@@ -69,8 +69,8 @@ pub struct DecoderBlock {
 impl DecoderBlock {
     /// Parts named `ln_1`, `attn`, `ln_2`, `mlp`; each head has hidden / num_heads dimensions.
     pub fn new(hidden: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
-        // TODO: LayerNorm::new(hidden, ...) for ln_1 and ln_2, a MultiHeadAttention whose heads have
-        // hidden / num_heads dimensions for attn, and FeedForward::new(hidden, ...) for mlp.
+        // TODO: ln_1 and ln_2, LayerNorms over hidden; attn, num_heads heads of hidden / num_heads
+        // dimensions each; mlp, the given feed-forward layer over hidden.
         todo!(
             "DecoderBlock::new: ln_1, attn, ln_2 and mlp for hidden size {hidden} and {num_heads} heads"
         )
@@ -81,8 +81,8 @@ impl Module for DecoderBlock {
     /// # Shapes
     /// (B, T, C) → (B, T, C)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // TODO: pre-norm residuals. First x + attn(ln_1(x)), then, on that result, x + mlp(ln_2(x)).
-        // Tensors add with `(&a + &b)?` or `a.add(&b)?`.
+        // TODO: pre-norm residuals. First x + attn(ln_1(x)), then, on that result, x + mlp(ln_2(x)):
+        // each sub-layer sees a normalised input, and its output is added to the x it was given.
         todo!("DecoderBlock::forward: x + attn(ln_1(x)), then x + mlp(ln_2(x))")
     }
 }
@@ -102,9 +102,9 @@ impl MiniGPT {
     /// Parts named `wte` (vocab_size × C), `wpe` (block_size × C), `h.0`, `h.1`, ... (the
     /// blocks), `ln_f` and `lm_head` (Dense C → vocab_size, with a bias).
     pub fn new(config: GptConfig, vb: VarBuilder) -> Result<Self> {
-        // TODO: wte = embedding(vocab_size, hidden), wpe = embedding(block_size, hidden),
-        // num_layers DecoderBlocks named h.0, h.1, ..., ln_f = LayerNorm(hidden), and
-        // lm_head = dense(hidden, vocab_size). Keep `config` in the struct.
+        // TODO: wte, a token embedding (vocab_size × hidden); wpe, a position embedding
+        // (block_size × hidden); num_layers blocks named h.0, h.1, ...; ln_f, a LayerNorm; and
+        // lm_head, a dense layer from hidden to vocab_size. Keep `config` in the struct.
         todo!(
             "MiniGPT::new: wte, wpe, {} blocks named h.i, ln_f and lm_head",
             config.num_layers
@@ -124,10 +124,10 @@ impl MiniGPT {
         prompt: &[u32],
         max_new_tokens: usize,
     ) -> Result<Vec<u32>> {
-        // TODO: start from the prompt; max_new_tokens times: take the last block_size tokens at most
-        // (the model has no position embedding beyond that), run the model on them as a (1, T)
-        // tensor, take the logits of the last position, `logits.i((0, T - 1))?`, draw the next token
-        // with `sampler.sample(&last)?` and append it. Return prompt + the new tokens.
+        // TODO: refuse an empty prompt. max_new_tokens times: run the model on the last
+        // block_size tokens at most (it has no position embedding beyond that) as a batch of one,
+        // (1, T); draw the next token with the sampler from the logits of the last position, a
+        // (vocab_size) vector, and append it. Return the prompt followed by the new tokens.
         todo!("MiniGPT::generate: sample max_new_tokens tokens, cropping the context to block_size")
     }
 }
@@ -136,9 +136,9 @@ impl Module for MiniGPT {
     /// # Shapes
     /// (B, T) token ids, T ≤ block_size → (B, T, vocab_size) logits
     fn forward(&self, idx: &Tensor) -> Result<Tensor> {
-        // TODO: (B, T) ids -> token embeddings (B, T, C) plus position embeddings of 0..T, (T, C),
-        // broadcast over the batch (`Tensor::arange(0u32, t as u32, device)`, `broadcast_add`);
-        // then every block in order, ln_f, and lm_head. Refuse T > block_size with an error.
+        // TODO: refuse T > block_size with an error. Then the token embeddings of the ids,
+        // (B, T, C), plus the position embeddings of positions 0..T, (T, C), added to every row of
+        // the batch; every block in order; ln_f; lm_head: (B, T, vocab_size).
         todo!("MiniGPT::forward: embeddings, blocks, ln_f, lm_head: (B, T) -> (B, T, vocab_size)")
     }
 }

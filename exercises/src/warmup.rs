@@ -32,10 +32,10 @@ impl SimpleDecoder {
     /// Greedy generation: starting from `start_token`, append the most likely next token until
     /// the sequence holds `max_length` tokens (the start token included, so at least one).
     pub fn generate(&self, start_token: u32, max_length: usize) -> Result<Vec<u32>> {
-        // TODO: start from [start_token]; while the sequence is shorter than max_length, run the
-        // model on the last token alone, a (1, 1) tensor (`Tensor::new(&[[token]], device)`), and
-        // append the index of the largest logit (`kit::sample::argmax`). The device is
-        // `self.token_embedding.embeddings().device()`.
+        // TODO: greedy decoding. Start from [start_token]; until the sequence holds max_length
+        // tokens, run the model on the last token alone, as a (B, T) = (1, 1) batch of ids, and
+        // append the id whose logit is the largest of the (1, 1, vocab_size) result. kit::sample
+        // has a helper for that; the ids go on the device the embedding table lives on.
         // Example: if row 23 is largest at 46, generate(23, 3) starts [23, 46, ...].
         todo!(
             "SimpleDecoder::generate: greedy decoding, append the argmax of the last token's logits until max_length tokens"
