@@ -172,6 +172,20 @@ pub fn random_tensor(seed: u64, shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape, &device()).expect("random tensor")
 }
 
+/// Moves every parameter away from its initial value by seeded noise in [-0.2, 0.2). At
+/// initialisation every LayerNorm is the identity (scale 1, shift 0) and every bias is 0, so
+/// parts that should differ compute the same thing there (`ln_1` used where `ln_2` belongs, a
+/// bias left out); after this, they do not.
+pub fn move_off_init(params: &SeededVarMap, seed: u64) {
+    for (i, (name, var)) in params.named_vars().into_iter().enumerate() {
+        let noise = (random_tensor(seed.wrapping_add(i as u64), var.dims()) * 0.2)
+            .expect("noise for a parameter");
+        let moved = (var.as_tensor() + noise).expect("a moved parameter");
+        var.set(&moved)
+            .unwrap_or_else(|e| panic!("cannot move {name} off its initial value: {e}"));
+    }
+}
+
 /// How many eval batches [`graded_training`] looks at before going on with an evaluation.
 pub const SCREEN_BATCHES: usize = 10;
 /// How far above the target those batches' mean must be to cut the evaluation short.

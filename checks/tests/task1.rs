@@ -146,6 +146,8 @@ fn parameter_table_matches_the_architecture() {
 #[test]
 fn minigpt_computes_what_the_architecture_says() {
     let (model, params) = minigpt(SMALL, 6);
+    // Norms and biases away from the identity and 0, so that swapped or missing ones show.
+    support::move_off_init(&params, 60);
     let batch = ids(2, SMALL.block_size, SMALL.vocab_size);
     let got = values(&support::logits(&model, &batch));
     let want = reference::minigpt_f64(&params, &SMALL, &batch);
@@ -155,7 +157,7 @@ fn minigpt_computes_what_the_architecture_says() {
         "MiniGPT's logits differ from the reference computation by {diff:.2e}. It should compute \
          wte(ids) + wpe(0..T), then for each block x + attn(ln_1(x)) and x + mlp(ln_2(x)), then \
          lm_head(ln_f(x)). Look for a missing position embedding, a norm after instead of before \
-         a sub-layer, or a missing residual."
+         a sub-layer, ln_1 and ln_2 swapped, or a missing residual."
     );
 }
 
