@@ -21,8 +21,60 @@ fn mha(c: usize, heads: usize, d: usize, seed: u64) -> (MultiHeadAttention, Seed
     (m, params)
 }
 
-/// Per-head reference: head h gets rows h·d..(h+1)·d of each fused (n·d, C) projection.
-fn per_head_reference(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize) -> Vec<f64> {
+/// How the per-head computation is done: the right way, or the way of a known mistake.
+#[derive(Clone, Copy, Default)]
+struct Way {
+    /// The scores are divided by head_dim to this power: ½ is right, 1 scales twice, 0 never.
+    scale_power: f64,
+    /// Head i takes rows i, i + n, i + 2n, ... of each projection: split as `(h n)`.
+    split_interleaved: bool,
+    /// The heads are merged as `(h n)`: feature j of head i lands in column j·n + i.
+    merge_interleaved: bool,
+}
+
+const RIGHT: Way = Way {
+    scale_power: 0.5,
+    split_interleaved: false,
+    merge_interleaved: false,
+};
+
+/// Known mistakes, each with what to tell the learner whose output matches it.
+const MISTAKES: [(Way, &str); 4] = [
+    (
+        Way {
+            scale_power: 1.0,
+            ..RIGHT
+        },
+        "it matches scores scaled by 1/head_dim instead of 1/√head_dim: kit::ops::causal_softmax \
+         applies the scale you pass it, so pass 1/√h and do not divide the scores yourself as well",
+    ),
+    (
+        Way {
+            scale_power: 0.0,
+            ..RIGHT
+        },
+        "it matches scores that are not scaled: pass 1/√h as causal_softmax's scale",
+    ),
+    (
+        Way {
+            split_interleaved: true,
+            ..RIGHT
+        },
+        "it matches heads split as (h n): head i owns columns i·head_dim..(i+1)·head_dim, so \
+         split with \"b t (n h) -> b n t h\"",
+    ),
+    (
+        Way {
+            merge_interleaved: true,
+            ..RIGHT
+        },
+        "it matches heads merged as (h n): merge in the order of the split, \"b n t h -> b t (n h)\"",
+    ),
+];
+
+/// Per-head computation: head h gets rows h·d..(h+1)·d of each fused (n·d, C) projection,
+/// unless `way` says otherwise.
+fn per_head(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize, way: Way) -> Vec<f64> {
     let (b, t, c) = x.dims3().unwrap();
     let xv = values(x);
     let (wq, wk, wv) = (
@@ -30,22 +82,40 @@ fn per_head_reference(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize)
         param(params, "key.weight"),
         param(params, "value.weight"),
     );
+    let rows = |w: &[f64], h: usize| -> Vec<f64> {
+        if way.split_interleaved {
+            (0..d)
+                .flat_map(|j| w[(j * heads + h) * c..(j * heads + h + 1) * c].to_vec())
+                .collect()
+        } else {
+            reference::head_rows(w, h, d, c)
+        }
+    };
     let outs: Vec<Vec<f64>> = (0..heads)
         .map(|h| {
-            let s = |w: &[f64]| reference::head_rows(w, h, d, c);
             reference::attention_head_f64(
                 &xv,
                 b,
                 t,
-                &s(&wq),
-                &s(&wk),
-                &s(&wv),
+                &rows(&wq, h),
+                &rows(&wk, h),
+                &rows(&wv, h),
                 d,
-                1.0 / (d as f64).sqrt(),
+                1.0 / (d as f64).powf(way.scale_power),
             )
         })
         .collect();
-    let cat = reference::concat_heads(&outs, b * t, d);
+    let cat = if way.merge_interleaved {
+        (0..b * t)
+            .flat_map(|r| {
+                (0..d)
+                    .flat_map(|j| outs.iter().map(|o| o[r * d + j]).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    } else {
+        reference::concat_heads(&outs, b * t, d)
+    };
     reference::dense_f64(
         &cat,
         b * t,
@@ -53,6 +123,28 @@ fn per_head_reference(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize)
         Some(&param(params, "proj.bias")),
         heads * d,
     )
+}
+
+/// Per-head reference: the right way.
+fn per_head_reference(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize) -> Vec<f64> {
+    per_head(params, x, heads, d, RIGHT)
+}
+
+/// What an output that differs from the reference matches, if it is a known mistake (on a
+/// small input, more than one can).
+fn diagnosis(got: &[f64], params: &SeededVarMap, x: &Tensor, heads: usize, d: usize) -> String {
+    let matches: Vec<&str> = MISTAKES
+        .iter()
+        .filter(|(way, _)| max_abs_diff(got, &per_head(params, x, heads, d, *way)) < 1e-5)
+        .map(|(_, says)| *says)
+        .collect();
+    if matches.is_empty() {
+        "check that head i uses columns i·head_dim..(i+1)·head_dim of each projection, that the \
+         heads are merged back in the same order, (b, t, (n h)), and the mask and scale"
+            .into()
+    } else {
+        matches.join("; or ")
+    }
 }
 
 #[test]
@@ -75,14 +167,15 @@ fn output_has_shape_b_t_heads_times_head_dim() {
 fn equals_per_head_attention_in_the_challenges_case() {
     // The challenge's TestMultiHeadEinsum: head_dim 4, 2 heads, batch 1, T 2 (C 8 here).
     let (m, params) = mha(8, 2, 4, 3);
+    // Biases away from 0, so that a missing one shows.
+    support::move_off_init(&params, 30);
     let x = support::random_tensor(4, &[1, 2, 8]);
-    let diff = max_abs_diff(
-        &values(&m.forward(&x).expect("forward")),
-        &per_head_reference(&params, &x, 2, 4),
-    );
+    let got = values(&m.forward(&x).expect("forward"));
+    let diff = max_abs_diff(&got, &per_head_reference(&params, &x, 2, 4));
     assert!(
         diff < 1e-5,
-        "einsum attention differs from the per-head computation by {diff:.2e}"
+        "einsum attention differs from the per-head computation by {diff:.2e}: {}",
+        diagnosis(&got, &params, &x, 2, 4)
     );
 }
 
@@ -136,10 +229,8 @@ proptest! {
         let got = values(&m.forward(&x).expect("MultiHeadAttention::forward"));
         let diff = max_abs_diff(&got, &per_head_reference(&params, &x, heads, d));
         prop_assert!(diff < 1e-5,
-            "einsum attention (input shape [{b}, {t}, {c}], {heads} heads of head_dim {d}) differs from the per-head \
-             computation by {diff:.2e}. Check that head i uses columns i·head_dim..(i+1)·head_dim of \
-             each projection, that the heads are merged back in the same order, (b, t, (n h)), and \
-             the mask and scale");
+            "einsum attention (input shape [{b}, {t}, {c}], {heads} head(s) of head_dim {d}) differs \
+             from the per-head computation by {diff:.2e}: {}", diagnosis(&got, &params, &x, heads, d));
     }
 }
 
