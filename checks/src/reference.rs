@@ -144,6 +144,39 @@ pub fn minigpt_f64(params: &SeededVarMap, cfg: &GptConfig, ids: &[Vec<u32>]) -> 
 /// Receives `(layer, head, batch, weights)` from [`minigpt_f64_traced`].
 pub type WeightsSink<'a> = dyn FnMut(usize, usize, usize, &[f64]) + 'a;
 
+/// What one block of [`minigpt_f64`] computes, stage by stage, each (B·T, C).
+#[derive(Debug, Clone)]
+pub struct BlockStages {
+    /// The block's input x.
+    pub input: Vec<f64>,
+    /// ln_1(x).
+    pub ln_1: Vec<f64>,
+    /// attn(ln_1(x)): the heads concatenated, then proj.
+    pub attn: Vec<f64>,
+    /// x + attn(ln_1(x)).
+    pub after_attn: Vec<f64>,
+    /// The block's output: that, plus mlp(ln_2(that)).
+    pub output: Vec<f64>,
+}
+
+/// Every block's stages in [`minigpt_f64`] on `ids`, in order.
+pub fn minigpt_block_stages(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    ids: &[Vec<u32>],
+) -> Vec<BlockStages> {
+    let mut stages = Vec::new();
+    minigpt_f64_staged(
+        params,
+        cfg,
+        ids,
+        HeadLayout::PerHead,
+        &mut |_, _, _, _| {},
+        &mut |s| stages.push(s),
+    );
+    stages
+}
+
 /// [`minigpt_f64`], calling `on_weights(layer, head, batch, weights)` with every head's (T, T)
 /// attention weights on the way.
 pub fn minigpt_f64_traced(
@@ -152,6 +185,17 @@ pub fn minigpt_f64_traced(
     ids: &[Vec<u32>],
     layout: HeadLayout,
     on_weights: &mut WeightsSink,
+) -> Vec<f64> {
+    minigpt_f64_staged(params, cfg, ids, layout, on_weights, &mut |_| {})
+}
+
+fn minigpt_f64_staged(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    ids: &[Vec<u32>],
+    layout: HeadLayout,
+    on_weights: &mut WeightsSink,
+    on_block: &mut dyn FnMut(BlockStages),
 ) -> Vec<f64> {
     let (b, t, c) = (ids.len(), ids[0].len(), cfg.hidden);
     let (n, d) = (cfg.num_heads, cfg.head_dim());
@@ -209,15 +253,21 @@ pub fn minigpt_f64_traced(
                 out
             })
             .collect();
-        x = add(
-            &x,
-            &dense(&concat_heads(&heads, b * t, d), "attn.proj", n * d),
-        );
-        let up: Vec<f64> = dense(&norm(&x, "ln_2"), "mlp.fc", 4 * c)
+        let attn = dense(&concat_heads(&heads, b * t, d), "attn.proj", n * d);
+        let after_attn = add(&x, &attn);
+        let up: Vec<f64> = dense(&norm(&after_attn, "ln_2"), "mlp.fc", 4 * c)
             .into_iter()
             .map(|v| v.max(0.0))
             .collect();
-        x = add(&x, &dense(&up, "mlp.proj", c));
+        let output = add(&after_attn, &dense(&up, "mlp.proj", c));
+        on_block(BlockStages {
+            input: x,
+            ln_1: h,
+            attn,
+            after_attn,
+            output: output.clone(),
+        });
+        x = output;
     }
     let h = layer_norm_f64(&x, c, &p("ln_f.weight"), &p("ln_f.bias"));
     dense_f64(
