@@ -628,3 +628,62 @@ fn progress_moves_out_of_target_on_first_use() {
         "the old folder is moved to .minigpt/, not copied"
     );
 }
+
+/// Learner-like mistakes from xtask/mutants.toml, each written into the learner's file: the
+/// first failing check's message names what went wrong, not only that something did.
+#[test]
+fn a_mistake_gets_a_headline_that_names_it() {
+    #[derive(serde::Deserialize)]
+    struct Mistake {
+        task: String,
+        name: String,
+        edits: Vec<(String, String)>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Mistakes {
+        mistake: Vec<Mistake>,
+    }
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let all: Mistakes = toml::from_str(&book.read("xtask/mutants.toml")).unwrap();
+    let mut shown = String::new();
+    for name in [
+        "ln_2 before the attention and ln_1 before the feed-forward layer",
+        "no position embeddings",
+        "mask off by one: a position sees one step ahead",
+        "softmax over the query axis instead of the key axis",
+        "heads merged in the wrong order",
+        "scores scaled twice: divided by √h, then by causal_softmax's scale too",
+    ] {
+        let m = all
+            .mistake
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("xtask/mutants.toml has no mistake `{name}`"));
+        let mut source = book.solution(&m.task);
+        for (find, replace) in &m.edits {
+            source = source.replace(find, replace);
+        }
+        book.write_exercise(&m.task, &source);
+        let (code, out) = book.run(state.path(), &["check", &m.task]);
+        book.write_exercise(&m.task, &book.stub(&m.task));
+        assert_eq!(code, 1, "{out}");
+        // The first ✗ and the first line of its message.
+        let first = out
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("✗ "))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        shown.push_str(&format!("{} / {name}:\n{first}\n\n", m.task));
+    }
+    insta::with_settings!({
+        filters => vec![
+            (r"by [0-9.]+e-?[0-9]+", "by [DIFF]"),
+            (r"batch row \d+, position \d+", "batch row [B], position [T]"),
+        ],
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!("learner_mistake_headlines", shown);
+    });
+}
