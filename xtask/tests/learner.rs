@@ -165,6 +165,8 @@ fn snapshot(name: &str, text: &str) {
             (r"\(\d+\.\d+ s\)", "([TIME])"),
             // A property's smallest failing case has a random seed.
             (r"by [0-9.e+-]+ for input shape \[1, 2, 1\]", "by [DIFF] for input shape [1, 2, 1]"),
+            // Where in the checks a failure is reported moves as the checks are edited.
+            (r"(checks/tests/\w+\.rs):\d+", "$1:[LINE]"),
             // The inner cargo's progress depends on what was built before.
             (r"(?m)^ +(Compiling|Blocking) .*\n", ""),
         ],
