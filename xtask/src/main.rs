@@ -25,7 +25,19 @@ use xtask::style;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    interrupt::install();
+    // Commands that wait on cargo or on checks turn Ctrl-C into a clean stop; the others (a
+    // question from `reset`, say) keep the terminal's usual Ctrl-C.
+    if matches!(
+        cli.command,
+        Command::Check(_)
+            | Command::Watch(_)
+            | Command::Train(_)
+            | Command::Generate(_)
+            | Command::Attention(_)
+            | Command::Bench(_)
+    ) {
+        interrupt::install();
+    }
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Data(args) => data::run(args),
