@@ -8,7 +8,7 @@ use crate::support::param;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
-use kit::{GptConfig, SeededVarMap};
+use kit::{GptConfig, Sampler, SeededVarMap};
 
 /// `y = x Wᵀ + b` for `rows` rows of `x` (rows × n_in), `w` (n_out × n_in).
 pub fn dense_f64(x: &[f64], rows: usize, w: &[f64], b: Option<&[f64]>, n_out: usize) -> Vec<f64> {
@@ -314,6 +314,26 @@ impl<A: Module> RefGpt<A> {
             ln_f: LayerNorm::new(c, vb.pp("ln_f"))?,
             lm_head: dense(c, cfg.vocab_size, vb.pp("lm_head"))?,
         })
+    }
+}
+
+impl<A: Module> RefGpt<A> {
+    /// `prompt` followed by `n` tokens drawn by `sampler`, each from the logits of the last
+    /// position given at most the last block_size tokens.
+    pub fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            candle_core::bail!("an empty prompt has no last position to sample from")
+        }
+        let positions = self.wpe.embeddings().dim(0)?;
+        let mut tokens = prompt.to_vec();
+        while tokens.len() < prompt.len() + n {
+            let start = tokens.len().saturating_sub(positions);
+            let window = Tensor::new(&tokens[start..], self.wpe.embeddings().device())?;
+            let logits = self.forward(&window.unsqueeze(0)?)?.squeeze(0)?; // (T, V)
+            let next = logits.get(logits.dim(0)? - 1)?;
+            tokens.push(sampler.sample(&next)?);
+        }
+        Ok(tokens)
     }
 }
 

@@ -71,7 +71,7 @@ impl Adam {
             };
             slot.var.as_tensor().inplace_op2(&g, &update)
         };
-        ops::on_pool(|| self.slots.par_iter_mut().try_for_each(update))
+        ops::pool::on_pool(|| self.slots.par_iter_mut().try_for_each(update))
     }
 }
 

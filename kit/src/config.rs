@@ -1,5 +1,6 @@
 //! The sizes of a MiniGPT, and the challenge's graded settings.
 
+use crate::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 /// The sizes that define a MiniGPT.
@@ -18,12 +19,13 @@ pub struct GptConfig {
 }
 
 impl GptConfig {
-    /// The model of the challenge's graded Task 1: 4 layers, 4 heads, hidden 128, block 32.
+    /// The model of the challenge's graded Task 1: 4 layers, 4 heads, hidden 128, and the
+    /// graded training's block size.
     pub const fn graded(vocab_size: usize) -> Self {
         Self {
             vocab_size,
             hidden: 128,
-            block_size: 32,
+            block_size: TrainConfig::task1().block_size,
             num_layers: 4,
             num_heads: 4,
         }

@@ -5,6 +5,7 @@
 //! from [`CORPUS_URL`], verifies its sha256 and writes it atomically: a crash or a bad download
 //! never leaves a half-written file behind.
 
+use crate::files::{AtomicFile, WriteError, write_atomically};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -64,11 +65,8 @@ pub enum CorpusError {
     )]
     EnvPathMissing { path: PathBuf },
 
-    #[error("cannot write the corpus to {}", path.display())]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot install the corpus: {0}")]
+    Write(#[from] WriteError),
 }
 
 /// The workbook's own copy: `data/tinyshakespeare/input.txt` (git-ignored).
@@ -158,7 +156,7 @@ pub fn install_from(src: &Path, dest: &Path, expected_sha256: &str) -> Result<()
         },
         other => other,
     })?;
-    write_atomically(dest, text.as_bytes())
+    Ok(write_atomically(dest, text.as_bytes())?)
 }
 
 /// Downloads `url` into `dest`, verifying the sha256 before the file appears at `dest`.
@@ -182,22 +180,8 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
-    let dir = parent_dir(dest);
-    std::fs::create_dir_all(&dir).map_err(|source| CorpusError::Write {
-        path: dest.to_path_buf(),
-        source,
-    })?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".download-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|source| CorpusError::Write {
-            path: dest.to_path_buf(),
-            source,
-        })?;
-
-    let bar = crate::train::progress_bar(total.unwrap_or(CORPUS_LEN), "downloading", true);
-    bar.set_style(crate::train::bytes_style());
+    let mut file = AtomicFile::create(dest)?;
+    let bar = crate::progress::bytes(total.unwrap_or(CORPUS_LEN), "downloading");
     let mut hasher = Sha256::new();
     let mut reader = response.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];
@@ -208,11 +192,8 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
             break;
         }
         hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .map_err(|source| CorpusError::Write {
-                path: dest.to_path_buf(),
-                source,
-            })?;
+        file.write_all(&buf[..n])
+            .map_err(|source| WriteError::new(dest, source))?;
         received += n as u64;
         bar.set_position(received);
     }
@@ -226,7 +207,7 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
     }
     let found = hex(&hasher.finalize());
     if found != expected_sha256 {
-        // `tmp` is deleted when dropped: the bad download is not kept.
+        // `file` is deleted when dropped: the bad download is not kept.
         return Err(checksum_error(
             format!("the download from {url}"),
             expected_sha256,
@@ -235,61 +216,8 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
             "; the bad download was deleted".to_string(),
         ));
     }
-    finish(tmp.as_file()).map_err(|source| CorpusError::Write {
-        path: dest.to_path_buf(),
-        source,
-    })?;
-    tmp.persist(dest).map_err(|e| CorpusError::Write {
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
+    file.commit()?;
     Ok(())
-}
-
-/// Writes `bytes` to `dest` through a temporary file in the same folder and a rename, so that
-/// `dest` holds either its old content or the new one, never a mix.
-pub fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<(), CorpusError> {
-    write_atomically_with(dest, |tmp| std::fs::write(tmp, bytes))
-}
-
-/// Like [`write_atomically`], for writers that want a path: `write` fills the temporary file
-/// at the path it is given, which then replaces `dest` in one rename. If the process dies
-/// before the rename, `dest` keeps its old content (and a `.write-*.part` file may be left
-/// beside it).
-pub fn write_atomically_with(
-    dest: &Path,
-    write: impl FnOnce(&Path) -> std::io::Result<()>,
-) -> Result<(), CorpusError> {
-    let err = |source| CorpusError::Write {
-        path: dest.to_path_buf(),
-        source,
-    };
-    let dir = parent_dir(dest);
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".write-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(err)?;
-    write(tmp.path()).map_err(err)?;
-    // Through the path, not our handle: some writers (safetensors) replace the file they are
-    // given by a rename of their own.
-    std::fs::File::open(tmp.path())
-        .and_then(|file| finish(&file))
-        .map_err(err)?;
-    tmp.persist(dest).map_err(|e| err(e.error))?;
-    Ok(())
-}
-
-/// Flushes a finished temporary file to disk and gives it the usual permissions (temporary
-/// files start private to their owner).
-pub fn finish(file: &std::fs::File) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    file.sync_all()
 }
 
 /// Lower-case hex sha256 of `bytes`.
@@ -302,13 +230,6 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 fn checksum_error(

@@ -40,21 +40,6 @@ impl Dataset {
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.vocab_size()
     }
-
-    /// One of the two splits by name.
-    pub fn split(&self, which: Split) -> &[u32] {
-        match which {
-            Split::Train => &self.train,
-            Split::Eval => &self.eval,
-        }
-    }
-}
-
-/// Which part of the corpus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Eval,
 }
 
 /// The first 90% of `tokens` and the rest (the challenge's `int(0.9 * len)`).
@@ -154,20 +139,6 @@ impl Batch {
             })
             .collect()
     }
-}
-
-/// The challenge's `get_batch`: `x`, `y` of shape (batch_size, block_size) with
-/// `y[i][j] == x[i][j + 1]`.
-pub fn get_batch<R: Rng + ?Sized>(
-    rng: &mut R,
-    data: &[u32],
-    batch_size: usize,
-    block_size: usize,
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    Batch::sample(rng, data, batch_size, block_size)
-        .map_err(candle_core::Error::wrap)?
-        .to_tensors(device)
 }
 
 #[cfg(test)]

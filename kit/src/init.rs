@@ -174,51 +174,24 @@ mod tests {
 
     #[test]
     fn weights_do_not_depend_on_build_order() {
-        let a = SeededVarMap::new(3);
-        let vb = a.var_builder(&Device::Cpu);
-        let x1 = vb
-            .get_with_hints(
-                5,
-                "x",
-                Init::Randn {
-                    mean: 0.,
-                    stdev: 1.,
-                },
-            )
-            .unwrap();
-        let _ = vb
-            .get_with_hints(
-                5,
-                "y",
-                Init::Randn {
-                    mean: 0.,
-                    stdev: 1.,
-                },
-            )
-            .unwrap();
-        let b = SeededVarMap::new(3);
-        let vb = b.var_builder(&Device::Cpu);
-        let _ = vb
-            .get_with_hints(
-                5,
-                "y",
-                Init::Randn {
-                    mean: 0.,
-                    stdev: 1.,
-                },
-            )
-            .unwrap();
-        let x2 = vb
-            .get_with_hints(
-                5,
-                "x",
-                Init::Randn {
-                    mean: 0.,
-                    stdev: 1.,
-                },
-            )
-            .unwrap();
-        assert_eq!(x1.to_vec1::<f32>().unwrap(), x2.to_vec1::<f32>().unwrap());
+        let standard = Init::Randn {
+            mean: 0.,
+            stdev: 1.,
+        };
+        // Draws the variables named in `order` from a fresh map of seed 3; returns "x".
+        let x_after = |order: &[&str]| {
+            let map = SeededVarMap::new(3);
+            let vb = map.var_builder(&Device::Cpu);
+            let mut x = None;
+            for &name in order {
+                let v = vb.get_with_hints(5, name, standard).unwrap();
+                if name == "x" {
+                    x = Some(v.to_vec1::<f32>().unwrap());
+                }
+            }
+            x.unwrap()
+        };
+        assert_eq!(x_after(&["x", "y"]), x_after(&["y", "x"]));
     }
 
     #[test]

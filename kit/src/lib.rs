@@ -7,10 +7,12 @@
 //! - [`init`]: parameters drawn from a seeded generator, so a run can be repeated exactly;
 //! - [`nn`]: the layers a task uses but does not write (dense, embedding, LayerNorm,
 //!   feed-forward, the Task 1 attention head);
-//! - [`ops`]: fused LayerNorm, causal softmax and cross-entropy with analytic backward passes;
+//! - [`ops`]: what those layers compute, each op fused with an analytic backward pass (LayerNorm,
+//!   causal softmax, cross-entropy, dense, causal attention) beside its composed twin;
 //! - [`adam`]: plain Adam, fused into one in-place pass per parameter;
-//! - [`train`]: the training loop and the evaluation loss;
-//! - [`sample`]: drawing the next token from logits.
+//! - [`train`]: the training loop, the evaluation loss and the challenge's graded runs;
+//! - [`sample`]: drawing the next token from logits;
+//! - [`files`] and [`progress`]: saving files whole, and progress bars.
 //!
 //! The layers follow candle's shape: a struct, a constructor that takes its sizes and a
 //! [`candle_nn::VarBuilder`], and `impl Module`.
@@ -19,10 +21,11 @@ pub mod adam;
 pub mod config;
 pub mod corpus;
 pub mod data;
+pub mod files;
 pub mod init;
-mod kernels;
 pub mod nn;
 pub mod ops;
+pub mod progress;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;

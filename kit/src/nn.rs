@@ -126,7 +126,8 @@ impl Module for FeedForward {
 /// One causal self-attention head, given for Task 1 (the challenge's `AttentionTask1`).
 ///
 /// Query, key and value are dense projections without bias, C → head_dim; the attention itself
-/// is [`causal_attention`]. Task 2 asks you to write this maths yourself.
+/// is `softmax(mask(q kᵀ / √head_dim)) v`, where position `t` attends to positions `0..=t`
+/// only, done by [`ops::attention_packed`]. Task 2 asks you to write this maths yourself.
 #[derive(Debug, Clone)]
 pub struct AttentionHead {
     query: Dense,
@@ -148,7 +149,7 @@ impl Module for AttentionHead {
     /// # Shapes
     /// (B, T, C) → (B, T, head_dim)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // q = query(x), k = key(x), v = value(x), then causal_attention(q, k, v). The three
+        // q = query(x), k = key(x), v = value(x), then causal attention over them. The three
         // projections read the same input, so they run as one product with the weights stacked,
         // (3·D, C): one larger product is faster than three small ones.
         let stacked = Tensor::cat(
@@ -159,14 +160,4 @@ impl Module for AttentionHead {
         let d = self.query.weight().dim(0)?;
         ops::attention_packed(&qkv, 1.0 / (d as f64).sqrt()) // (B, T, D)
     }
-}
-
-/// Causal scaled dot-product attention: `softmax(mask(q kᵀ / √D)) v`, where position `t`
-/// attends to positions `0..=t` only.
-///
-/// # Shapes
-/// q, k, v: (..., T, D) → (..., T, D); any leading dimensions (batch, heads).
-pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let d = q.dim(candle_core::D::Minus1)?;
-    ops::attention(q, k, v, 1.0 / (d as f64).sqrt())
 }

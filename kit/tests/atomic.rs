@@ -24,7 +24,7 @@ fn main() {
 
 /// Writes half of the new content into the temporary file, announces its path, then hangs.
 fn child(dest: &Path) {
-    kit::corpus::write_atomically_with(dest, |tmp| {
+    kit::files::write_atomically_with(dest, |tmp| {
         std::fs::write(tmp, vec![b'n'; HALF])?;
         std::fs::write(ready_marker(dest), tmp.as_os_str().as_encoded_bytes())?;
         std::thread::sleep(Duration::from_secs(120));
@@ -79,6 +79,6 @@ fn a_save_killed_midway_leaves_the_previous_file_intact() {
     );
 
     // The next save replaces the file whole.
-    kit::corpus::write_atomically(&dest, b"new checkpoint").unwrap();
+    kit::files::write_atomically(&dest, b"new checkpoint").unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"new checkpoint");
 }

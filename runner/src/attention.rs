@@ -4,12 +4,12 @@
 //! reference code), layer by layer, and drawn as a grid of heatmaps: one row per layer, one
 //! column per head, the prompt's characters on both axes.
 
-use crate::generate;
+use crate::checkpoint;
 use checks::reference::{HeadLayout, minigpt_f64_traced};
 use kit::{GptConfig, SeededVarMap};
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use xtask::cli::AttentionArgs;
+use xtask::cli::{AttentionArgs, TrainTask};
 
 /// `[layer][head]` → (T × T) attention weights, row = query position.
 pub type Maps = Vec<Vec<Vec<f64>>>;
@@ -135,12 +135,12 @@ fn escape_str(s: &str) -> String {
 }
 
 pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
-    let loaded = generate::load(&args.checkpoint)?;
-    let layout = match loaded.meta.task.as_str() {
-        "task1" => HeadLayout::PerHead,
-        "task3" => HeadLayout::Fused,
-        other => anyhow::bail!(
-            "the {other} model has no attention to draw: use a task1 or task3 checkpoint"
+    let loaded = checkpoint::load(&args.checkpoint)?;
+    let layout = match loaded.task {
+        TrainTask::Task1 => HeadLayout::PerHead,
+        TrainTask::Task3 => HeadLayout::Fused,
+        TrainTask::Warmup => anyhow::bail!(
+            "the warmup model has no attention to draw: use a task1 or task3 checkpoint"
         ),
     };
     let ids = loaded.tokenizer.encode(&args.prompt)?;
@@ -167,7 +167,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let title = format!("What each head attends to: \"{shown}\" (row: query, column: key)");
     let out = args.out.unwrap_or_else(|| loaded.dir.join("attention.svg"));
-    kit::corpus::write_atomically(&out, render(&maps, &chars, &title).as_bytes())?;
+    kit::files::write_atomically(&out, render(&maps, &chars, &title).as_bytes())?;
     println!(
         "Attention of {} layers × {} heads over {} characters: {}",
         maps.len(),

@@ -1,10 +1,10 @@
 //! `cargo xtask bench`: training-step and attention timings. Method and figures live in
 //! BENCHMARKS.md.
 
-use crate::models;
+use crate::models::{self, TextModel};
 use candle_core::{DType, Device, Module, Tensor};
 use kit::data::Batch;
-use kit::train::Trainer;
+use kit::train::{Evaluation, Graded, Optimiser, TrainConfig, Trainer};
 use kit::{Dataset, GptConfig, SeededVarMap};
 use rand::SeedableRng;
 use std::process::ExitCode;
@@ -29,19 +29,26 @@ fn median(xs: &mut [f64]) -> f64 {
 }
 
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
-    kit::ops::set_fused(!args.composed);
     let device = Device::Cpu;
     let data = Dataset::load()?;
     let cfg = GptConfig::graded(data.vocab_size());
-    let (batch_size, block_size, lr) = (16, 32, 1e-3);
+    let graded = Graded::task1().config;
+    let (batch_size, block_size, lr) = (graded.batch_size, graded.block_size, graded.learning_rate);
     let params = SeededVarMap::new(0);
     let task = match args.attention {
         Attention::PerHead => TrainTask::Task1,
         Attention::Einsum => TrainTask::Task3,
     };
     let model = models::build(task, true, cfg, params.var_builder(&device))?;
+    // The composed build is the "before" figure: candle's elementary ops and its AdamW.
+    let optimiser = if args.composed {
+        Optimiser::CandleAdamW
+    } else {
+        Optimiser::Fused
+    };
     let mut trainer =
-        Trainer::new(model.as_ref(), params.varmap(), lr, &device)?.with_parts(args.parts as usize);
+        Trainer::with_optimiser(model.as_ref(), params.varmap(), lr, &device, optimiser)?
+            .with_parts(args.parts as usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut times = Vec::with_capacity(args.steps as usize);
     let mut last_loss = 0.0;
@@ -57,7 +64,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let ms = median(&mut times);
     let tokens_per_s = (batch_size * block_size) as f64 / (ms / 1e3);
     let threads = candle_core::utils::get_num_threads();
-    let op_threads = kit::ops::threads();
+    let op_threads = trainer.threads();
     let ops = if args.composed { "composed" } else { "fused" };
     let attn = match args.attention {
         Attention::PerHead => "per-head",
@@ -74,22 +81,25 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         args.steps, args.warmup
     );
     // The graded checks evaluate 100 batches every 250 steps: part of their time too.
+    let evaluation = Evaluation {
+        data: &data.eval,
+        batches: graded.eval_batches,
+        batch_size,
+        block_size,
+        screen: None,
+    };
     let eval_ms = time_ms(5, || {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        kit::train::eval_loss(
-            model.as_ref(),
-            &data.eval,
-            &mut rng,
-            100,
-            batch_size,
-            block_size,
-            &device,
-        )
-        .map(|_| ())
+        evaluation
+            .run(model.as_ref(), &mut rng, &device)
+            .map(|_| ())
     })?;
-    println!("evaluation of 100 batches: median {eval_ms:.0} ms");
+    println!(
+        "evaluation of {} batches: median {eval_ms:.0} ms",
+        graded.eval_batches
+    );
     if args.breakdown {
-        breakdown(model.as_ref(), &params, &data, args.steps)?;
+        breakdown(&mut trainer.with_parts(1), &data, &graded, args.steps)?;
     }
     if args.json {
         println!(
@@ -111,32 +121,23 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Median ms of the forward pass (with the loss), the backward pass and the Adam update.
+/// Median ms of the forward pass (with the loss), the backward pass and the Adam update, the
+/// whole batch in one part.
 fn breakdown(
-    model: &(dyn Module + Sync),
-    params: &SeededVarMap,
+    trainer: &mut Trainer<'_, dyn TextModel>,
     data: &Dataset,
+    graded: &TrainConfig,
     steps: u64,
 ) -> anyhow::Result<()> {
-    use candle_nn::Optimizer;
-    let mut opt =
-        kit::adam::Adam::new(params.varmap().all_vars(), kit::adam::ParamsAdam::default())?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let (mut f, mut b, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..steps {
-        let (x, y) = Batch::sample(&mut rng, &data.train, 16, 32)?.to_tensors(&Device::Cpu)?;
-        let (t0, t1, t2, t3) = kit::ops::on_pool(|| -> candle_core::Result<_> {
-            let t0 = Instant::now();
-            let loss = kit::train::loss(model, &x, &y)?;
-            let t1 = Instant::now();
-            let grads = loss.backward()?;
-            let t2 = Instant::now();
-            opt.step(&grads)?;
-            Ok((t0, t1, t2, Instant::now()))
-        })?;
-        f.push((t1 - t0).as_secs_f64() * 1e3);
-        b.push((t2 - t1).as_secs_f64() * 1e3);
-        o.push((t3 - t2).as_secs_f64() * 1e3);
+        let batch = Batch::sample(&mut rng, &data.train, graded.batch_size, graded.block_size)?;
+        let (_, times) = trainer.step_timed(&batch)?;
+        f.push(ms(times.forward));
+        b.push(ms(times.backward));
+        o.push(ms(times.update));
     }
     println!(
         "breakdown, whole batch in one part (median ms): forward+loss {:.2}, backward {:.2}, Adam {:.2}",
@@ -178,7 +179,6 @@ impl Module for Task2Heads {
 }
 
 fn attention(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
-    kit::ops::set_fused(!args.composed);
     let device = Device::Cpu;
     let (b, heads, d) = (16, 4, 32);
     let hidden = heads * d;

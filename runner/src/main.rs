@@ -7,6 +7,7 @@
 
 mod attention;
 mod bench;
+mod checkpoint;
 mod generate;
 mod models;
 mod plot;

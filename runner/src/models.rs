@@ -1,7 +1,7 @@
 //! The models the commands train, behind one trait, so that a command does not care whether it
 //! runs your exercise or the reference.
 
-use candle_core::{IndexOp, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use checks::reference::RefGpt;
 use kit::{GptConfig, Sampler};
@@ -49,28 +49,11 @@ impl<M: Module + Sync> TextModel for Bigram<M> {
     }
 }
 
-/// A MiniGPT whose attention is Task 3's, held by the checks; it samples like Task 1's.
-struct EinsumGpt {
-    model: Box<dyn Module + Sync>,
-    block_size: usize,
-}
-
-impl Module for EinsumGpt {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.model.forward(xs)
-    }
-}
-
-impl TextModel for EinsumGpt {
+/// A MiniGPT whose attention is Task 3's, held by the checks, with the checks' own sampling
+/// loop.
+impl<A: Module + Sync> TextModel for RefGpt<A> {
     fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        let mut tokens = prompt.to_vec();
-        for _ in 0..n {
-            let context = &tokens[tokens.len().saturating_sub(self.block_size)..];
-            let x = Tensor::new(context, &candle_core::Device::Cpu)?.unsqueeze(0)?;
-            let logits = self.forward(&x)?;
-            tokens.push(sampler.sample(&logits.i((0, context.len() - 1))?)?);
-        }
-        Ok(tokens)
+        RefGpt::generate(self, sampler, prompt, n)
     }
 }
 
@@ -92,21 +75,15 @@ pub fn build(
         )),
         (TrainTask::Task1, false) => Box::new(exercises::task1::MiniGPT::new(cfg, vb)?),
         (TrainTask::Task1, true) => Box::new(solutions::task1::MiniGPT::new(cfg, vb)?),
-        (TrainTask::Task3, false) => Box::new(EinsumGpt {
-            model: Box::new(RefGpt::new(
-                cfg,
-                vb,
-                exercises::task3::MultiHeadAttention::new,
-            )?),
-            block_size: cfg.block_size,
-        }),
-        (TrainTask::Task3, true) => Box::new(EinsumGpt {
-            model: Box::new(RefGpt::new(
-                cfg,
-                vb,
-                solutions::task3::MultiHeadAttention::new,
-            )?),
-            block_size: cfg.block_size,
-        }),
+        (TrainTask::Task3, false) => Box::new(RefGpt::new(
+            cfg,
+            vb,
+            exercises::task3::MultiHeadAttention::new,
+        )?),
+        (TrainTask::Task3, true) => Box::new(RefGpt::new(
+            cfg,
+            vb,
+            solutions::task3::MultiHeadAttention::new,
+        )?),
     })
 }

@@ -1,39 +1,19 @@
 //! `cargo xtask train`: the challenge's "play with the parameters" cell, as a command.
 
+use crate::checkpoint::{self, CheckpointMeta};
 use crate::models;
 use anyhow::Context as _;
 use candle_core::Device;
 use kit::train::{Control, TrainConfig};
 use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use xtask::cli::{TrainArgs, TrainTask};
 use xtask::workspace_root;
 
-/// What is saved beside a checkpoint's weights: enough to rebuild the model and its tokenizer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CheckpointMeta {
-    pub task: String,
-    /// Whether the reference solution (rather than your exercise) was trained.
-    #[serde(default)]
-    pub solutions: bool,
-    pub model: GptConfig,
-    /// The vocabulary, in token-id order.
-    pub vocabulary: String,
-    pub train: TrainConfig,
-    pub steps_run: usize,
-    pub best_eval_loss: Option<f32>,
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let data = Dataset::load()?;
-    let task_name = match args.task {
-        TrainTask::Warmup => "warmup",
-        TrainTask::Task1 => "task1",
-        TrainTask::Task3 => "task3",
-    };
+    let task_name = args.task.name();
     let cfg = GptConfig {
         vocab_size: data.vocab_size(),
         hidden: args.hidden as usize,
@@ -44,11 +24,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     if args.task != TrainTask::Warmup {
         cfg.validate().map_err(anyhow::Error::msg)?;
     }
-    let base = if args.task == TrainTask::Warmup {
-        TrainConfig::warmup()
-    } else {
-        TrainConfig::task1()
-    };
+    let base = args.task.train_config();
     let train_cfg = TrainConfig {
         steps: args.steps.map_or(base.steps, |s| s as usize),
         learning_rate: args.lr,
@@ -117,9 +93,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         steps_run: report.steps_run,
         best_eval_loss: best.map(|b| b.eval_loss),
     };
-    let weights = save_checkpoint(&params, &meta, &dir)?;
+    let weights = checkpoint::save(&params, &meta, &dir)?;
     let curve = dir.join("loss.svg");
-    kit::corpus::write_atomically(
+    kit::files::write_atomically(
         &curve,
         crate::plot::loss_curve_svg(&report, task_name).as_bytes(),
     )?;
@@ -138,24 +114,4 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `model.safetensors` and `model.json` into `dir`, each atomically (a temporary file,
-/// then a rename): an interrupted save leaves the previous checkpoint whole.
-pub fn save_checkpoint(
-    params: &SeededVarMap,
-    meta: &CheckpointMeta,
-    dir: &Path,
-) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let weights = dir.join("model.safetensors");
-    kit::corpus::write_atomically_with(&weights, |tmp| {
-        params
-            .varmap()
-            .save(tmp)
-            .map_err(|e| std::io::Error::other(format!("writing the weights: {e}")))
-    })?;
-    let json = serde_json::to_vec_pretty(meta)?;
-    kit::corpus::write_atomically(&dir.join("model.json"), &json)?;
-    Ok(weights)
 }

@@ -21,8 +21,9 @@
 //! `candle_einops::{einops, einsum}` are macros: the equation is checked when you compile, and
 //! each returns `candle_core::Result<Tensor>`. Sizes that the macro cannot infer go in braces,
 //! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`; braces on the left of a merge,
-//! `"b {heads} t h -> ..."`, are a compile error ("Unrecognized charater"). A rearrangement returns a strided
-//! view; candle's matrix product wants contiguous operands, so follow it with `.contiguous()?`.
+//! `"b {heads} t h -> ..."`, are a compile error ("Unrecognized charater"). A rearrangement
+//! returns a strided view; candle's matrix product wants contiguous operands, so follow it with
+//! `.contiguous()?`.
 //!
 //! Check your work with `cargo xtask check task3`, and measure the speed-up with
 //! `cargo xtask bench attention`.

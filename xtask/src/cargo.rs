@@ -42,6 +42,17 @@ pub struct Diagnostic {
     pub rendered: String,
 }
 
+/// The files named by `errors`, each once, in the order they first appear.
+pub fn files_with_errors(errors: &[Diagnostic]) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
+    for e in errors {
+        if !files.contains(&e.file) {
+            files.push(e.file.clone());
+        }
+    }
+    files
+}
+
 /// What a build gave.
 pub enum Built {
     /// The program to run, and the warnings on the way.

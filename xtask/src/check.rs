@@ -172,22 +172,23 @@ fn next_line(task: Task, grade: &Grade, solutions: bool, several: bool) -> Strin
 
 /// Builds one task's checks and runs them, printing each verdict as it comes.
 pub fn grade(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Grade> {
+    let info = tasks::info(task);
     let mut build = vec![
         "test",
         "--no-run",
         "--package",
         "checks",
         "--test",
-        task.name(),
+        info.checks_target(),
     ];
     if solutions {
         build.extend(["--features", "solutions"]);
     }
-    let graded_file = format!(
-        "{}/src/{}.rs",
-        if solutions { "solutions" } else { "exercises" },
-        task.name()
-    );
+    let graded_file = if solutions {
+        info.solution_file()
+    } else {
+        info.file.clone()
+    };
     let executable = match cargo::build(root, &build)? {
         Built::Program {
             executable,
@@ -203,16 +204,12 @@ pub fn grade(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Grade> 
     let mut names = processes::list(&executable)?;
     anyhow::ensure!(
         !names.is_empty(),
-        "the {} checks list no test: is checks/tests/{}.rs complete?",
-        task.name(),
-        task.name()
+        "the {} checks list no test: is {} complete?",
+        info.name,
+        info.checks
     );
     // In the order the file has them.
-    let source = std::fs::read_to_string(
-        root.join("checks/tests")
-            .join(format!("{}.rs", task.name())),
-    )
-    .unwrap_or_default();
+    let source = std::fs::read_to_string(root.join(&info.checks)).unwrap_or_default();
     names.sort_by_key(|n| source.find(&format!("fn {n}(")).unwrap_or(usize::MAX));
     let (training, quick): (Vec<String>, Vec<String>) = names
         .into_iter()
@@ -242,12 +239,7 @@ pub fn grade(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Grade> 
 
 /// Prints a ✗ for each file with compile errors, followed by its errors; returns the files.
 fn report_errors(errors: &[Diagnostic]) -> Vec<String> {
-    let mut files: Vec<String> = Vec::new();
-    for e in errors {
-        if !files.contains(&e.file) {
-            files.push(e.file.clone());
-        }
-    }
+    let mut files = cargo::files_with_errors(errors);
     for file in &files {
         let mine: Vec<&Diagnostic> = errors.iter().filter(|e| &e.file == file).collect();
         println!(

@@ -1,7 +1,12 @@
 //! The argument types, and nothing else.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kit::GptConfig;
+use kit::train::TrainConfig;
 use std::path::PathBuf;
+
+/// The graded MiniGPT's sizes, the defaults of `train` (the vocabulary comes from the corpus).
+const GRADED_MODEL: GptConfig = GptConfig::graded(0);
 
 #[derive(Parser)]
 #[command(
@@ -218,11 +223,41 @@ pub struct DataArgs {
     pub url: Option<String>,
 }
 
+/// The tasks whose model can be trained: the ones that end in a whole language model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TrainTask {
     Warmup,
     Task1,
     Task3,
+}
+
+impl TrainTask {
+    pub const ALL: [TrainTask; 3] = [TrainTask::Warmup, TrainTask::Task1, TrainTask::Task3];
+
+    pub fn task(self) -> Task {
+        match self {
+            TrainTask::Warmup => Task::Warmup,
+            TrainTask::Task1 => Task::Task1,
+            TrainTask::Task3 => Task::Task3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.task().name()
+    }
+
+    /// The task called `name`, if its model can be trained.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The training settings the challenge gives this task's model.
+    pub fn train_config(self) -> TrainConfig {
+        match self {
+            TrainTask::Warmup => TrainConfig::warmup(),
+            TrainTask::Task1 | TrainTask::Task3 => TrainConfig::task1(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -237,25 +272,25 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub steps: Option<u64>,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = learning_rate)]
+    #[arg(long, default_value_t = TrainConfig::task1().learning_rate, allow_negative_numbers = true, value_parser = learning_rate)]
     pub lr: f64,
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = GRADED_MODEL.num_layers as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub layers: u64,
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = GRADED_MODEL.num_heads as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub heads: u64,
-    #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = GRADED_MODEL.hidden as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub hidden: u64,
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = TrainConfig::task1().block_size as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub block: u64,
-    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = TrainConfig::task1().batch_size as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub batch: u64,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub seed: u64,
     /// Evaluate every this many steps.
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = TrainConfig::task1().eval_every as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_every: u64,
     /// Eval batches averaged by each evaluation (the challenge uses 1).
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = TrainConfig::task1().eval_batches as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_batches: u64,
     /// Where to write the checkpoint (default: runs/<task>/).
     #[arg(long, value_name = "DIR")]
@@ -269,6 +304,16 @@ pub struct TrainArgs {
 pub struct BenchArgs {
     #[command(subcommand)]
     pub what: BenchWhat,
+}
+
+impl BenchArgs {
+    /// Whether this benchmark runs kit's composed ops instead of the fused ones.
+    pub fn composed(&self) -> bool {
+        match &self.what {
+            BenchWhat::Train(a) => a.composed,
+            BenchWhat::Attention(a) => a.composed,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -298,7 +343,8 @@ pub struct BenchTrainArgs {
     /// Which attention the MiniGPT uses.
     #[arg(long, value_enum, default_value_t = Attention::PerHead)]
     pub attention: Attention,
-    /// Use the composed (unfused) LayerNorm, softmax and cross-entropy: the "before" figure.
+    /// Build kit with its composed ops (candle's elementary ops, no fused kernels) and train
+    /// with candle-nn's AdamW: the "before" figure.
     #[arg(long)]
     pub composed: bool,
     /// Parts each batch is cut into, differentiated side by side (the training loop uses 2).
@@ -317,7 +363,8 @@ pub struct BenchAttentionArgs {
     /// Timed repeats per measurement (the median is reported).
     #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one)]
     pub repeats: u64,
-    /// Use candle's elementary ops everywhere (no fused kernels), as a learner's own code would.
+    /// Build kit with its composed ops: candle's elementary ops everywhere (no fused kernels),
+    /// as a learner's own code would use.
     #[arg(long)]
     pub composed: bool,
     /// Print one JSON object as the last line.

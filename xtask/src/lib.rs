@@ -1,10 +1,11 @@
 //! What `cargo xtask` and the model runner share: the command line, the tasks, the learner's
-//! saved progress, the workbook's root and its colours.
+//! saved progress, the workbook's root, its copies and its colours.
 //!
 //! This library links none of the learner's code, so the commands built on it work while an
 //! exercise does not compile.
 
 pub mod cli;
+pub mod copy;
 pub mod style;
 pub mod tasks;
 

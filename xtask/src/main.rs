@@ -41,9 +41,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Data(args) => data::run(args),
-        Command::Train(_) | Command::Generate(_) | Command::Attention(_) | Command::Bench(_) => {
-            models::run()
-        }
+        Command::Train(_) | Command::Generate(_) | Command::Attention(_) => models::run(false),
+        Command::Bench(args) => models::run(args.composed()),
         Command::Hint(args) => hint::run(args),
         Command::Status => status::run(),
         Command::Watch(args) => watch::run(args),

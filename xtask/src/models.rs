@@ -7,18 +7,21 @@ use crate::interrupt;
 use std::process::ExitCode;
 use xtask::style;
 
-pub fn run() -> anyhow::Result<ExitCode> {
+/// Builds the runner, with kit's composed ops in place of the fused ones if `composed`, and
+/// runs it.
+pub fn run(composed: bool) -> anyhow::Result<ExitCode> {
     let root = xtask::workspace_root();
-    let executable = match cargo::build(&root, &["build", "--package", "runner"])? {
+    let mut build = vec!["build", "--package", "runner"];
+    if composed {
+        build.extend(["--features", "kit/composed"]);
+    }
+    let executable = match cargo::build(&root, &build)? {
         Built::Program { executable, .. } => executable,
         Built::Failed(errors) => {
-            let mut files: Vec<&str> = Vec::new();
             for e in &errors {
-                if !files.contains(&e.file.as_str()) {
-                    files.push(&e.file);
-                }
                 println!("{}\n", e.rendered);
             }
+            let files = cargo::files_with_errors(&errors);
             let files = if files.is_empty() {
                 "the workbook (cargo's message is above)".to_string()
             } else {

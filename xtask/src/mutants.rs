@@ -13,22 +13,8 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use xtask::cli::{MutantsArgs, Task};
 use xtask::style;
+use xtask::tasks;
 use xtask::workspace_root;
-
-/// What the copy needs: the workspace without its build outputs, runs and corpus.
-const PARTS: [&str; 11] = [
-    "Cargo.toml",
-    "Cargo.lock",
-    ".cargo",
-    "kit",
-    "exercises",
-    "solutions",
-    "checks",
-    "xtask",
-    "runner",
-    "workspace-hack",
-    "data/fixtures",
-];
 
 /// The graded trainings of Task 1 and Task 3 take a minute or more each; run once per mutant,
 /// they would make a run take a day. Their models are checked without training by the other
@@ -60,24 +46,6 @@ impl Counts {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if from.is_dir() {
-        std::fs::create_dir_all(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            if entry.file_name() != "target" {
-                copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-            }
-        }
-        Ok(())
-    } else {
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(from, to).map(|_| ())
-    }
-}
-
 /// `cargo test` of one task's checks against the copy's reference solution, without the
 /// skipped graded training; more arguments for the test binary may follow.
 fn checks_in_copy(tree: &Path, root: &Path, corpus: &Path, task: Task) -> Command {
@@ -95,41 +63,9 @@ fn checks_in_copy(tree: &Path, root: &Path, corpus: &Path, task: Task) -> Comman
             "--features",
             "solutions",
         ])
-        .args(["--test", task.name(), "--"])
+        .args(["--test", tasks::info(task).checks_target(), "--"])
         .args(skipped(task).map_or(Vec::new(), |s| vec!["--skip", s]));
     cmd
-}
-
-/// Gives the copy's own crates a version of their own. Cargo names build outputs by package,
-/// version and path relative to the workspace, so without this the copy, building into the
-/// same target directory, would overwrite the workbook's outputs, and cargo would later take
-/// them (built from a mutant) as up to date for the workbook.
-fn mark_as_copy(tree: &Path) -> anyhow::Result<()> {
-    let manifest = tree.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)?;
-    let mut section = String::new();
-    let mut marked = false;
-    let mut out = String::with_capacity(text.len() + 8);
-    for line in text.lines() {
-        if line.starts_with('[') {
-            section = line.trim().to_string();
-        }
-        if section == "[workspace.package]" && !marked && line.starts_with("version = \"") {
-            out.push_str(line.trim_end().trim_end_matches('"'));
-            out.push_str("-copy\"\n");
-            marked = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    anyhow::ensure!(
-        marked,
-        "{} has no version in [workspace.package]",
-        manifest.display()
-    );
-    std::fs::write(&manifest, out)?;
-    Ok(())
 }
 
 fn cargo() -> String {
@@ -154,11 +90,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         std::fs::remove_dir_all(&tree)
             .with_context(|| format!("cannot clear the old copy at {}", tree.display()))?;
     }
-    for part in PARTS {
-        copy_tree(&root.join(part), &tree.join(part))
-            .with_context(|| format!("cannot copy {part} to {}", tree.display()))?;
-    }
-    mark_as_copy(&tree)?;
+    xtask::copy::workbook(&root, &tree)?;
     // The copy has no corpus of its own: every check reads this workspace's (fetched now if
     // need be), so that no check fails for want of data and counts a mutant as caught.
     kit::corpus::load()?;
@@ -169,12 +101,13 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
     };
     let mut results = Vec::new();
     for &task in &tasks {
+        let info = tasks::info(task);
         let out = work.join(task.name());
         println!(
-            "{} {} (solutions/src/{}.rs)",
+            "{} {} ({})",
             style::bold("Mutating"),
             task.name(),
-            task.name()
+            info.solution_file()
         );
         let skip: Vec<&str> = skipped(task).map_or(Vec::new(), |s| vec!["--", "--skip", s]);
         if !args.list {
@@ -206,13 +139,13 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
             .args(["--package", "solutions"])
             .args(["--test-package", "checks", "--features", "solutions"])
             .arg("--file")
-            .arg(format!("solutions/src/{}.rs", task.name()))
+            .arg(info.solution_file())
             .arg("--output")
             .arg(&out);
         if args.list {
             cmd.arg("--list");
         }
-        cmd.args(["--", "--test", task.name()]).args(&skip);
+        cmd.args(["--", "--test", info.checks_target()]).args(&skip);
         let status = cmd.status().context("cannot run cargo mutants")?;
         if args.list {
             continue;
@@ -348,24 +281,21 @@ fn try_mistake(
     corpus: &Path,
     m: &Mistake,
 ) -> anyhow::Result<Vec<String>> {
-    let file = tree
-        .join("solutions")
-        .join("src")
-        .join(format!("{}.rs", m.task));
+    let task = <Task as clap::ValueEnum>::from_str(&m.task, false)
+        .map_err(|_| anyhow::anyhow!("xtask/mutants.toml names an unknown task `{}`", m.task))?;
+    let solution = tasks::info(task).solution_file();
+    let file = tree.join(&solution);
     let original = std::fs::read_to_string(&file)?;
     let mut broken = original.clone();
     for (find, replace) in &m.edits {
         anyhow::ensure!(
             broken.contains(find.as_str()),
-            "mistake `{}`: solutions/src/{}.rs has no `{find}`; update xtask/mutants.toml",
+            "mistake `{}`: {solution} has no `{find}`; update xtask/mutants.toml",
             m.name,
-            m.task
         );
         broken = broken.replace(find.as_str(), replace);
     }
     std::fs::write(&file, &broken)?;
-    let task = <Task as clap::ValueEnum>::from_str(&m.task, false)
-        .map_err(|_| anyhow::anyhow!("xtask/mutants.toml names an unknown task `{}`", m.task))?;
     let out = checks_in_copy(tree, root, corpus, task)
         .args(["--format", "pretty", "--color", "never"])
         .stdin(Stdio::null())
@@ -402,7 +332,9 @@ mod tests {
             );
         }
         for m in &mistakes {
-            let file = root.join("solutions/src").join(format!("{}.rs", m.task));
+            let task = <Task as clap::ValueEnum>::from_str(&m.task, false)
+                .unwrap_or_else(|_| panic!("`{}` names an unknown task {}", m.name, m.task));
+            let file = root.join(tasks::info(task).solution_file());
             let text = std::fs::read_to_string(&file)
                 .unwrap_or_else(|_| panic!("`{}` names an unknown task {}", m.name, m.task));
             assert!(!m.edits.is_empty(), "`{}` changes nothing", m.name);

@@ -56,8 +56,8 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let backup = tasks::state_dir()
         .join("backups")
         .join(format!("{name}-{stamp}.rs"));
-    kit::corpus::write_atomically(&backup, &current)?;
-    kit::corpus::write_atomically(&file, &pristine)?;
+    kit::files::write_atomically(&backup, &current)?;
+    kit::files::write_atomically(&file, &pristine)?;
     println!(
         "Restored {rel} from {}. Your version is in {}.",
         args.from,

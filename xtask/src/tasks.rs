@@ -13,6 +13,8 @@ pub struct TaskInfo {
     pub title: String,
     /// The exercise file, relative to the workspace root.
     pub file: String,
+    /// The checks that grade it, relative to the workspace root.
+    pub checks: String,
     /// From a nudge to the concept to a documentation link.
     pub hints: Vec<String>,
 }
@@ -41,6 +43,14 @@ impl TaskInfo {
     /// The reference solution's file, relative to the workspace root.
     pub fn solution_file(&self) -> String {
         self.file.replacen("exercises/", "solutions/", 1)
+    }
+
+    /// The name of the checks' test target (`cargo test --test NAME`).
+    pub fn checks_target(&self) -> &str {
+        std::path::Path::new(&self.checks)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a checks file name")
     }
 }
 
@@ -112,7 +122,7 @@ impl State {
 
     pub fn save(&self) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        kit::corpus::write_atomically(&state_path(), &json)?;
+        kit::files::write_atomically(&state_path(), &json)?;
         Ok(())
     }
 }

@@ -1,18 +1,17 @@
 //! A matrix product for the small blocks of causal attention.
 //!
 //! One attention group at the graded settings multiplies 32 × 32 matrices. At that size the
-//! general `gemm` crate spends much of each call on dispatch and packing: 1.0–1.5 µs for a
-//! 32 × 32 × 32 product on an AVX2 machine, where this kernel takes 0.5–0.6 µs (it also does
-//! only the causal half of the work). This kernel keeps a block of 4 rows × 16 columns of the output in registers and streams
-//! the inner dimension through it, with no packing. It also skips the half of each product
-//! that causality makes zero (see [`Triangle`]).
+//! general `gemm` crate spends much of each call on dispatch and packing (BENCHMARKS.md has
+//! the two side by side). This kernel keeps a block of 4 rows × 16 columns of the output in
+//! registers and streams the inner dimension through it, with no packing. It also skips the
+//! half of each product that causality makes zero (see [`Triangle`]).
 //!
 //! The vector instructions come from the compiler: on x86-64 the kernel is compiled a second
 //! time with AVX2 and FMA enabled, and that copy runs when the CPU has them.
 
 /// Which part of a product causal attention needs, so the kernel can skip the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Triangle {
+pub(in crate::ops) enum Triangle {
     /// `a` is lower triangular (`a[i][p] = 0` for `p > i`): row `i` sums over `p ≤ i` only.
     LowerA,
     /// `a` is upper triangular (`a[i][p] = 0` for `p < i`): row `i` sums over `p ≥ i` only.
@@ -28,7 +27,7 @@ pub(crate) enum Triangle {
 /// transposed `a` costs nothing. Row `p` of `b` is the `n` contiguous values from
 /// `b[p * b_rs]`. With a triangular `a`, the entries the triangle says are zero must be zero.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn small_matmul(
+pub(in crate::ops) fn small_matmul(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
     a: &[f32],

@@ -1,0 +1,133 @@
+//! Mean softmax cross-entropy against integer targets, fused, and its composed twin.
+
+use super::slices::{f32s, u32s};
+use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor};
+
+/// Mean softmax cross-entropy between `logits` and integer `targets`.
+///
+/// # Shapes
+/// logits: (..., V), targets: (...) of u32 → scalar
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (logits, targets) = rows(logits, targets)?;
+    logits.contiguous()?.apply_op2(
+        &targets.to_dtype(candle_core::DType::U32)?.contiguous()?,
+        CrossEntropyOp,
+    )
+}
+
+/// (..., V) logits as (N, V) rows, and (...) targets as N.
+fn rows(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
+    let v = logits.dim(D::Minus1)?;
+    Ok((logits.reshape(((), v))?, targets.flatten_all()?))
+}
+
+/// [`cross_entropy`] from candle-nn's loss.
+pub mod composed {
+    use super::rows;
+    use candle_core::{Result, Tensor};
+
+    pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let (logits, targets) = rows(logits, targets)?;
+        candle_nn::loss::cross_entropy(&logits, &targets)
+    }
+}
+
+struct CrossEntropyOp;
+
+fn check_targets(logits: &Layout, targets: &Layout) -> Result<(usize, usize)> {
+    let (n, v) = match logits.dims() {
+        [n, v] => (*n, *v),
+        d => candle_core::bail!("cross_entropy expects logits of shape (N, V), got {d:?}"),
+    };
+    if targets.dims() != [n] {
+        candle_core::bail!(
+            "cross_entropy: {n} rows of logits but targets of shape {:?}",
+            targets.dims()
+        )
+    }
+    Ok((n, v))
+}
+
+fn target_index(t: u32, v: usize) -> Result<usize> {
+    let t = t as usize;
+    if t >= v {
+        candle_core::bail!("cross_entropy: target {t} is outside the vocabulary of {v} tokens")
+    }
+    Ok(t)
+}
+
+impl CustomOp2 for CrossEntropyOp {
+    fn name(&self) -> &'static str {
+        "kit-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = check_targets(l1, l2)?;
+        let x = f32s(s1, l1, "cross_entropy logits")?;
+        let t = u32s(s2, l2, "cross_entropy targets")?;
+        let mut total = 0f64;
+        for (row, &target) in x.chunks_exact(v).zip(t) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+            let lse = max + row.iter().map(|a| (a - max).exp()).sum::<f32>().ln();
+            total += (lse - row[target_index(target, v)?]) as f64;
+        }
+        Ok((
+            CpuStorage::F32(vec![(total / n as f64) as f32]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dlogits = logits.apply_op2_no_bwd(targets, &CrossEntropyBackward)?;
+        Ok((Some(dlogits.broadcast_mul(grad)?), None))
+    }
+}
+
+/// `(softmax(x) − onehot(target)) / N`.
+struct CrossEntropyBackward;
+
+impl CustomOp2 for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "kit-cross-entropy-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = check_targets(l1, l2)?;
+        let x = f32s(s1, l1, "cross_entropy logits")?;
+        let t = u32s(s2, l2, "cross_entropy targets")?;
+        let mut dx = vec![0f32; x.len()];
+        let inv_n = 1.0 / n as f32;
+        for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+            let mut sum = 0f32;
+            for (d, &a) in drow.iter_mut().zip(row) {
+                *d = (a - max).exp();
+                sum += *d;
+            }
+            let scale = inv_n / sum;
+            for d in drow.iter_mut() {
+                *d *= scale;
+            }
+            drow[target_index(target, v)?] -= inv_n;
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}

@@ -1,0 +1,65 @@
+//! Reading candle's CPU storage as slices, and the vector sums the kernels share.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result, Tensor};
+
+pub(super) fn last_two(t: &Tensor) -> Result<(usize, usize)> {
+    match t.dims() {
+        [.., a, b] => Ok((*a, *b)),
+        dims => candle_core::bail!("expected at least two dimensions, got shape {dims:?}"),
+    }
+}
+
+pub(super) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => candle_core::bail!("{what} must be f32, got {:?}", other.dtype()),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+pub(super) fn u32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [u32]> {
+    let data = match storage {
+        CpuStorage::U32(v) => v.as_slice(),
+        other => candle_core::bail!("{what} must be u32, got {:?}", other.dtype()),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// Σ a[i] · b[i] over eight running sums: a float sum in one accumulator is a chain the
+/// compiler may not reorder, eight of them become one vector register.
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ a[i], with eight running sums like [`dot`].
+pub(super) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for x in chunks {
+        for j in 0..8 {
+            acc[j] += x[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
