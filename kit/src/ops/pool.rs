@@ -6,15 +6,18 @@ use std::sync::OnceLock;
 /// every core. candle's own kernels stay on one thread (see `.cargo/config.toml`): on tensors
 /// this small they spend longer synchronising than computing, while these ops split whole
 /// matrix products, a few per call.
+#[inline]
 pub(crate) fn threads() -> usize {
     pool().current_num_threads()
 }
 
 /// Rows per block when `rows` rows are split over the threads.
+#[inline]
 pub(super) fn row_block(rows: usize) -> usize {
     rows.div_ceil(threads()).max(1)
 }
 
+#[inline]
 pub(super) fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {

@@ -3,6 +3,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result, Tensor};
 
+#[inline]
 pub(super) fn last_two(t: &Tensor) -> Result<(usize, usize)> {
     match t.dims() {
         [.., a, b] => Ok((*a, *b)),
@@ -10,6 +11,7 @@ pub(super) fn last_two(t: &Tensor) -> Result<(usize, usize)> {
     }
 }
 
+#[inline]
 pub(super) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(v) => v.as_slice(),
@@ -21,6 +23,7 @@ pub(super) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> 
     }
 }
 
+#[inline]
 pub(super) fn u32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [u32]> {
     let data = match storage {
         CpuStorage::U32(v) => v.as_slice(),
@@ -34,6 +37,7 @@ pub(super) fn u32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> 
 
 /// Σ a[i] · b[i] over eight running sums: a float sum in one accumulator is a chain the
 /// compiler may not reorder, eight of them become one vector register.
+#[inline]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -52,6 +56,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Σ a[i], with eight running sums like [`dot`].
+#[inline]
 pub(super) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.chunks_exact(8);

@@ -16,6 +16,7 @@ pub(super) struct Matrix<'a> {
 
 impl<'a> Matrix<'a> {
     /// Rows of `width` elements, one after the other (row-major).
+    #[inline]
     pub fn rows(data: &'a [f32], width: usize) -> Self {
         Self {
             data,
@@ -25,6 +26,7 @@ impl<'a> Matrix<'a> {
     }
 
     /// The transpose of [`Matrix::rows`]: columns of `height` elements, one after the other.
+    #[inline]
     pub fn columns(data: &'a [f32], height: usize) -> Self {
         Self {
             data,
@@ -34,12 +36,14 @@ impl<'a> Matrix<'a> {
     }
 
     /// Whether an r × c matrix fits in `data`.
+    #[inline]
     fn fits(&self, (r, c): (usize, usize)) -> bool {
         r == 0 || c == 0 || self.data.len() > (r - 1) * self.row_stride + (c - 1) * self.col_stride
     }
 }
 
 /// `c (m×n) = a (m×k) · b (k×n)` (or `c +=` with `accumulate`), `c` row-major.
+#[inline]
 pub(super) fn matmul(
     shape: (usize, usize, usize),
     c: &mut [f32],
@@ -54,6 +58,7 @@ pub(super) fn matmul(
 
 /// [`matmul`] into memory not yet initialised: every element of `c[..m * n]` is written and
 /// none is read, so a fresh output needs no zero-filling first.
+#[inline]
 pub(super) fn matmul_overwrite(
     shape: (usize, usize, usize),
     c: &mut [MaybeUninit<f32>],
@@ -68,6 +73,7 @@ pub(super) fn matmul_overwrite(
 
 /// # Safety
 /// `c` must be valid for writes of `m * n` floats, and for reads too with `accumulate`.
+#[inline]
 unsafe fn gemm_into(
     (m, n, k): (usize, usize, usize),
     c: *mut f32,
