@@ -90,7 +90,7 @@ impl Sampler {
 }
 
 /// Index of the largest logit (the first one on ties).
-pub fn argmax_slice(logits: &[f32]) -> u32 {
+fn argmax_slice(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, v) in logits.iter().enumerate() {
         if *v > logits[best] {
