@@ -75,6 +75,40 @@ impl Adam {
     }
 }
 
+impl Adam {
+    /// How many updates have been made: the `t` of Adam's bias correction.
+    pub fn steps(&self) -> i32 {
+        self.step_t
+    }
+
+    /// The first and second moments of `var`, if this optimiser updates it.
+    pub fn moments(&self, var: &Var) -> Option<(&[f32], &[f32])> {
+        let slot = self.slots.iter().find(|s| s.var.id() == var.id())?;
+        Some((&slot.m, &slot.v))
+    }
+
+    /// Puts back a state saved with [`Adam::steps`] and [`Adam::moments`]: `moments` gives
+    /// each variable's (m, v). A variable without them, or with the wrong number, is an error.
+    pub fn restore(
+        &mut self,
+        steps: i32,
+        mut moments: impl FnMut(&Var) -> Option<(Vec<f32>, Vec<f32>)>,
+    ) -> Result<()> {
+        for slot in &mut self.slots {
+            let n = slot.var.elem_count();
+            match moments(&slot.var) {
+                Some((m, v)) if m.len() == n && v.len() == n => (slot.m, slot.v) = (m, v),
+                _ => candle_core::bail!(
+                    "no Adam moments of {n} values for a parameter of shape {:?}",
+                    slot.var.dims()
+                ),
+            }
+        }
+        self.step_t = steps;
+        Ok(())
+    }
+}
+
 /// The sum of `var`'s gradients in `grads`, or `None` where no store has one.
 pub(crate) fn summed_gradient(var: &Var, grads: &[GradStore]) -> Result<Option<Tensor>> {
     let mut parts = grads.iter().filter_map(|g| g.get(var));

@@ -12,12 +12,14 @@
 //! - [`adam`]: plain Adam, fused into one in-place pass per parameter;
 //! - [`train`]: the training loop, the evaluation loss and the challenge's graded runs;
 //! - [`sample`]: drawing the next token from logits;
+//! - [`checkpoint`]: a trained model, or a run that can go on, on disk;
 //! - [`files`] and [`progress`]: saving files whole, and progress bars.
 //!
 //! The layers follow candle's shape: a struct, a constructor that takes its sizes and a
 //! [`candle_nn::VarBuilder`], and `impl Module`.
 
 pub mod adam;
+pub mod checkpoint;
 pub mod config;
 pub mod corpus;
 pub mod data;

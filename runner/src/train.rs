@@ -1,14 +1,20 @@
-//! `cargo xtask train`: the challenge's "play with the parameters" cell, as a command.
+//! `cargo xtask train`: the challenge's "play with the parameters" cell, as a command. It saves
+//! a checkpoint that can go on at every evaluation and on Ctrl-C; `--resume` goes on.
 
-use crate::checkpoint::{self, CheckpointMeta};
 use crate::models;
 use anyhow::Context as _;
 use candle_core::Device;
-use kit::train::{Control, TrainConfig};
+use kit::checkpoint::{Meta, Saved};
+use kit::train::{Next, Run, TrainConfig};
 use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use xtask::cli::{TrainArgs, TrainTask};
 use xtask::workspace_root;
+
+/// Set by Ctrl-C: the run stops before its next step and saves where it stands.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
@@ -37,10 +43,38 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     train_cfg.validate()?;
     train_cfg.fits(&data)?;
+    let mut meta = Meta {
+        task: task_name.to_string(),
+        solutions: args.solutions,
+        model: cfg,
+        vocabulary: data.tokenizer.chars().iter().collect(),
+        train: train_cfg.clone(),
+        steps_run: 0,
+        best_eval_loss: None,
+    };
+    let dir = args
+        .out
+        .clone()
+        .or(args.resume.clone())
+        .unwrap_or_else(|| workspace_root().join("runs").join(task_name));
 
     let params = SeededVarMap::new(args.seed);
     let model = models::build(args.task, args.solutions, cfg, params.var_builder(&device))
         .context("building the model")?;
+    let mut run = match &args.resume {
+        None => Run::start(model.as_ref(), params.varmap(), &data, &train_cfg, &device)?,
+        Some(from) => {
+            let (saved_meta, weights) = kit::checkpoint::read_meta(from)?;
+            saved_meta.same_run_as(&meta, from)?;
+            let saved = Saved::read(&weights)?;
+            saved.load_weights(params.varmap())?;
+            let state = saved.state(saved_meta.steps_run)?;
+            let steps = state.progress.report.steps_run;
+            println!("Resuming from step {steps} of {}", from.display());
+            let varmap = params.varmap();
+            Run::resume(model.as_ref(), varmap, &data, &train_cfg, &device, &state)?
+        }
+    };
     let who = if args.solutions { "reference" } else { "your" };
     println!(
         "Training {who} {task_name} model: {} parameters, {} steps, lr {}, batch {}, block {}",
@@ -54,24 +88,38 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         train_cfg.batch_size,
         train_cfg.block_size
     );
-    let report = kit::train::train(
-        model.as_ref(),
-        params.varmap(),
-        &data,
-        &train_cfg,
-        &device,
-        |p| {
-            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                println!(
-                    "step {:>5}: train loss {:.3}, eval loss {:.3}",
-                    p.step, p.train_loss, p.eval_loss
-                );
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).context("cannot catch Ctrl-C")?;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    loop {
+        match run.next(&|| STOP.load(Ordering::SeqCst))? {
+            Next::Evaluated(p) => {
+                if !terminal {
+                    println!(
+                        "step {:>5}: train loss {:.3}, eval loss {:.3}",
+                        p.step, p.train_loss, p.eval_loss
+                    );
+                }
+                save_resumable(&mut run, &mut meta, &params, &dir)?;
             }
-            Control::Continue
-        },
-    )?;
-    let best = report.best;
-    if let Some(b) = best {
+            Next::Interrupted => {
+                save_resumable(&mut run, &mut meta, &params, &dir)?;
+                println!(
+                    "\nStopped at step {} of {}; the run is saved in {}.",
+                    meta.steps_run,
+                    train_cfg.steps,
+                    dir.display()
+                );
+                println!(
+                    "Next: the same command with --resume {} goes on from there.",
+                    dir.display()
+                );
+                return Ok(ExitCode::from(130));
+            }
+            Next::Finished => break,
+        }
+    }
+    let report = run.finish()?;
+    if let Some(b) = report.best {
         println!(
             "Done in {:.1} s. Best eval loss {:.3} at step {} (train loss {:.3}); the model keeps those weights.",
             report.elapsed.as_secs_f32(),
@@ -80,20 +128,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             b.train_loss
         );
     }
-
-    let dir = args
-        .out
-        .unwrap_or_else(|| workspace_root().join("runs").join(task_name));
-    let meta = CheckpointMeta {
-        task: task_name.to_string(),
-        solutions: args.solutions,
-        model: cfg,
-        vocabulary: data.tokenizer.chars().iter().collect(),
-        train: train_cfg,
-        steps_run: report.steps_run,
-        best_eval_loss: best.map(|b| b.eval_loss),
-    };
-    let weights = checkpoint::save(&params, &meta, &dir)?;
+    meta.steps_run = report.steps_run;
+    meta.best_eval_loss = report.best.map(|b| b.eval_loss);
+    let weights = kit::checkpoint::save(&dir, params.varmap(), &meta, None)?;
     let curve = dir.join("loss.svg");
     kit::files::write_atomically(
         &curve,
@@ -114,4 +151,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Saves the weights and the state of `run` into `dir`: a checkpoint `--resume` can go on from.
+fn save_resumable<M: candle_core::Module + Sync + ?Sized>(
+    run: &mut Run<M>,
+    meta: &mut Meta,
+    params: &SeededVarMap,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let state = run.state()?;
+    meta.steps_run = state.progress.report.steps_run;
+    meta.best_eval_loss = state.progress.report.best.map(|b| b.eval_loss);
+    kit::checkpoint::save(dir, params.varmap(), meta, Some(&state))?;
+    Ok(())
 }

@@ -292,9 +292,12 @@ pub struct TrainArgs {
     /// Eval batches averaged by each evaluation (the challenge uses 1).
     #[arg(long, default_value_t = TrainConfig::task1().eval_batches as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_batches: u64,
-    /// Where to write the checkpoint (default: runs/<task>/).
+    /// Where to write the checkpoint (default: the --resume folder, else runs/<task>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Go on with the run saved in DIR (by an evaluation or Ctrl-C), with the same settings.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// Characters of text to sample after training.
     #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub sample: u64,

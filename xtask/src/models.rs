@@ -37,7 +37,11 @@ pub fn run(composed: bool) -> anyhow::Result<ExitCode> {
     let status = std::process::Command::new(executable)
         .args(std::env::args_os().skip(1))
         .status()?;
-    interrupt::check()?;
+    // A runner stopped by Ctrl-C without a word of its own: say so here. (`train` saves its
+    // run and says how to go on, then exits with 130.)
+    if status.code().is_none() {
+        interrupt::check()?;
+    }
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

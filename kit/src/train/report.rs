@@ -25,7 +25,7 @@ pub enum Control {
 }
 
 /// What a training run did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
     /// Loss of every step, in order.
     pub train_losses: Vec<f32>,

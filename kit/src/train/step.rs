@@ -29,8 +29,21 @@ pub enum Optimiser {
     CandleAdamW,
 }
 
-/// A parameter update from the gradients of the parts of a batch (summed).
-type Update = Box<dyn FnMut(&[GradStore]) -> Result<()> + Send>;
+/// The optimiser a trainer updates the parameters with, from the gradients of the parts of a
+/// batch (summed).
+enum Update {
+    Fused(Adam),
+    CandleAdamW { adamw: AdamW, vars: Vec<Var> },
+}
+
+impl Update {
+    fn apply(&mut self, grads: &[GradStore]) -> Result<()> {
+        match self {
+            Update::Fused(adam) => adam.step_sum(grads),
+            Update::CandleAdamW { adamw, vars } => adamw.step(&sum_grads(vars, grads)?),
+        }
+    }
+}
 
 /// One optimiser and the model it updates: a training step at a time.
 ///
@@ -75,14 +88,13 @@ impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
         optimiser: Optimiser,
     ) -> Result<Self> {
         let vars = varmap.all_vars();
-        let update: Update = match optimiser {
+        let update = match optimiser {
             Optimiser::Fused => {
                 let params = ParamsAdam {
                     lr: learning_rate,
                     ..ParamsAdam::default()
                 };
-                let mut adam = Adam::new(vars, params)?;
-                Box::new(move |grads| adam.step_sum(grads))
+                Update::Fused(Adam::new(vars, params)?)
             }
             Optimiser::CandleAdamW => {
                 let params = ParamsAdamW {
@@ -91,8 +103,8 @@ impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
                     weight_decay: 0.0,
                     ..ParamsAdamW::default()
                 };
-                let mut adamw = AdamW::new(vars.clone(), params)?;
-                Box::new(move |grads| adamw.step(&sum_grads(&vars, grads)?))
+                let adamw = AdamW::new(vars.clone(), params)?;
+                Update::CandleAdamW { adamw, vars }
             }
         };
         Ok(Self {
@@ -109,6 +121,14 @@ impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
         self
     }
 
+    /// kit's fused Adam, when that is the optimiser: its moments are what a resumed run needs.
+    pub fn adam(&mut self) -> Option<&mut Adam> {
+        match &mut self.update {
+            Update::Fused(adam) => Some(adam),
+            Update::CandleAdamW { .. } => None,
+        }
+    }
+
     /// The threads a step runs on: `MINIGPT_THREADS`, else every core.
     pub fn threads(&self) -> usize {
         pool::threads()
@@ -117,7 +137,7 @@ impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
     /// Forward, backward and one Adam update on `batch`; returns the batch's mean loss.
     pub fn step(&mut self, batch: &Batch) -> Result<f32> {
         let (loss, grads) = loss_and_gradients(self.model, batch, self.parts, &self.device)?;
-        (self.update)(&grads)?;
+        self.update.apply(&grads)?;
         Ok(loss)
     }
 
@@ -131,7 +151,7 @@ impl<'a, M: Module + Sync + ?Sized> Trainer<'a, M> {
             let t1 = Instant::now();
             let grads = loss.backward()?;
             let t2 = Instant::now();
-            update(std::slice::from_ref(&grads))?;
+            update.apply(std::slice::from_ref(&grads))?;
             let times = StepTimes {
                 forward: t1 - t0,
                 backward: t2 - t1,

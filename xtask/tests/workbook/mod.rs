@@ -1,0 +1,105 @@
+//! A copy of the workbook for the tests that play a learner, so that the real `exercises/`
+//! are never touched. It builds into this workspace's target directory, so only the
+//! workbook's own crates are compiled again, not candle. The tests of a file share one copy
+//! and take turns; each test file uses part of what is here.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// What a copy needs to build and grade; the corpus is shared through `MINIGPT_CORPUS`.
+pub struct Workbook {
+    pub dir: tempfile::TempDir,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=learner",
+            "-c",
+            "user.email=learner@example.com",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(status.status.success(), "git {args:?}: {status:?}");
+}
+
+/// The one copy, made on first use; each test holds the lock while it uses it.
+pub fn workbook() -> MutexGuard<'static, Workbook> {
+    static BOOK: OnceLock<Mutex<Workbook>> = OnceLock::new();
+    BOOK.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A version of its own: the copy cannot overwrite the workbook's build outputs.
+        xtask::copy::workbook(root, dir.path()).unwrap();
+        // A clone of its own, as a learner has: `reset` takes the stub from git.
+        git(dir.path(), &["init", "--quiet"]);
+        git(dir.path(), &["add", "--all"]);
+        git(dir.path(), &["commit", "--quiet", "--message", "workbook"]);
+        Mutex::new(Workbook { dir })
+    })
+    .lock()
+    .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Workbook {
+    /// `cargo xtask ARGS` as typed at the root of the copy, remembering results in `state`.
+    pub fn xtask(&self, state: &Path, args: &[&str]) -> Command {
+        let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let (corpus, _) = kit::corpus::configured_path().expect("the corpus");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("CARGO_TARGET_DIR", target)
+            .env("MINIGPT_CORPUS", corpus)
+            .env("MINIGPT_STATE_DIR", state)
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    pub fn run(&self, state: &Path, args: &[&str]) -> (i32, String) {
+        let out = self.xtask(state, args).output().expect("run xtask");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    pub fn exercise(&self, task: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("exercises")
+            .join("src")
+            .join(format!("{task}.rs"))
+    }
+
+    pub fn write_exercise(&self, task: &str, text: &str) {
+        std::fs::write(self.exercise(task), text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap()
+    }
+
+    pub fn solution(&self, task: &str) -> String {
+        self.read(&format!("solutions/src/{task}.rs"))
+    }
+
+    pub fn stub(&self, task: &str) -> String {
+        let out = Command::new("git")
+            .current_dir(self.dir.path())
+            .args(["show", &format!("HEAD:exercises/src/{task}.rs")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
