@@ -1,6 +1,7 @@
 //! Causal scaled dot-product attention over q, k and v packed side by side, fused, and its
 //! composed twin.
 
+use super::matmul::Matrix;
 use super::matmul::small::{Triangle, small_matmul};
 use super::pool::pool;
 use super::slices::{dot, f32s};
@@ -61,15 +62,8 @@ impl Group<'_> {
     fn probs(&self, (t, d): (usize, usize), scale: f32, p: &mut [f32], kt: &mut [f32]) {
         transpose(self.k, self.stride, (t, d), kt);
         // p = q · kᵀ, where a position may look (j ≤ i)
-        small_matmul(
-            (t, t, d),
-            p,
-            self.q,
-            (self.stride, 1),
-            kt,
-            t,
-            Triangle::LowerC,
-        );
+        let (q, kt) = (Matrix::rows(self.q, self.stride), Matrix::rows(kt, t));
+        small_matmul((t, t, d), p, q, kt, Triangle::LowerC);
         for (i, row) in p.chunks_exact_mut(t).enumerate() {
             let max = row[..=i]
                 .iter()
@@ -96,37 +90,34 @@ impl Group<'_> {
         o: &mut [f32],
     ) {
         self.probs((t, d), scale, p, scratch);
-        small_matmul(
-            (t, d, t),
-            o,
-            p,
-            (t, 1),
-            self.v,
-            self.stride,
-            Triangle::LowerA,
-        );
+        let (p, v) = (Matrix::rows(p, t), Matrix::rows(self.v, self.stride));
+        small_matmul((t, d, t), o, p, v, Triangle::LowerA);
     }
 
     /// `dq`, `dk`, `dv` (each t × d, contiguous) from `go`, the gradient of the output.
     /// `p` and `dp` are t × t scratch, `xt` d × t.
-    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         (t, d): (usize, usize),
         scale: f32,
         go: &[f32],
         (p, dp, xt): (&mut [f32], &mut [f32], &mut [f32]),
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
+        (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
     ) {
         let rs = self.stride;
         self.probs((t, d), scale, p, xt);
         // dv = pᵀ · do (pᵀ is upper triangular)
-        small_matmul((t, d, t), dv, p, (1, t), go, d, Triangle::UpperA);
+        let (pt, go_rows) = (Matrix::columns(p, t), Matrix::rows(go, d));
+        small_matmul((t, d, t), dv, pt, go_rows, Triangle::UpperA);
         // dp = do · vᵀ, where p is not zero
         transpose(self.v, rs, (t, d), xt);
-        small_matmul((t, t, d), dp, go, (d, 1), xt, t, Triangle::LowerC);
+        small_matmul(
+            (t, t, d),
+            dp,
+            go_rows,
+            Matrix::rows(xt, t),
+            Triangle::LowerC,
+        );
         // ds = p ⊙ (dp − rowsum(dp ⊙ p)) · scale, zero where p is
         for (i, (prow, dprow)) in p.chunks_exact(t).zip(dp.chunks_exact_mut(t)).enumerate() {
             let dot = dot(&prow[..=i], &dprow[..=i]);
@@ -136,8 +127,10 @@ impl Group<'_> {
             dprow[i + 1..].fill(0.0);
         }
         // dq = ds · k (ds is lower triangular), dk = dsᵀ · q (upper)
-        small_matmul((t, d, t), dq, dp, (t, 1), self.k, rs, Triangle::LowerA);
-        small_matmul((t, d, t), dk, dp, (1, t), self.q, rs, Triangle::UpperA);
+        let (ds, dst) = (Matrix::rows(dp, t), Matrix::columns(dp, t));
+        let (k, q) = (Matrix::rows(self.k, rs), Matrix::rows(self.q, rs));
+        small_matmul((t, d, t), dq, ds, k, Triangle::LowerA);
+        small_matmul((t, d, t), dk, dst, q, Triangle::UpperA);
     }
 }
 
@@ -242,7 +235,7 @@ impl CustomOp2 for PackedAttentionBackward {
                     let (dk, dv) = rest.split_at_mut(t * d);
                     let go = &dout[g * t * d..(g + 1) * t * d];
                     let group = packed_group(qkv, g, t, d);
-                    group.backward((t, d), self.scale, go, (p, dp, xt), dq, dk, dv);
+                    group.backward((t, d), self.scale, go, (p, dp, xt), (dq, dk, dv));
                     // Rows of [dq | dk | dv], the layout of the input.
                     for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
                         let r = i * d..(i + 1) * d;

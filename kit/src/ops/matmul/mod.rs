@@ -37,7 +37,7 @@ impl<'a> Matrix<'a> {
 
     /// Whether an r × c matrix fits in `data`.
     #[inline]
-    fn fits(&self, (r, c): (usize, usize)) -> bool {
+    pub fn fits(&self, (r, c): (usize, usize)) -> bool {
         r == 0 || c == 0 || self.data.len() > (r - 1) * self.row_stride + (c - 1) * self.col_stride
     }
 }

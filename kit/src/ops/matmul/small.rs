@@ -9,6 +9,8 @@
 //! The vector instructions come from the compiler: on x86-64 the kernel is compiled a second
 //! time with AVX2 and FMA enabled, and that copy runs when the CPU has them.
 
+use super::Matrix;
+
 /// Which part of a product causal attention needs, so the kernel can skip the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::ops) enum Triangle {
@@ -23,36 +25,29 @@ pub(in crate::ops) enum Triangle {
 
 /// `c (m × n) = a (m × k) · b (k × n)`.
 ///
-/// `c` is row-major and contiguous. Element `(i, p)` of `a` is `a[i * a_rs + p * a_cs]`, so a
-/// transposed `a` costs nothing. Row `p` of `b` is the `n` contiguous values from
-/// `b[p * b_rs]`. With a triangular `a`, the entries the triangle says are zero must be zero.
-#[allow(clippy::too_many_arguments)]
+/// `c` is row-major and contiguous; `a` may be transposed, at no cost; the rows of `b` must
+/// be contiguous. With a triangular `a`, the entries the triangle says are zero must be zero.
 pub(in crate::ops) fn small_matmul(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    b_rs: usize,
+    a: Matrix,
+    b: Matrix,
     triangle: Triangle,
 ) {
     assert!(c.len() >= m * n, "small_matmul: output too small");
+    assert!(a.fits((m, k)), "small_matmul: a too small");
     assert!(
-        m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs,
-        "small_matmul: a too small"
-    );
-    assert!(
-        k == 0 || n == 0 || b.len() >= (k - 1) * b_rs + n,
+        b.col_stride == 1 && b.fits((k, n)),
         "small_matmul: b too small"
     );
     let c = &mut c[..m * n];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the copy is compiled for.
-        unsafe { matmul_avx2_fma((m, n, k), c, a, (a_rs, a_cs), b, b_rs, triangle) };
+        unsafe { matmul_avx2_fma((m, n, k), c, a, b, triangle) };
         return;
     }
-    matmul_impl::<false>((m, n, k), c, a, (a_rs, a_cs), b, b_rs, triangle);
+    matmul_impl::<false>((m, n, k), c, a, b, triangle);
 }
 
 /// [`matmul_impl`] compiled with AVX2 and FMA.
@@ -61,17 +56,14 @@ pub(in crate::ops) fn small_matmul(
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul_avx2_fma(
     shape: (usize, usize, usize),
     c: &mut [f32],
-    a: &[f32],
-    a_strides: (usize, usize),
-    b: &[f32],
-    b_rs: usize,
+    a: Matrix,
+    b: Matrix,
     triangle: Triangle,
 ) {
-    matmul_impl::<true>(shape, c, a, a_strides, b, b_rs, triangle)
+    matmul_impl::<true>(shape, c, a, b, triangle)
 }
 
 /// `x · y + z`, fused where the CPU has FMA (a separate multiply and add would cost two
@@ -84,14 +76,11 @@ fn madd<const FMA: bool>(x: f32, y: f32, z: f32) -> f32 {
 const ROWS: usize = 4;
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn matmul_impl<const FMA: bool>(
     (m, n, k): (usize, usize, usize),
     c: &mut [f32],
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    b_rs: usize,
+    a: Matrix,
+    b: Matrix,
     triangle: Triangle,
 ) {
     let mut i = 0;
@@ -109,11 +98,11 @@ fn matmul_impl<const FMA: bool>(
             _ => n,
         };
         let block = Block {
-            a,
-            a_rs,
-            a_cs,
-            b,
-            b_rs,
+            a: a.data,
+            a_rs: a.row_stride,
+            a_cs: a.col_stride,
+            b: b.data,
+            b_rs: b.row_stride,
             i,
             p: p0..p1,
         };
@@ -219,21 +208,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The product in f64, straight from the definition, with strides as `small_matmul` takes.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        (m, n, k): (usize, usize, usize),
-        a: &[f32],
-        (a_rs, a_cs): (usize, usize),
-        b: &[f32],
-        b_rs: usize,
-    ) -> Vec<f64> {
+    /// The product in f64, straight from the definition.
+    fn reference((m, n, k): (usize, usize, usize), a: Matrix, b: Matrix) -> Vec<f64> {
+        let at = |x: Matrix, i: usize, j: usize| x.data[i * x.row_stride + j * x.col_stride] as f64;
         let mut c = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
-                c[i * n + j] = (0..k)
-                    .map(|p| a[i * a_rs + p * a_cs] as f64 * b[p * b_rs + j] as f64)
-                    .sum();
+                c[i * n + j] = (0..k).map(|p| at(a, i, p) * at(b, p, j)).sum();
             }
         }
         c
@@ -266,8 +247,7 @@ mod tests {
         }
     }
 
-    type Kernel =
-        fn((usize, usize, usize), &mut [f32], &[f32], (usize, usize), &[f32], usize, Triangle);
+    type Kernel = fn((usize, usize, usize), &mut [f32], Matrix, Matrix, Triangle);
 
     fn check(
         shape: (usize, usize, usize),
@@ -291,11 +271,16 @@ mod tests {
         let a_strides = if transposed_a { (1, m) } else { (k, 1) };
         let mut a = values(m * k, seed);
         make_triangular(&mut a, (m, k), a_strides, triangle);
-        let b_rs = n + b_pad;
-        let b = values(k.max(1) * b_rs, seed + 1);
+        let a = Matrix {
+            data: &a,
+            row_stride: a_strides.0,
+            col_stride: a_strides.1,
+        };
+        let b = values(k.max(1) * (n + b_pad), seed + 1);
+        let b = Matrix::rows(&b, n + b_pad);
         let mut c = vec![f32::NAN; m * n];
-        kernel((m, n, k), &mut c, &a, a_strides, &b, b_rs, triangle);
-        let want = reference((m, n, k), &a, a_strides, &b, b_rs);
+        kernel((m, n, k), &mut c, a, b, triangle);
+        let want = reference((m, n, k), a, b);
         for i in 0..m {
             for j in 0..n {
                 let (got, want) = (c[i * n + j], want[i * n + j]);
