@@ -1,4 +1,5 @@
-//! The model commands of `cargo xtask`: `train`, `generate`, `attention` and `bench`.
+//! The model commands of `cargo xtask`: `train`, `generate`, `attention`, `bench` and
+//! `reference-curves`.
 //!
 //! They need a model, so this binary links the learner's exercises (and the reference
 //! solutions). `cargo xtask` itself does not: it builds and starts this binary for these
@@ -11,6 +12,7 @@ mod checkpoint;
 mod generate;
 mod models;
 mod plot;
+mod reference;
 mod train;
 
 use clap::Parser;
@@ -24,9 +26,10 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Attention(args) => attention::run(args),
+        Command::ReferenceCurves(args) => reference::write(args),
         Command::Bench(args) => bench::run(args),
         _ => Err(anyhow::anyhow!(
-            "this runner takes train, generate, attention and bench; run `cargo xtask` for the rest"
+            "this runner takes train, generate, attention, bench and reference-curves; run `cargo xtask` for the rest"
         )),
     };
     match result {

@@ -1,5 +1,6 @@
 //! The loss curve of a training run, as an SVG image.
 
+use crate::reference::Band;
 use kit::train::TrainReport;
 use std::fmt::Write as _;
 
@@ -10,13 +11,26 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 
-/// Train loss (a running mean per evaluation interval) and eval loss against the step.
-pub fn loss_curve_svg(report: &TrainReport, title: &str) -> String {
+const TRAIN: &str = "#1f77b4";
+const EVAL: &str = "#d62728";
+
+/// Train loss (a running mean per evaluation interval) and eval loss against the step, over
+/// the `reference` band (the reference solution's spread over a few seeds) where given.
+pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> String {
     let steps = report.steps_run.max(1) as f64;
+    let reference: Vec<&Band> = reference
+        .iter()
+        .filter(|b| b.step <= report.steps_run)
+        .collect();
     let losses: Vec<f32> = report
         .evals
         .iter()
         .flat_map(|e| [e.train_loss, e.eval_loss])
+        .chain(
+            reference
+                .iter()
+                .flat_map(|b| [b.train.0, b.train.1, b.eval.0, b.eval.1]),
+        )
         .collect();
     let (mut lo, mut hi) = losses
         .iter()
@@ -79,6 +93,23 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str) -> String {
             d.join(" ")
         )
     };
+    // The band: the reference's lowest losses left to right, then its highest right to left.
+    let band = |side: fn(&Band) -> (f32, f32), colour: &str| -> String {
+        let lows = reference.iter().map(|b| (b.step, side(b).0));
+        let highs = reference.iter().rev().map(|b| (b.step, side(b).1));
+        let d: Vec<String> = lows
+            .chain(highs)
+            .map(|(s, l)| format!("{:.1},{:.1}", x(s as f64), y(l as f64)))
+            .collect();
+        format!(
+            r#"<polygon points="{}" fill="{colour}" fill-opacity="0.18"/>"#,
+            d.join(" ")
+        )
+    };
+    if reference.len() > 1 {
+        let _ = writeln!(svg, "{}", band(|b| b.train, TRAIN));
+        let _ = writeln!(svg, "{}", band(|b| b.eval, EVAL));
+    }
     let train: Vec<(f64, f64)> = report
         .evals
         .iter()
@@ -89,18 +120,79 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str) -> String {
         .iter()
         .map(|e| (e.step as f64, e.eval_loss as f64))
         .collect();
-    let _ = writeln!(svg, "{}", line(train, "#1f77b4"));
-    let _ = writeln!(svg, "{}", line(eval, "#d62728"));
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{0}" y="{1}" width="12" height="3" fill="#1f77b4"/><text x="{2}" y="{3}">train</text><rect x="{0}" y="{4}" width="12" height="3" fill="#d62728"/><text x="{2}" y="{5}">eval</text>"##,
-        W - RIGHT - 90.0,
-        TOP + 10.0,
-        W - RIGHT - 72.0,
-        TOP + 14.0,
-        TOP + 28.0,
-        TOP + 32.0
-    );
+    let _ = writeln!(svg, "{}", line(train, TRAIN));
+    let _ = writeln!(svg, "{}", line(eval, EVAL));
+    // The legend, top right: one row per entry.
+    let mut legend = vec![
+        (format!(r#"height="3" fill="{TRAIN}""#), "train"),
+        (format!(r#"height="3" fill="{EVAL}""#), "eval"),
+    ];
+    if reference.len() > 1 {
+        let swatch = r##"height="10" fill="#888" fill-opacity="0.3""##.to_string();
+        legend.push((swatch, "reference (band)"));
+    }
+    let (left, top) = (W - RIGHT - 150.0, TOP + 10.0);
+    for (i, (swatch, label)) in legend.iter().enumerate() {
+        let row = top + 18.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{left}" y="{row}" width="12" {swatch}/><text x="{}" y="{}">{label}</text>"#,
+            left + 18.0,
+            row + 4.0
+        );
+    }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kit::train::EvalPoint;
+
+    fn report() -> TrainReport {
+        let evals = (1..=4)
+            .map(|i| EvalPoint {
+                step: 100 * i,
+                train_loss: 3.0 - 0.2 * i as f32,
+                eval_loss: 3.1 - 0.2 * i as f32,
+                eval_batches: 1,
+            })
+            .collect();
+        TrainReport {
+            evals,
+            steps_run: 400,
+            ..TrainReport::default()
+        }
+    }
+
+    #[test]
+    fn the_reference_band_is_drawn_under_the_run_and_labelled() {
+        let bands: Vec<Band> = (1..=8)
+            .map(|i| Band {
+                step: 100 * i,
+                train: (2.9 - 0.2 * i as f32, 3.0 - 0.2 * i as f32),
+                eval: (3.0 - 0.2 * i as f32, 3.1 - 0.2 * i as f32),
+            })
+            .collect();
+        let svg = loss_curve_svg(&report(), "task1", &bands);
+        assert_eq!(
+            svg.matches("<polygon").count(),
+            2,
+            "a train and an eval band"
+        );
+        assert!(svg.contains("reference (band)"), "{svg}");
+        // Drawn first, so the run's lines lie on top; and only up to the run's last step.
+        assert!(svg.find("<polygon").unwrap() < svg.find("<polyline").unwrap());
+        let band = svg.lines().find(|l| l.starts_with("<polygon")).unwrap();
+        assert_eq!(
+            band.matches(',').count(),
+            8,
+            "four steps, low then high: {band}"
+        );
+
+        let plain = loss_curve_svg(&report(), "task1", &[]);
+        assert!(!plain.contains("<polygon") && !plain.contains("reference"));
+        assert_eq!(plain.matches("<polyline").count(), 2);
+    }
 }

@@ -2,6 +2,7 @@
 //! a checkpoint that can go on at every evaluation and on Ctrl-C; `--resume` goes on.
 
 use crate::models;
+use crate::reference::{self, Band, Standing};
 use anyhow::Context as _;
 use candle_core::Device;
 use kit::checkpoint::{Meta, Saved};
@@ -88,17 +89,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         train_cfg.batch_size,
         train_cfg.block_size
     );
+    let bands = reference_bands(args.task, &cfg, &train_cfg);
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).context("cannot catch Ctrl-C")?;
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     loop {
         match run.next(&|| STOP.load(Ordering::SeqCst))? {
             Next::Evaluated(p) => {
-                if !terminal {
-                    println!(
-                        "step {:>5}: train loss {:.3}, eval loss {:.3}",
-                        p.step, p.train_loss, p.eval_loss
-                    );
+                let mut line = format!(
+                    "step {:>5}: train loss {:.3}, eval loss {:.3}",
+                    p.step, p.train_loss, p.eval_loss
+                );
+                if let Some(band) = bands.iter().find(|b| b.step == p.step) {
+                    let standing = match band.standing(p.train_loss) {
+                        Standing::Ahead => "ahead of",
+                        Standing::Within => "within",
+                        Standing::Behind => "behind",
+                    };
+                    let (lo, hi) = band.train;
+                    line += &format!("; {standing} the reference (train {lo:.3}–{hi:.3})");
                 }
+                run.println(&line);
                 save_resumable(&mut run, &mut meta, &params, &dir)?;
             }
             Next::Interrupted => {
@@ -134,7 +143,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let curve = dir.join("loss.svg");
     kit::files::write_atomically(
         &curve,
-        crate::plot::loss_curve_svg(&report, task_name).as_bytes(),
+        crate::plot::loss_curve_svg(&report, task_name, &bands).as_bytes(),
     )?;
     println!("Checkpoint: {}", weights.display());
     println!("Loss curve: {}", curve.display());
@@ -151,6 +160,22 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The reference's band at each evaluation, when this run has the settings the reference
+/// curves were made with (the seed, the number of steps and the eval batches aside).
+fn reference_bands(task: TrainTask, model: &GptConfig, train: &TrainConfig) -> Vec<Band> {
+    match reference::for_task(task) {
+        Some(curves) if curves.compares_with(model, train) => curves.bands(),
+        Some(_) => {
+            println!(
+                "(Not compared with the reference curves: they are for the default model and \
+                 settings.)"
+            );
+            Vec::new()
+        }
+        None => Vec::new(),
+    }
 }
 
 /// Saves the weights and the state of `run` into `dir`: a checkpoint `--resume` can go on from.

@@ -47,6 +47,16 @@ pub enum Command {
     Doctor,
     /// For maintainers: how many broken reference solutions the checks catch (cargo-mutants).
     Mutants(MutantsArgs),
+    /// For maintainers: train the reference solutions over a few seeds and write the loss
+    /// curves every `train` is compared with (data/reference/curves.json).
+    ReferenceCurves(ReferenceCurvesArgs),
+}
+
+#[derive(Args)]
+pub struct ReferenceCurvesArgs {
+    /// How many seeds (0, 1, ...) per task: the band is their spread.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub seeds: u64,
 }
 
 #[derive(Args)]

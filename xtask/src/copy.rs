@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use std::path::Path;
 
 /// What a copy needs: the workspace without its build outputs, runs and corpus.
-pub const PARTS: [&str; 11] = [
+pub const PARTS: [&str; 12] = [
     "Cargo.toml",
     "Cargo.lock",
     ".cargo",
@@ -17,6 +17,7 @@ pub const PARTS: [&str; 11] = [
     "runner",
     "workspace-hack",
     "data/fixtures",
+    "data/reference",
 ];
 
 /// Copies the workbook at `root` into `to` (which should not exist yet) and marks it as a copy.

@@ -35,13 +35,17 @@ fn main() -> ExitCode {
             | Command::Generate(_)
             | Command::Attention(_)
             | Command::Bench(_)
+            | Command::ReferenceCurves(_)
     ) {
         interrupt::install();
     }
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Data(args) => data::run(args),
-        Command::Train(_) | Command::Generate(_) | Command::Attention(_) => models::run(false),
+        Command::Train(_)
+        | Command::Generate(_)
+        | Command::Attention(_)
+        | Command::ReferenceCurves(_) => models::run(false),
         Command::Bench(args) => models::run(args.composed()),
         Command::Hint(args) => hint::run(args),
         Command::Status => status::run(),

@@ -163,6 +163,15 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
         Ok(Next::Finished)
     }
 
+    /// Prints `line` above the progress bar, or on its own where there is no bar.
+    pub fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     /// The report so far.
     pub fn report(&self) -> &TrainReport {
         &self.report
