@@ -223,6 +223,9 @@ impl Meta {
                 )
             }
         };
+        let flag = |name, theirs: &dyn ToString, ours: &dyn ToString| {
+            (name, theirs.to_string(), ours.to_string())
+        };
         let differences = [
             ("the model of", self.task.clone(), ours.task.clone()),
             (
@@ -230,41 +233,17 @@ impl Meta {
                 who(self.solutions).into(),
                 who(ours.solutions).into(),
             ),
-            (
-                "--layers",
-                m.num_layers.to_string(),
-                n.num_layers.to_string(),
-            ),
-            ("--heads", m.num_heads.to_string(), n.num_heads.to_string()),
-            ("--hidden", m.hidden.to_string(), n.hidden.to_string()),
-            (
-                "--block",
-                m.block_size.to_string(),
-                n.block_size.to_string(),
-            ),
+            flag("--layers", &m.num_layers, &n.num_layers),
+            flag("--heads", &m.num_heads, &n.num_heads),
+            flag("--hidden", &m.hidden, &n.hidden),
+            flag("--block", &m.block_size, &n.block_size),
             ("", vocabulary(self), vocabulary(ours)),
-            ("--steps", t.steps.to_string(), o.steps.to_string()),
-            (
-                "--lr",
-                t.learning_rate.to_string(),
-                o.learning_rate.to_string(),
-            ),
-            (
-                "--batch",
-                t.batch_size.to_string(),
-                o.batch_size.to_string(),
-            ),
-            (
-                "--eval-every",
-                t.eval_every.to_string(),
-                o.eval_every.to_string(),
-            ),
-            (
-                "--eval-batches",
-                t.eval_batches.to_string(),
-                o.eval_batches.to_string(),
-            ),
-            ("--seed", t.seed.to_string(), o.seed.to_string()),
+            flag("--steps", &t.steps, &o.steps),
+            flag("--lr", &t.learning_rate, &o.learning_rate),
+            flag("--batch", &t.batch_size, &o.batch_size),
+            flag("--eval-every", &t.eval_every, &o.eval_every),
+            flag("--eval-batches", &t.eval_batches, &o.eval_batches),
+            flag("--seed", &t.seed, &o.seed),
         ];
         match differences.into_iter().find(|(_, a, b)| a != b) {
             None => Ok(()),
