@@ -90,7 +90,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         train_cfg.block_size
     );
     let bands = reference_bands(args.task, &cfg, &train_cfg);
-    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst)).context("cannot catch Ctrl-C")?;
+    // The first Ctrl-C stops the run after the current step, which then saves; a second one
+    // leaves at once, with the checkpoint of the last evaluation.
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            println!("\nStopped at once: --resume goes on from the last evaluation.");
+            std::process::exit(130);
+        }
+    })
+    .context("cannot catch Ctrl-C")?;
     loop {
         match run.next(&|| STOP.load(Ordering::SeqCst))? {
             Next::Evaluated(p) => {
