@@ -20,23 +20,59 @@ pub const PARTS: [&str; 12] = [
     "data/reference",
 ];
 
-/// Copies the workbook at `root` into `to` (which should not exist yet) and marks it as a copy.
-pub fn workbook(root: &Path, to: &Path) -> anyhow::Result<()> {
-    for part in PARTS {
-        copy_tree(&root.join(part), &to.join(part))
-            .with_context(|| format!("cannot copy {part} to {}", to.display()))?;
-    }
-    mark_as_copy(to)
+/// Who a copy is for. Copies build into the workbook's target directory, and cargo tells
+/// builds apart by package name, version and path inside the workspace: each kind of copy gets
+/// a version of its own (`0.1.0-copy`, `0.1.0-mutants`), so that it can neither overwrite the
+/// workbook's build outputs nor take another kind's for its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copy {
+    /// For the tests that play a learner: they edit `exercises/` and nothing else.
+    Learner,
+    /// For `cargo xtask mutants`, which edits the reference solutions.
+    Mutants,
 }
 
-/// `from` into `to`, files and folders, leaving out any `target` folder.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+impl Copy {
+    fn version_suffix(self) -> &'static str {
+        match self {
+            Copy::Learner => "copy",
+            Copy::Mutants => "mutants",
+        }
+    }
+
+    /// Whether the files of `part` keep their modification time. Cargo compiles a crate again
+    /// when one of its files is newer than its last build, so a fresh copy whose unchanged files
+    /// keep their times reuses what the last copy of its kind built (kit alone takes about 15 s
+    /// to compile). That is only sound for files no copy of the kind ever edits: an edited file
+    /// may have been built last in its edited form, and the same file, unedited but older, would
+    /// then pass for built.
+    fn keeps_times(self, part: &str) -> bool {
+        match self {
+            Copy::Learner => part != "exercises",
+            Copy::Mutants => false,
+        }
+    }
+}
+
+/// Copies the workbook at `root` into `to` (which should not exist yet) for `purpose`, and
+/// marks it as that kind of copy.
+pub fn workbook(root: &Path, to: &Path, purpose: Copy) -> anyhow::Result<()> {
+    for part in PARTS {
+        copy_tree(&root.join(part), &to.join(part), purpose.keeps_times(part))
+            .with_context(|| format!("cannot copy {part} to {}", to.display()))?;
+    }
+    mark_as_copy(to, purpose.version_suffix())
+}
+
+/// `from` into `to`, files and folders, leaving out any `target` folder; with `keep_times`,
+/// each file keeps its modification time.
+fn copy_tree(from: &Path, to: &Path, keep_times: bool) -> std::io::Result<()> {
     if from.is_dir() {
         std::fs::create_dir_all(to)?;
         for entry in std::fs::read_dir(from)? {
             let entry = entry?;
             if entry.file_name() != "target" {
-                copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+                copy_tree(&entry.path(), &to.join(entry.file_name()), keep_times)?;
             }
         }
         Ok(())
@@ -44,15 +80,20 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::copy(from, to).map(|_| ())
+        std::fs::copy(from, to)?;
+        if keep_times {
+            let modified = std::fs::metadata(from)?.modified()?;
+            std::fs::File::options()
+                .write(true)
+                .open(to)?
+                .set_modified(modified)?;
+        }
+        Ok(())
     }
 }
 
-/// Gives the copy's own crates a version of their own (`0.1.0-copy`). Cargo names build outputs
-/// by package, version and path relative to the workspace, so without this a copy building into
-/// the workbook's target directory would overwrite the workbook's outputs, and cargo would
-/// later take them (built from the copy) as up to date for the workbook.
-fn mark_as_copy(tree: &Path) -> anyhow::Result<()> {
+/// Gives the copy's own crates a version of their own (`0.1.0-<suffix>`): see [`Copy`].
+fn mark_as_copy(tree: &Path, suffix: &str) -> anyhow::Result<()> {
     let manifest = tree.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)?;
     let mut section = String::new();
@@ -64,7 +105,7 @@ fn mark_as_copy(tree: &Path) -> anyhow::Result<()> {
         }
         if section == "[workspace.package]" && !marked && line.starts_with("version = \"") {
             out.push_str(line.trim_end().trim_end_matches('"'));
-            out.push_str("-copy\"\n");
+            out.push_str(&format!("-{suffix}\"\n"));
             marked = true;
         } else {
             out.push_str(line);

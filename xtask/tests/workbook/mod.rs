@@ -1,7 +1,7 @@
 //! A copy of the workbook for the tests that play a learner, so that the real `exercises/`
-//! are never touched. It builds into this workspace's target directory, so only the
-//! workbook's own crates are compiled again, not candle. The tests of a file share one copy
-//! and take turns; each test file uses part of what is here.
+//! are never touched. It builds into this workspace's target directory, so candle is not
+//! compiled again, and after the first run only the exercises and what links them are. The
+//! tests of a file share one copy and take turns; each test file uses part of what is here.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ pub fn workbook() -> MutexGuard<'static, Workbook> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let dir = tempfile::tempdir().unwrap();
         // A version of its own: the copy cannot overwrite the workbook's build outputs.
-        xtask::copy::workbook(root, dir.path()).unwrap();
+        xtask::copy::workbook(root, dir.path(), xtask::copy::Copy::Learner).unwrap();
         // A clone of its own, as a learner has: `reset` takes the stub from git.
         git(dir.path(), &["init", "--quiet"]);
         git(dir.path(), &["add", "--all"]);
