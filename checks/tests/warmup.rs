@@ -66,7 +66,7 @@ fn generate_is_greedy_from_the_start_token() {
     let (model, params) = decoder(2);
     let table = param(&params, "wte.weight");
     let tokens = within(
-        Duration::from_secs(30),
+        Duration::from_secs(5),
         "SimpleDecoder::generate",
         move || model.generate(23, 20).expect("generate"),
     );
@@ -93,7 +93,7 @@ fn generate_is_greedy_from_the_start_token() {
 fn generate_of_length_one_is_the_start_token() {
     let (model, _) = decoder(3);
     let tokens = within(
-        Duration::from_secs(10),
+        Duration::from_secs(5),
         "SimpleDecoder::generate",
         move || model.generate(7, 1).expect("generate"),
     );
