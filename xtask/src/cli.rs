@@ -325,6 +325,7 @@ impl BenchArgs {
         match &self.what {
             BenchWhat::Train(a) => a.composed,
             BenchWhat::Attention(a) => a.composed,
+            BenchWhat::Products(_) => false,
         }
     }
 }
@@ -335,6 +336,8 @@ pub enum BenchWhat {
     Train(BenchTrainArgs),
     /// Task 1 per-head attention against Task 3 einsum attention.
     Attention(BenchAttentionArgs),
+    /// The dense products of a training step, each alone in a loop: what gemm reaches on them.
+    Products(BenchProductsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -366,6 +369,16 @@ pub struct BenchTrainArgs {
     /// Also time forward, backward and the optimizer step separately.
     #[arg(long)]
     pub breakdown: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchProductsArgs {
+    /// Timed calls per product (the median is reported).
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub repeats: u64,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,

@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: training-step and attention timings. Method and figures live in
-//! BENCHMARKS.md.
+//! `cargo xtask bench`: training-step, attention and matrix-product timings. Method and
+//! figures live in BENCHMARKS.md.
 
 use crate::models::{self, TextModel};
 use candle_core::{DType, Device, Module, Tensor};
@@ -11,10 +11,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 use xtask::cli::{Attention, BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat, TrainTask};
 
+mod products;
+
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
         BenchWhat::Train(a) => train(a),
         BenchWhat::Attention(a) => attention(a),
+        BenchWhat::Products(a) => products::run(a),
     }
 }
 
@@ -80,6 +83,19 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
         args.steps, args.warmup
     );
+    // The dense products are most of a step's work: their rate against `bench products`'.
+    let rows = batch_size / args.parts as usize * block_size;
+    let gflop: f64 = products::of_a_step(&cfg, rows)
+        .iter()
+        .map(products::Product::flops)
+        .sum::<f64>()
+        * args.parts as f64
+        / 1e9;
+    let gflops = gflop / (ms / 1e3);
+    println!(
+        "dense products: {gflop:.2} GFLOP a step, {gflops:.1} GFLOP/s at the median step \
+         (on all threads; `cargo xtask bench products` times them alone)"
+    );
     // The graded checks evaluate 100 batches every 250 steps: part of their time too.
     let evaluation = Evaluation {
         data: &data.eval,
@@ -109,6 +125,8 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
                 "eval_100_batches_ms": eval_ms,
                 "mean_ms_per_step": mean,
                 "tokens_per_s": tokens_per_s,
+                "dense_gflop_per_step": gflop,
+                "dense_gflops": gflops,
                 "steps": args.steps,
                 "threads": threads,
                 "op_threads": op_threads,
