@@ -85,6 +85,8 @@ fn time_product(p: &Product, repeats: u64) -> f64 {
     };
     let (a_rs, a_cs) = strides(p.a, p.m, p.k);
     let (b_rs, b_cs) = strides(p.b, p.k, p.n);
+    // The call kit's dense layers make (`gemm_into` in kit/src/ops/matmul/mod.rs): a
+    // row-major output, overwritten, one thread.
     let mut run = || {
         // SAFETY: a, b and c hold m × k, k × n and m × n floats, and the strides stay inside.
         unsafe {
