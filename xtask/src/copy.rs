@@ -42,10 +42,9 @@ impl Copy {
 
     /// Whether the files of `part` keep their modification time. Cargo compiles a crate again
     /// when one of its files is newer than its last build, so a fresh copy whose unchanged files
-    /// keep their times reuses what the last copy of its kind built (kit alone takes about 15 s
-    /// to compile). That is only sound for files no copy of the kind ever edits: an edited file
-    /// may have been built last in its edited form, and the same file, unedited but older, would
-    /// then pass for built.
+    /// keep their times reuses what the last copy of its kind built, kit included. That is only
+    /// sound for files no copy of the kind ever edits: an edited file may have been built last in
+    /// its edited form, and the same file, unedited but older, would then pass for built.
     fn keeps_times(self, part: &str) -> bool {
         match self {
             Copy::Learner => part != "exercises",
