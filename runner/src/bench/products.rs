@@ -128,7 +128,7 @@ fn time_product(p: &Product, repeats: u64) -> f64 {
 
 pub fn run(args: BenchProductsArgs) -> anyhow::Result<ExitCode> {
     let graded = Graded::task1().config;
-    let cfg = GptConfig::graded(65);
+    let cfg = GptConfig::graded(kit::Dataset::load()?.vocab_size());
     let parts = Trainer::<dyn TextModel>::PARTS;
     let rows = graded.batch_size / parts * graded.block_size;
     println!(
