@@ -162,10 +162,9 @@ pub fn run(args: BenchProductsArgs) -> anyhow::Result<ExitCode> {
     // A step runs its parts side by side, one per thread: on as many cores, its products take
     // as long as one part's.
     println!(
-        "one part: {:.3} GFLOP in {:.2} ms, {gflops:.1} GFLOP/s on one thread; a step on {parts} \
-         cores, its parts side by side, would spend {:.2} ms in them at these speeds",
+        "one part: {:.3} GFLOP in {:.2} ms, {gflops:.1} GFLOP/s on one thread: what a step on \
+         {parts} cores, its parts side by side, would spend in its products at these speeds",
         total_flops / 1e9,
-        total_us / 1e3,
         total_us / 1e3,
     );
     if args.json {
