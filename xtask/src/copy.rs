@@ -25,18 +25,18 @@ pub const PARTS: [&str; 12] = [
 /// a version of its own (`0.1.0-copy`, `0.1.0-mutants`), so that it can neither overwrite the
 /// workbook's build outputs nor take another kind's for its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Copy {
+pub enum Purpose {
     /// For the tests that play a learner: they edit `exercises/` and nothing else.
     Learner,
     /// For `cargo xtask mutants`, which edits the reference solutions.
     Mutants,
 }
 
-impl Copy {
+impl Purpose {
     fn version_suffix(self) -> &'static str {
         match self {
-            Copy::Learner => "copy",
-            Copy::Mutants => "mutants",
+            Purpose::Learner => "copy",
+            Purpose::Mutants => "mutants",
         }
     }
 
@@ -47,15 +47,15 @@ impl Copy {
     /// its edited form, and the same file, unedited but older, would then pass for built.
     fn keeps_times(self, part: &str) -> bool {
         match self {
-            Copy::Learner => part != "exercises",
-            Copy::Mutants => false,
+            Purpose::Learner => part != "exercises",
+            Purpose::Mutants => false,
         }
     }
 }
 
 /// Copies the workbook at `root` into `to` (which should not exist yet) for `purpose`, and
 /// marks it as that kind of copy.
-pub fn workbook(root: &Path, to: &Path, purpose: Copy) -> anyhow::Result<()> {
+pub fn workbook(root: &Path, to: &Path, purpose: Purpose) -> anyhow::Result<()> {
     for part in PARTS {
         copy_tree(&root.join(part), &to.join(part), purpose.keeps_times(part))
             .with_context(|| format!("cannot copy {part} to {}", to.display()))?;
@@ -91,7 +91,7 @@ fn copy_tree(from: &Path, to: &Path, keep_times: bool) -> std::io::Result<()> {
     }
 }
 
-/// Gives the copy's own crates a version of their own (`0.1.0-<suffix>`): see [`Copy`].
+/// Gives the copy's own crates a version of their own (`0.1.0-<suffix>`): see [`Purpose`].
 fn mark_as_copy(tree: &Path, suffix: &str) -> anyhow::Result<()> {
     let manifest = tree.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)?;

@@ -66,7 +66,7 @@ impl Workbench {
             std::fs::remove_dir_all(&tree)
                 .with_context(|| format!("cannot clear the old copy at {}", tree.display()))?;
         }
-        xtask::copy::workbook(&root, &tree, xtask::copy::Copy::Mutants)?;
+        xtask::copy::workbook(&root, &tree, xtask::copy::Purpose::Mutants)?;
         // The copy has no corpus of its own: every check reads this workspace's (fetched now if
         // need be), so that no check fails for want of data and counts a mutant as caught.
         kit::corpus::load()?;

@@ -35,7 +35,7 @@ pub fn workbook() -> MutexGuard<'static, Workbook> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let dir = tempfile::tempdir().unwrap();
         // A version of its own: the copy cannot overwrite the workbook's build outputs.
-        xtask::copy::workbook(root, dir.path(), xtask::copy::Copy::Learner).unwrap();
+        xtask::copy::workbook(root, dir.path(), xtask::copy::Purpose::Learner).unwrap();
         // A clone of its own, as a learner has: `reset` takes the stub from git.
         git(dir.path(), &["init", "--quiet"]);
         git(dir.path(), &["add", "--all"]);
