@@ -23,7 +23,8 @@ pub const PARTS: [&str; 12] = [
 /// Who a copy is for. Copies build into the workbook's target directory, and cargo tells
 /// builds apart by package name, version and path inside the workspace: each kind of copy gets
 /// a version of its own (`0.1.0-copy`, `0.1.0-mutants`), so that it can neither overwrite the
-/// workbook's build outputs nor take another kind's for its own.
+/// workbook's build outputs nor take another kind's for its own. The one exception is what a
+/// learner copy shares with the workbook: see [`Purpose::shares`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// For the tests that play a learner: they edit `exercises/` and nothing else.
@@ -51,6 +52,19 @@ impl Purpose {
             Purpose::Mutants => false,
         }
     }
+
+    /// The crates whose copies keep the workbook's version, and so take the workbook's own
+    /// builds of them instead of compiling them again (kit at opt-level 3 is most of a copy's
+    /// first build). That is sound for a learner copy: these crates are never edited there, their
+    /// files keep their times, and the workbook has built them before any test makes a copy,
+    /// because every test binary that makes one links kit. So cargo finds the workbook's builds
+    /// up to date and never writes them from the copy, whose folder will be gone.
+    fn shares(self) -> &'static [&'static str] {
+        match self {
+            Purpose::Learner => &["kit", "workspace-hack"],
+            Purpose::Mutants => &[],
+        }
+    }
 }
 
 /// Copies the workbook at `root` into `to` (which should not exist yet) for `purpose`, and
@@ -60,7 +74,12 @@ pub fn workbook(root: &Path, to: &Path, purpose: Purpose) -> anyhow::Result<()> 
         copy_tree(&root.join(part), &to.join(part), purpose.keeps_times(part))
             .with_context(|| format!("cannot copy {part} to {}", to.display()))?;
     }
-    mark_as_copy(to, purpose.version_suffix())
+    let version = mark_as_copy(to, purpose.version_suffix())?;
+    for krate in purpose.shares() {
+        keep_version(&to.join(krate).join("Cargo.toml"), &version)
+            .with_context(|| format!("cannot give the copy's {krate} version {version}"))?;
+    }
+    Ok(())
 }
 
 /// `from` into `to`, files and folders, leaving out any `target` folder; with `keep_times`,
@@ -92,30 +111,64 @@ fn copy_tree(from: &Path, to: &Path, keep_times: bool) -> std::io::Result<()> {
 }
 
 /// Gives the copy's own crates a version of their own (`0.1.0-<suffix>`): see [`Purpose`].
-fn mark_as_copy(tree: &Path, suffix: &str) -> anyhow::Result<()> {
+/// Returns the workbook's version.
+fn mark_as_copy(tree: &Path, suffix: &str) -> anyhow::Result<String> {
     let manifest = tree.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)?;
     let mut section = String::new();
-    let mut marked = false;
+    let mut version = None;
     let mut out = String::with_capacity(text.len() + 8);
     for line in text.lines() {
         if line.starts_with('[') {
             section = line.trim().to_string();
         }
-        if section == "[workspace.package]" && !marked && line.starts_with("version = \"") {
-            out.push_str(line.trim_end().trim_end_matches('"'));
-            out.push_str(&format!("-{suffix}\"\n"));
-            marked = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
+        let value = line
+            .strip_prefix("version = \"")
+            .and_then(|v| v.trim_end().strip_suffix('"'));
+        match value {
+            Some(value) if section == "[workspace.package]" && version.is_none() => {
+                out.push_str(&format!("version = \"{value}-{suffix}\"\n"));
+                version = Some(value.to_string());
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
     }
+    let version = version.with_context(|| {
+        format!(
+            "{} has no version in [workspace.package]",
+            manifest.display()
+        )
+    })?;
+    std::fs::write(&manifest, out)?;
+    Ok(version)
+}
+
+/// Gives the crate of `manifest` the version `version` in place of the workspace's, keeping the
+/// file's modification time: cargo runs a crate's build script again when one of the crate's
+/// files is newer than its last run.
+fn keep_version(manifest: &Path, version: &str) -> anyhow::Result<()> {
+    const INHERITED: &str = "version.workspace = true";
+    let modified = std::fs::metadata(manifest)?.modified()?;
+    let text = std::fs::read_to_string(manifest)?;
     anyhow::ensure!(
-        marked,
-        "{} has no version in [workspace.package]",
+        text.lines().any(|line| line.trim() == INHERITED),
+        "{} does not take its version from the workspace",
         manifest.display()
     );
-    std::fs::write(&manifest, out)?;
+    let text: String = text
+        .lines()
+        .map(|line| match line.trim() {
+            INHERITED => format!("version = \"{version}\"\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(manifest, text)?;
+    std::fs::File::options()
+        .write(true)
+        .open(manifest)?
+        .set_modified(modified)?;
     Ok(())
 }
