@@ -2,10 +2,8 @@
 //! the same losses, evaluations and weights, to the last bit, wherever it was stopped. And a
 //! checkpoint that does not fit is refused with a message that says why.
 
-mod common;
-
+use crate::common::{Tiny, config, data};
 use candle_core::{Device, Module, Result, Tensor};
-use common::{Tiny, config, data};
 use kit::checkpoint::{CheckpointError, Meta, Saved};
 use kit::train::{Next, Run, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, SeededVarMap};

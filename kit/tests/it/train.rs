@@ -6,9 +6,7 @@ use kit::train::{
     Control, EvalPoint, EvalScreen, TrainConfig, TrainError, TrainReport, loss_and_gradients, train,
 };
 
-mod common;
-
-use common::{Tiny, config, data};
+use crate::common::{Tiny, config, data};
 
 fn run(seed: u64) -> (Vec<f32>, Vec<f32>) {
     let data = data();
