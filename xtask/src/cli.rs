@@ -366,6 +366,10 @@ pub struct BenchTrainArgs {
     /// Parts each batch is cut into, differentiated side by side (the training loop uses 2).
     #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = at_least_one)]
     pub parts: u64,
+    /// Timed evaluations of the graded number of batches, after the steps and one untimed
+    /// evaluation (the median is reported).
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub eval_repeats: u64,
     /// Also time forward, backward and the optimizer step separately.
     #[arg(long)]
     pub breakdown: bool,

@@ -391,7 +391,17 @@ fn data_refuses_a_copy_that_is_not_tiny_shakespeare() {
 fn bench_reports_its_figures_as_json() {
     let state = tempfile::tempdir().unwrap();
     let (code, text) = xtask(
-        &["bench", "train", "--steps", "3", "--warmup", "1", "--json"],
+        &[
+            "bench",
+            "train",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--eval-repeats",
+            "1",
+            "--json",
+        ],
         state.path(),
     );
     assert_eq!(code, 0, "{text}");

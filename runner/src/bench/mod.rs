@@ -104,7 +104,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         block_size,
         screen: None,
     };
-    let eval_ms = time_ms(5, || {
+    let eval_ms = time_ms(args.eval_repeats, || {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         evaluation
             .run(model.as_ref(), &mut rng, &device)
