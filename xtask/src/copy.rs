@@ -172,3 +172,49 @@ fn keep_version(manifest: &Path, version: &str) -> anyhow::Result<()> {
         .set_modified(modified)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_copy_gets_its_own_version_and_a_shared_crate_keeps_the_workbooks() {
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tree.path().join("Cargo.toml"),
+            "[workspace]\nmembers = [\"kit\"]\n\n[workspace.package]\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        let kit = tree.path().join("kit").join("Cargo.toml");
+        std::fs::create_dir_all(kit.parent().unwrap()).unwrap();
+        std::fs::write(
+            &kit,
+            "[package]\nname = \"kit\"\nversion.workspace = true\n",
+        )
+        .unwrap();
+        let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&kit)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+
+        let version = mark_as_copy(tree.path(), "copy").unwrap();
+        keep_version(&kit, &version).unwrap();
+
+        assert_eq!(version, "0.1.0");
+        let workspace = std::fs::read_to_string(tree.path().join("Cargo.toml")).unwrap();
+        assert!(
+            workspace.contains("\nversion = \"0.1.0-copy\"\n"),
+            "{workspace}"
+        );
+        let shared = std::fs::read_to_string(&kit).unwrap();
+        assert_eq!(shared, "[package]\nname = \"kit\"\nversion = \"0.1.0\"\n");
+        let modified = std::fs::metadata(&kit).unwrap().modified().unwrap();
+        assert_eq!(modified, long_ago, "the manifest keeps its time");
+        // Twice is an error, not a silent second edit.
+        assert!(keep_version(&kit, &version).is_err());
+    }
+}
