@@ -100,11 +100,7 @@ fn copy_tree(from: &Path, to: &Path, keep_times: bool) -> std::io::Result<()> {
         }
         std::fs::copy(from, to)?;
         if keep_times {
-            let modified = std::fs::metadata(from)?.modified()?;
-            std::fs::File::options()
-                .write(true)
-                .open(to)?
-                .set_modified(modified)?;
+            set_modified(to, std::fs::metadata(from)?.modified()?)?;
         }
         Ok(())
     }
@@ -166,11 +162,15 @@ fn keep_version(manifest: &Path, version: &str) -> anyhow::Result<()> {
         })
         .collect();
     std::fs::write(manifest, text)?;
+    set_modified(manifest, modified)?;
+    Ok(())
+}
+
+fn set_modified(path: &Path, time: std::time::SystemTime) -> std::io::Result<()> {
     std::fs::File::options()
         .write(true)
-        .open(manifest)?
-        .set_modified(modified)?;
-    Ok(())
+        .open(path)?
+        .set_modified(time)
 }
 
 #[cfg(test)]
@@ -194,12 +194,7 @@ mod tests {
         )
         .unwrap();
         let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        std::fs::File::options()
-            .write(true)
-            .open(&kit)
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
+        set_modified(&kit, long_ago).unwrap();
 
         let version = mark_as_copy(tree.path(), "copy").unwrap();
         keep_version(&kit, &version).unwrap();
