@@ -4,8 +4,11 @@
 use candle_core::{DType, Device, Module, Tensor};
 use kit::train::{Control, EvalPoint, EvalScreen, Graded, TrainConfig};
 use kit::{Dataset, SeededVarMap};
+pub use reference::{param, values};
 use std::sync::OnceLock;
 use std::time::Duration;
+use workbook::progress_line::GradedProgress;
+use workbook::tasks::TaskList;
 
 /// The device every check runs on.
 pub fn device() -> Device {
@@ -114,14 +117,6 @@ pub fn parameter_table(params: &SeededVarMap) -> String {
     out
 }
 
-/// Values of a tensor as f64, flattened.
-pub fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1())
-        .expect("tensor values")
-}
-
 /// Largest absolute difference between two equally long slices; infinite if either holds a NaN
 /// (a NaN compares false with everything, so it would otherwise pass any tolerance).
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -139,21 +134,6 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
             0.0,
             |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
         )
-}
-
-/// The value of a named parameter as f64, row-major.
-pub fn param(params: &SeededVarMap, name: &str) -> Vec<f64> {
-    let vars = params.named_vars();
-    let var = vars.iter().find(|(n, _)| n == name).unwrap_or_else(|| {
-        panic!(
-            "no parameter named {name}; the model has: {}",
-            vars.iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    });
-    values(var.1.as_tensor())
 }
 
 /// Logits of a model on a batch of token ids (B, T).
@@ -186,6 +166,18 @@ pub fn move_off_init(params: &SeededVarMap, seed: u64) {
     }
 }
 
+/// The graded training of `task`, as the task list gives it.
+pub fn graded(task: &str) -> Graded {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("checks/ is inside the workbook");
+    let list = TaskList::load(root).unwrap_or_else(|e| panic!("{e}"));
+    let task = list.get(task).unwrap_or_else(|e| panic!("{e}"));
+    task.graded
+        .unwrap_or_else(|| panic!("tasks.toml gives {} no [task.graded]", task.name))
+        .graded()
+}
+
 /// How many eval batches [`graded_training`] looks at before going on with an evaluation.
 pub const SCREEN_BATCHES: usize = 10;
 /// How far above the target those batches' mean must be to cut the evaluation short.
@@ -194,12 +186,9 @@ pub const SCREEN_MARGIN: f32 = 0.1;
 /// One line of a graded training's progress, written straight to standard error, past the
 /// test harness's capture: `cargo test` shows it as it comes, and `cargo xtask check` reads it
 /// to keep a live progress line.
-fn report_progress(step: usize, steps: usize, eval_loss: f32, target: f32) {
+fn report_progress(progress: GradedProgress) {
     use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "graded training: step {step} of at most {steps}, eval loss {eval_loss:.3} (bar {target})"
-    );
+    let _ = writeln!(std::io::stderr().lock(), "{progress}");
 }
 
 /// The graded training run: trains `model` on tiny Shakespeare with `graded.config`, and stops
@@ -227,17 +216,18 @@ pub fn graded_training(
     };
     let full = config.eval_batches;
     let report = kit::train::train(model, params.varmap(), dataset(), &config, &device(), |p| {
-        report_progress(p.step, config.steps, p.eval_loss, target);
+        report_progress(GradedProgress {
+            step: p.step,
+            steps: config.steps,
+            eval_loss: p.eval_loss,
+            bar: target,
+        });
         if p.eval_batches == full {
-            println!(
-                "step {:>5}: train loss {:.3}, eval loss {:.3}",
-                p.step, p.train_loss, p.eval_loss
-            );
+            println!("{p}");
         } else {
             println!(
-                "step {:>5}: train loss {:.3}, eval loss {:.3} on the first {} batches, too far \
-                 above {target} to go on",
-                p.step, p.train_loss, p.eval_loss, p.eval_batches
+                "{p} on the first {} batches, too far above {target} to go on",
+                p.eval_batches
             );
         }
         if p.eval_batches == full && p.eval_loss < target {

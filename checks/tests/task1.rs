@@ -2,12 +2,11 @@
 
 use candle_core::{Module, Tensor};
 use checks::learner::task1::{DecoderBlock, MiniGPT, MultiHeadAttention};
-use checks::reference;
+
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param,
     values, within,
 };
-use kit::train::Graded;
 use kit::{GptConfig, Sampler, SeededVarMap};
 use std::time::Duration;
 
@@ -420,7 +419,7 @@ fn generate_refuses_an_empty_prompt() {
 #[test]
 fn graded_training_reaches_eval_loss_below_1_9() {
     let (model, params) = minigpt(GptConfig::graded(dataset().vocab_size()), 0);
-    let graded = Graded::task1();
+    let graded = support::graded("task1");
     let last = support::graded_training("task1", &model, &params, &graded);
     assert!(
         last.eval_loss < graded.bar,

@@ -7,12 +7,12 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 use checks::learner::task2::SelfAttention;
-use checks::reference::{attention_head_f64, dense_f64};
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, device, max_abs_diff, param, values,
 };
 use kit::SeededVarMap;
 use proptest::prelude::*;
+use reference::{attention_head_f64, dense_f64};
 use std::collections::HashMap;
 
 fn head(hidden: usize, head_dim: usize, seed: u64) -> (SelfAttention, SeededVarMap) {

@@ -3,7 +3,6 @@
 use checks::learner::warmup::SimpleDecoder;
 use checks::support::{self, assert_every_parameter_learns, assert_shape, device, param, within};
 use kit::SeededVarMap;
-use kit::train::Graded;
 use std::time::Duration;
 
 const VOCAB: usize = 65;
@@ -119,7 +118,7 @@ fn the_embedding_receives_a_gradient() {
 #[test]
 fn graded_training_reaches_eval_loss_below_2_6() {
     let (model, params) = decoder(0);
-    let graded = Graded::warmup();
+    let graded = support::graded("warmup");
     let last = support::graded_training("warm-up", &model, &params, &graded);
     assert!(
         last.eval_loss < graded.bar,

@@ -111,10 +111,6 @@ impl MiniGPT {
         )
     }
 
-    pub fn config(&self) -> &GptConfig {
-        &self.config
-    }
-
     /// Appends `max_new_tokens` sampled tokens to `prompt`. Each step feeds the model the last
     /// `block_size` tokens at most and samples from the logits of the last position. An empty
     /// prompt is an error: it has no last position to sample from.

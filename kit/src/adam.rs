@@ -48,7 +48,7 @@ pub struct Adam {
 
 impl Adam {
     /// One update with, for each variable, the sum of its gradients in `grads`: the step of a
-    /// batch whose parts were differentiated separately (see [`crate::train::Trainer`]).
+    /// batch whose parts were differentiated separately (see [`crate::train::parallel`]).
     ///
     /// The variables are updated in parallel on kit's thread pool.
     pub fn step_sum(&mut self, grads: &[GradStore]) -> Result<()> {
@@ -110,7 +110,7 @@ impl Adam {
 }
 
 /// The sum of `var`'s gradients in `grads`, or `None` where no store has one.
-pub(crate) fn summed_gradient(var: &Var, grads: &[GradStore]) -> Result<Option<Tensor>> {
+fn summed_gradient(var: &Var, grads: &[GradStore]) -> Result<Option<Tensor>> {
     let mut parts = grads.iter().filter_map(|g| g.get(var));
     let Some(first) = parts.next() else {
         return Ok(None);

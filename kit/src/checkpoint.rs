@@ -11,13 +11,13 @@
 //! atomically.
 
 use crate::GptConfig;
-use crate::files::{WriteError, write_atomically, write_atomically_with};
 use crate::train::{Progress, RunState, TrainConfig};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use workbook::files::{WriteError, write_atomically, write_atomically_with};
 
 pub const WEIGHTS: &str = "model.safetensors";
 pub const META: &str = "model.json";
@@ -27,7 +27,7 @@ const PROGRESS: &str = "minigpt.progress";
 /// What a checkpoint's weights are: enough to rebuild the model and its tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
-    /// The task's name (`warmup`, `task1`, `task3`).
+    /// The name of the task whose model this is, as tasks.toml has it.
     pub task: String,
     /// Whether the reference solution (rather than your exercise) was trained.
     #[serde(default)]
@@ -44,7 +44,8 @@ pub struct Meta {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error(
-        "no checkpoint file at {}: train one with `cargo xtask train task1`, which writes runs/task1/",
+        "no checkpoint file at {}: train one with `cargo xtask train TASK`, which writes \
+         runs/TASK/",
         path.display()
     )]
     Missing { path: PathBuf },

@@ -3,6 +3,8 @@
 use crate::tokenizer::Tokenizer;
 use candle_core::{Device, Tensor};
 use rand::Rng;
+use workbook::config::{SettingError, check_windows};
+use workbook::corpus::{self, CorpusError};
 
 /// Fraction of the tokens used for training; the rest is the eval split.
 pub const TRAIN_FRACTION: f64 = 0.9;
@@ -18,9 +20,9 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads tiny Shakespeare (see [`crate::corpus::load`]) and splits it.
-    pub fn load() -> Result<Self, crate::corpus::CorpusError> {
-        Ok(Self::from_text(&crate::corpus::load()?))
+    /// Loads tiny Shakespeare (see [`workbook::corpus::load`]) and splits it.
+    pub fn load() -> Result<Self, CorpusError> {
+        Ok(Self::from_text(&corpus::load()?))
     }
 
     /// Tokenizes any text with its own vocabulary and splits it.
@@ -48,23 +50,6 @@ pub fn split(tokens: &[u32]) -> (&[u32], &[u32]) {
     tokens.split_at(n)
 }
 
-/// Batches cannot be drawn from this split with this block size.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BatchError {
-    #[error(
-        "block_size {block_size} needs at least {} tokens in the split, which has only {len}; \
-         use a smaller block size", block_size + 1
-    )]
-    TooShort { block_size: usize, len: usize },
-    #[error(
-        "batch_size and block_size must be at least 1 (got batch {batch_size}, block {block_size})"
-    )]
-    Empty {
-        batch_size: usize,
-        block_size: usize,
-    },
-}
-
 /// A batch as plain token ids, row-major: `x[i * block_size + j]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -82,19 +67,8 @@ impl Batch {
         data: &[u32],
         batch_size: usize,
         block_size: usize,
-    ) -> Result<Self, BatchError> {
-        if batch_size == 0 || block_size == 0 {
-            return Err(BatchError::Empty {
-                batch_size,
-                block_size,
-            });
-        }
-        if data.len() <= block_size {
-            return Err(BatchError::TooShort {
-                block_size,
-                len: data.len(),
-            });
-        }
+    ) -> Result<Self, SettingError> {
+        check_windows(batch_size, block_size, "given", data.len())?;
         let mut x = Vec::with_capacity(batch_size * block_size);
         let mut y = Vec::with_capacity(batch_size * block_size);
         for _ in 0..batch_size {
@@ -162,8 +136,9 @@ mod tests {
         let err = Batch::sample(&mut rng, &[1, 2, 3], 2, 3).unwrap_err();
         assert_eq!(
             err,
-            BatchError::TooShort {
+            SettingError::BlockTooLarge {
                 block_size: 3,
+                split: "given",
                 len: 3
             }
         );

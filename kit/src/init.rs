@@ -140,7 +140,10 @@ fn draw(shape: &Shape, init: Init, stream: u64) -> Vec<f32> {
     }
 }
 
-/// Flax's default for a Dense kernel: LeCun normal, standard deviation `1 / sqrt(fan_in)`.
+/// LeCun normal: a normal of mean 0 and standard deviation `1 / sqrt(fan_in)`, the variance of
+/// Flax's default for a Dense kernel. Flax draws it from a normal truncated at two standard
+/// deviations (and widened to keep the variance); this one is not truncated, so a few weights
+/// in a hundred lie further out.
 pub fn lecun_normal(fan_in: usize) -> Init {
     Init::Randn {
         mean: 0.,

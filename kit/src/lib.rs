@@ -2,7 +2,6 @@
 //!
 //! Everything a task needs but does not teach lives here:
 //!
-//! - [`corpus`]: finds, downloads and verifies tiny Shakespeare;
 //! - [`tokenizer`] and [`data`]: characters to token ids, the train / eval split, random batches;
 //! - [`init`]: parameters drawn from a seeded generator, so a run can be repeated exactly;
 //! - [`nn`]: the layers a task uses but does not write (dense, embedding, LayerNorm,
@@ -10,30 +9,29 @@
 //! - [`ops`]: what those layers compute, each op fused with an analytic backward pass (LayerNorm,
 //!   causal softmax, cross-entropy, dense, causal attention) beside its composed twin;
 //! - [`adam`]: plain Adam, fused into one in-place pass per parameter;
-//! - [`train`]: the training loop, the evaluation loss and the challenge's graded runs;
+//! - [`train`]: the training loop; one step of it, forward → cross-entropy → backward → Adam,
+//!   is [`train::step`], in `train/step.rs`;
 //! - [`sample`]: drawing the next token from logits;
-//! - [`checkpoint`]: a trained model, or a run that can go on, on disk;
-//! - [`files`] and [`progress`]: saving files whole, and progress bars.
+//! - [`checkpoint`]: a trained model, or a run that can go on, on disk.
+//!
+//! The settings ([`GptConfig`], [`train::TrainConfig`]), the corpus and the files written whole
+//! come from the `workbook` crate, which the command line shares.
 //!
 //! The layers follow candle's shape: a struct, a constructor that takes its sizes and a
 //! [`candle_nn::VarBuilder`], and `impl Module`.
 
 pub mod adam;
 pub mod checkpoint;
-pub mod config;
-pub mod corpus;
 pub mod data;
-pub mod files;
 pub mod init;
 pub mod nn;
 pub mod ops;
-pub mod progress;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;
 
-pub use config::GptConfig;
 pub use data::Dataset;
 pub use init::SeededVarMap;
 pub use sample::Sampler;
 pub use tokenizer::Tokenizer;
+pub use workbook::config::GptConfig;

@@ -1,9 +1,11 @@
 //! The layers a task uses but does not write.
 //!
 //! Each is a struct with a constructor taking its sizes and a [`VarBuilder`], and `impl Module`.
-//! Parameters are named after GPT-2 (`weight`, `bias`, `query`, `fc`, ...) and initialised like
-//! the challenge's Flax defaults: LeCun-normal kernels, zero biases, embeddings with variance
-//! `1 / features`, LayerNorm scale one and shift zero.
+//! Parameters are named after GPT-2 (`weight`, `bias`, `query`, `fc`, ...) and initialised as
+//! [`crate::init`] says: dense weights from a normal of variance `1 / fan_in` (Flax's default
+//! draws the same variance from a normal truncated at two standard deviations), zero biases,
+//! embeddings from a normal of variance `1 / features` (as Flax), LayerNorm scale one and shift
+//! zero.
 
 use crate::init::{embed_normal, lecun_normal};
 use crate::ops;
@@ -33,17 +35,6 @@ pub fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
 pub fn dense_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
     let weight = vb.get_with_hints((out_dim, in_dim), "weight", lecun_normal(in_dim))?;
     Ok(Dense { weight, bias: None })
-}
-
-impl Dense {
-    /// The weight, shape (out, in).
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
 }
 
 impl Module for Dense {
@@ -125,22 +116,41 @@ impl Module for FeedForward {
 
 /// One causal self-attention head, given for Task 1 (the challenge's `AttentionTask1`).
 ///
-/// Query, key and value are dense projections without bias, C → head_dim; the attention itself
-/// is `softmax(mask(q kᵀ / √head_dim)) v`, where position `t` attends to positions `0..=t`
-/// only, done by [`ops::attention_packed`]. Task 2 asks you to write this maths yourself.
+/// For an input `x` of shape (B, T, C) and head size D:
+///
+/// ```text
+/// q = x Wqᵀ,  k = x Wkᵀ,  v = x Wvᵀ      each (B, T, D); the weights are (D, C), no bias
+/// scores = q kᵀ / √D                     (B, T, T): row t is query t against every key s
+/// weights = softmax over s ≤ t           keys after the query get weight 0; rows sum to 1
+/// out = weights · v                      (B, T, D)
+/// ```
+///
+/// Task 2 asks you to write exactly this with candle's ops. Here it runs as two fused ops that
+/// compute the same thing faster: the three projections as one product with the weights
+/// stacked, and the last three lines as one pass per batch row, [`ops::attention_packed`]. Its
+/// composed twin, [`ops::composed::attention_packed`], spells them out op by op, and the tests
+/// check the fused op against it.
 #[derive(Debug, Clone)]
 pub struct AttentionHead {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    /// 1/√D.
+    scale: f64,
 }
 
 impl AttentionHead {
+    /// `query`, `key` and `value`: dense weights (head_dim, hidden), without bias.
     pub fn new(hidden: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = |name: &str| {
+            vb.pp(name)
+                .get_with_hints((head_dim, hidden), "weight", lecun_normal(hidden))
+        };
         Ok(Self {
-            query: dense_no_bias(hidden, head_dim, vb.pp("query"))?,
-            key: dense_no_bias(hidden, head_dim, vb.pp("key"))?,
-            value: dense_no_bias(hidden, head_dim, vb.pp("value"))?,
+            query: weight("query")?,
+            key: weight("key")?,
+            value: weight("value")?,
+            scale: 1.0 / (head_dim as f64).sqrt(),
         })
     }
 }
@@ -149,15 +159,11 @@ impl Module for AttentionHead {
     /// # Shapes
     /// (B, T, C) → (B, T, head_dim)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // q = query(x), k = key(x), v = value(x), then causal attention over them. The three
-        // projections read the same input, so they run as one product with the weights stacked,
-        // (3·D, C): one larger product is faster than three small ones.
-        let stacked = Tensor::cat(
-            &[self.query.weight(), self.key.weight(), self.value.weight()],
-            0,
-        )?;
-        let qkv = ops::linear(xs, &stacked, None)?; // (B, T, 3·D): q, k and v side by side
-        let d = self.query.weight().dim(0)?;
-        ops::attention_packed(&qkv, 1.0 / (d as f64).sqrt()) // (B, T, D)
+        // q, k and v side by side: x times the three weights stacked, (3·D, C). One larger
+        // product is faster than three small ones.
+        let stacked = Tensor::cat(&[&self.query, &self.key, &self.value], 0)?;
+        let qkv = ops::linear(xs, &stacked, None)?; // (B, T, 3·D)
+        // softmax(mask(q kᵀ / √D)) v
+        ops::attention_packed(&qkv, self.scale) // (B, T, D)
     }
 }

@@ -4,12 +4,13 @@
 //! reference code), layer by layer, and drawn as a grid of heatmaps: one row per layer, one
 //! column per head, the prompt's characters on both axes.
 
-use crate::checkpoint;
-use checks::reference::{HeadLayout, minigpt_f64_traced};
+use crate::{checkpoint, models};
 use kit::{GptConfig, SeededVarMap};
+use reference::{HeadLayout, minigpt_f64_traced};
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use xtask::cli::{AttentionArgs, TrainTask};
+use workbook::cli::AttentionArgs;
+use workbook::tasks::{self, ModelCommand, TaskList};
 
 /// `[layer][head]` → (T × T) attention weights, row = query position.
 pub type Maps = Vec<Vec<Vec<f64>>>;
@@ -136,12 +137,17 @@ fn escape_str(s: &str) -> String {
 
 pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
     let loaded = checkpoint::load(&args.checkpoint)?;
-    let layout = match loaded.task {
-        TrainTask::Task1 => HeadLayout::PerHead,
-        TrainTask::Task3 => HeadLayout::Fused,
-        TrainTask::Warmup => anyhow::bail!(
-            "the warmup model has no attention to draw: use a task1 or task3 checkpoint"
-        ),
+    let task = &loaded.meta.task;
+    let Some(layout) = models::head_layout(task) else {
+        let list = TaskList::here()?;
+        let drawn = list
+            .tasks
+            .iter()
+            .filter(|t| t.allows(ModelCommand::Attention));
+        anyhow::bail!(
+            "the {task} model has no attention heads to draw: use a checkpoint of {}",
+            tasks::or_list(drawn.map(|t| t.name.as_str()))
+        )
     };
     let ids = loaded.tokenizer.encode(&args.prompt)?;
     anyhow::ensure!(
@@ -167,7 +173,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let title = format!("What each head attends to: \"{shown}\" (row: query, column: key)");
     let out = args.out.unwrap_or_else(|| loaded.dir.join("attention.svg"));
-    kit::files::write_atomically(&out, render(&maps, &chars, &title).as_bytes())?;
+    workbook::files::write_atomically(&out, render(&maps, &chars, &title).as_bytes())?;
     println!(
         "Attention of {} layers × {} heads over {} characters: {}",
         maps.len(),

@@ -4,7 +4,7 @@ use crate::checkpoint;
 use anyhow::Context as _;
 use kit::Sampler;
 use std::process::ExitCode;
-use xtask::cli::GenerateArgs;
+use workbook::cli::GenerateArgs;
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let loaded = checkpoint::load(&args.checkpoint)?;

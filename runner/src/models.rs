@@ -1,11 +1,18 @@
-//! The models the commands train, behind one trait, so that a command does not care whether it
-//! runs your exercise or the reference.
+//! The registry: the one place in Rust that names a task, because Rust needs the model types
+//! in code. Everything else about a task (its files, its settings, what the model commands may
+//! do with it) is in tasks.toml; this maps a task's name to the types its model is built from,
+//! the learner's (`exercises`) or the reference's (`solutions`).
+//!
+//! A task that ends in a model needs an arm in [`build`]; one whose heads `attention` draws, an
+//! arm in [`head_layout`]. A test checks both against tasks.toml.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use checks::reference::RefGpt;
 use kit::{GptConfig, Sampler};
-use xtask::cli::TrainTask;
+use reference::{HeadLayout, RefGpt};
+
+/// The task `bench train` times unless `--task` says otherwise.
+pub const BENCH_DEFAULT: &str = "task1";
 
 /// A trained model that writes text.
 pub trait TextModel: Module + Sync {
@@ -15,6 +22,80 @@ pub trait TextModel: Module + Sync {
         prompt: &[u32],
         max_new_tokens: usize,
     ) -> Result<Vec<u32>>;
+}
+
+/// Builds the model of `task`: the reference with `solutions`, else the learner's exercise.
+pub fn build(
+    task: &str,
+    solutions: bool,
+    cfg: GptConfig,
+    vb: VarBuilder,
+) -> Result<Box<dyn TextModel>> {
+    Ok(match (task, solutions) {
+        ("warmup", false) => Box::new(Bigram(
+            exercises::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
+            exercises::warmup::SimpleDecoder::generate,
+        )),
+        ("warmup", true) => Box::new(Bigram(
+            solutions::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
+            solutions::warmup::SimpleDecoder::generate,
+        )),
+        ("task1", false) => Box::new(exercises::task1::MiniGPT::new(cfg, vb)?),
+        ("task1", true) => Box::new(solutions::task1::MiniGPT::new(cfg, vb)?),
+        // Task 3 writes only the attention: the rest of the model is the checks' own.
+        ("task3", false) => Box::new(RefGpt::new(
+            cfg,
+            vb,
+            exercises::task3::MultiHeadAttention::new,
+        )?),
+        ("task3", true) => Box::new(RefGpt::new(
+            cfg,
+            vb,
+            solutions::task3::MultiHeadAttention::new,
+        )?),
+        _ => candle_core::bail!(
+            "runner/src/models.rs builds no model for {task}: tasks.toml gives it a [task.model], \
+             so add an arm to `build`"
+        ),
+    })
+}
+
+/// Where the parameters of `task`'s model keep each head's projections, for `attention`,
+/// which recomputes the heads' weights from them.
+pub fn head_layout(task: &str) -> Option<HeadLayout> {
+    match task {
+        "task1" => Some(HeadLayout::PerHead),
+        "task3" => Some(HeadLayout::Fused),
+        _ => None,
+    }
+}
+
+/// `bench attention`'s three attentions, from the reference solutions: the challenge's
+/// per-head model (Task 2 heads, concatenated, a dense layer), Task 1's heads (kit's
+/// `AttentionHead`, one fused kernel each) and Task 3's einsum attention.
+pub fn attentions(
+    hidden: usize,
+    heads: usize,
+    head_dim: usize,
+    vb: VarBuilder,
+) -> Result<[Box<dyn Module>; 3]> {
+    let task2_heads = Task2Heads {
+        heads: (0..heads)
+            .map(|i| {
+                solutions::task2::SelfAttention::new(
+                    hidden,
+                    head_dim,
+                    vb.pp(format!("task2.heads.{i}")),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?,
+        proj: kit::nn::dense(hidden, hidden, vb.pp("task2.proj"))?,
+    };
+    let task1 =
+        solutions::task1::MultiHeadAttention::new(hidden, heads, head_dim, vb.pp("per_head"))?;
+    let task3 =
+        solutions::task3::MultiHeadAttention::new(hidden, heads, head_dim, vb.pp("einsum"))?;
+    Ok([Box::new(task2_heads), Box::new(task1), Box::new(task3)])
 }
 
 impl TextModel for exercises::task1::MiniGPT {
@@ -49,7 +130,7 @@ impl<M: Module + Sync> TextModel for Bigram<M> {
     }
 }
 
-/// A MiniGPT whose attention is Task 3's, held by the checks, with the checks' own sampling
+/// A MiniGPT whose attention is a task's, held by the reference crate, with its own sampling
 /// loop.
 impl<A: Module + Sync> TextModel for RefGpt<A> {
     fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
@@ -57,33 +138,57 @@ impl<A: Module + Sync> TextModel for RefGpt<A> {
     }
 }
 
-/// Builds the model of `task`: the reference with `solutions`, else the learner's exercise.
-pub fn build(
-    task: TrainTask,
-    solutions: bool,
-    cfg: GptConfig,
-    vb: VarBuilder,
-) -> Result<Box<dyn TextModel>> {
-    Ok(match (task, solutions) {
-        (TrainTask::Warmup, false) => Box::new(Bigram(
-            exercises::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
-            exercises::warmup::SimpleDecoder::generate,
-        )),
-        (TrainTask::Warmup, true) => Box::new(Bigram(
-            solutions::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
-            solutions::warmup::SimpleDecoder::generate,
-        )),
-        (TrainTask::Task1, false) => Box::new(exercises::task1::MiniGPT::new(cfg, vb)?),
-        (TrainTask::Task1, true) => Box::new(solutions::task1::MiniGPT::new(cfg, vb)?),
-        (TrainTask::Task3, false) => Box::new(RefGpt::new(
-            cfg,
-            vb,
-            exercises::task3::MultiHeadAttention::new,
-        )?),
-        (TrainTask::Task3, true) => Box::new(RefGpt::new(
-            cfg,
-            vb,
-            solutions::task3::MultiHeadAttention::new,
-        )?),
-    })
+/// The challenge's per-head model: Task 2 heads side by side, concatenated, then a dense layer.
+struct Task2Heads {
+    heads: Vec<solutions::task2::SelfAttention>,
+    proj: kit::nn::Dense,
+}
+
+impl Module for Task2Heads {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let outs = self
+            .heads
+            .iter()
+            .map(|h| h.forward(xs))
+            .collect::<Result<Vec<_>>>()?;
+        self.proj
+            .forward(&Tensor::cat(&outs, candle_core::D::Minus1)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use workbook::tasks::{ModelCommand, TaskList};
+
+    #[test]
+    fn every_model_of_the_task_list_is_built_and_drawn_here() {
+        let list = TaskList::here().unwrap();
+        let cfg = GptConfig {
+            vocab_size: 11,
+            hidden: 8,
+            block_size: 4,
+            num_layers: 1,
+            num_heads: 2,
+        };
+        for task in &list.tasks {
+            let params = kit::SeededVarMap::new(0);
+            let vb = params.var_builder(&candle_core::Device::Cpu);
+            let built = build(&task.name, true, cfg, vb);
+            assert_eq!(
+                built.is_ok(),
+                task.model.is_some(),
+                "{}: tasks.toml and `build` disagree on whether it has a model",
+                task.name
+            );
+            assert_eq!(
+                head_layout(&task.name).is_some(),
+                task.allows(ModelCommand::Attention),
+                "{}: tasks.toml and `head_layout` disagree on whether its heads can be drawn",
+                task.name
+            );
+        }
+        let bench = list.get(BENCH_DEFAULT).unwrap();
+        assert!(bench.allows(ModelCommand::Bench));
+    }
 }

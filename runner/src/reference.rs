@@ -7,7 +7,8 @@ use kit::train::{EvalPoint, TrainConfig};
 use kit::{Dataset, GptConfig, SeededVarMap};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
-use xtask::cli::{ReferenceCurvesArgs, TrainTask};
+use workbook::cli::ReferenceCurvesArgs;
+use workbook::tasks::{Task, TaskList};
 
 /// Where the curves live, from the workbook's root.
 const FILE: &str = "data/reference/curves.json";
@@ -115,22 +116,31 @@ impl TaskCurves {
 }
 
 /// The committed curves of `task`, if the file has them.
-pub fn for_task(task: TrainTask) -> Option<TaskCurves> {
+pub fn for_task(task: &str) -> Option<TaskCurves> {
     let curves: Curves = serde_json::from_str(COMMITTED).ok()?;
-    curves.tasks.into_iter().find(|c| c.task == task.name())
+    curves.tasks.into_iter().find(|c| c.task == task)
+}
+
+/// The settings of `cargo xtask train` for `task`'s model, by default.
+fn default_settings(task: &Task) -> Option<TrainConfig> {
+    Some(TrainConfig::challenge(task.model.as_ref()?.steps))
 }
 
 /// `cargo xtask reference-curves`: trains each task's reference from `args.seeds` seeds at
 /// the challenge's settings and writes the curves.
 pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
     let data = Dataset::load()?;
+    let list = TaskList::here()?;
     let mut tasks = Vec::new();
-    for task in TrainTask::ALL {
+    for task in list.with_model() {
         let model = GptConfig::graded(data.vocab_size());
+        let Some(settings) = default_settings(task) else {
+            continue;
+        };
         let train = TrainConfig {
             eval_batches: EVAL_BATCHES,
             progress: false,
-            ..task.train_config()
+            ..settings
         };
         let seeds: Vec<u64> = (0..args.seeds).collect();
         let mut runs = Vec::new();
@@ -141,7 +151,7 @@ pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
             };
             let params = SeededVarMap::new(seed);
             let vb = params.var_builder(&candle_core::Device::Cpu);
-            let built = models::build(task, true, model, vb)?;
+            let built = models::build(&task.name, true, model, vb)?;
             let report = kit::train::train(
                 built.as_ref(),
                 params.varmap(),
@@ -153,14 +163,14 @@ pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
             let last = report.last_eval().map_or(f32::NAN, |p| p.eval_loss);
             println!(
                 "{} seed {seed}: {} steps in {:.0} s, last eval loss {last:.3}",
-                task.name(),
+                task.name,
                 report.steps_run,
                 report.elapsed.as_secs_f32()
             );
             runs.push(report.evals);
         }
         tasks.push(TaskCurves {
-            task: task.name().to_string(),
+            task: task.name.clone(),
             model,
             train,
             seeds,
@@ -175,9 +185,9 @@ pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
         ),
         tasks,
     };
-    let path = xtask::workspace_root().join(FILE);
+    let path = workbook::workspace_root().join(FILE);
     let json = serde_json::to_string_pretty(&curves)?;
-    kit::files::write_atomically(&path, format!("{json}\n").as_bytes())?;
+    workbook::files::write_atomically(&path, format!("{json}\n").as_bytes())?;
     println!("Wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -188,19 +198,15 @@ mod tests {
 
     #[test]
     fn the_committed_curves_cover_every_trainable_task_over_several_seeds() {
-        for task in TrainTask::ALL {
-            let curves = for_task(task).unwrap_or_else(|| {
+        let list = TaskList::here().unwrap();
+        for task in list.with_model() {
+            let curves = for_task(&task.name).unwrap_or_else(|| {
                 panic!(
                     "{FILE} has no {}: run `cargo xtask reference-curves`",
-                    task.name()
+                    task.name
                 )
             });
-            assert!(
-                curves.seeds.len() >= 3,
-                "{}: {:?}",
-                task.name(),
-                curves.seeds
-            );
+            assert!(curves.seeds.len() >= 3, "{}: {:?}", task.name, curves.seeds);
             assert_eq!(curves.runs.len(), curves.seeds.len());
             let bands = curves.bands();
             assert_eq!(bands.len() * curves.train.eval_every, curves.train.steps);
@@ -215,9 +221,9 @@ mod tests {
             // `train`'s defaults are what the curves were made with.
             let model = GptConfig::graded(curves.model.vocab_size);
             assert!(
-                curves.compares_with(&model, &task.train_config()),
+                curves.compares_with(&model, &default_settings(task).unwrap()),
                 "{}",
-                task.name()
+                task.name
             );
         }
     }
@@ -237,7 +243,9 @@ mod tests {
 
     #[test]
     fn other_settings_are_not_compared() {
-        let curves = for_task(TrainTask::Task1).expect("task1's curves");
+        let list = TaskList::here().unwrap();
+        let task = list.with_model().next().expect("a task with a model");
+        let curves = for_task(&task.name).expect("its curves");
         let model = curves.model;
         let ok = TrainConfig {
             seed: 7,

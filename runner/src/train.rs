@@ -11,16 +11,24 @@ use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use xtask::cli::{TrainArgs, TrainTask};
-use xtask::workspace_root;
+use workbook::cli::TrainArgs;
+use workbook::tasks::TaskList;
+use workbook::workspace_root;
 
 /// Set by Ctrl-C: the run stops before its next step and saves where it stands.
 static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
+    let list = TaskList::here()?;
+    let task = list.get(&args.task).map_err(anyhow::Error::msg)?;
+    let task_name = task.name.as_str();
+    let steps = task
+        .model
+        .as_ref()
+        .with_context(|| format!("{task_name} has no model to train"))?
+        .steps;
     let data = Dataset::load()?;
-    let task_name = args.task.name();
     let cfg = GptConfig {
         vocab_size: data.vocab_size(),
         hidden: args.hidden as usize,
@@ -28,22 +36,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         num_layers: args.layers as usize,
         num_heads: args.heads as usize,
     };
-    if args.task != TrainTask::Warmup {
-        cfg.validate().map_err(anyhow::Error::msg)?;
-    }
-    let base = args.task.train_config();
+    cfg.validate()?;
     let train_cfg = TrainConfig {
-        steps: args.steps.map_or(base.steps, |s| s as usize),
+        steps: args.steps.map_or(steps, |s| s as usize),
         learning_rate: args.lr,
         batch_size: args.batch as usize,
         block_size: args.block as usize,
         eval_every: args.eval_every as usize,
         eval_batches: args.eval_batches as usize,
         seed: args.seed,
-        ..base
+        ..TrainConfig::CHALLENGE
     };
-    train_cfg.validate()?;
-    train_cfg.fits(&data)?;
     let mut meta = Meta {
         task: task_name.to_string(),
         solutions: args.solutions,
@@ -60,7 +63,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| workspace_root().join("runs").join(task_name));
 
     let params = SeededVarMap::new(args.seed);
-    let model = models::build(args.task, args.solutions, cfg, params.var_builder(&device))
+    let model = models::build(task_name, args.solutions, cfg, params.var_builder(&device))
         .context("building the model")?;
     let mut run = match &args.resume {
         None => Run::start(model.as_ref(), params.varmap(), &data, &train_cfg, &device)?,
@@ -89,7 +92,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         train_cfg.batch_size,
         train_cfg.block_size
     );
-    let bands = reference_bands(args.task, &cfg, &train_cfg);
+    let bands = reference_bands(task_name, &cfg, &train_cfg);
     // The first Ctrl-C stops the run after the current step, which then saves; a second one
     // leaves at once, with the checkpoint of the last evaluation.
     ctrlc::set_handler(|| {
@@ -102,10 +105,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     loop {
         match run.next(&|| STOP.load(Ordering::SeqCst))? {
             Next::Evaluated(p) => {
-                let mut line = format!(
-                    "step {:>5}: train loss {:.3}, eval loss {:.3}",
-                    p.step, p.train_loss, p.eval_loss
-                );
+                let mut line = p.to_string();
                 if let Some(band) = bands.iter().find(|b| b.step == p.step) {
                     let standing = match band.standing(p.train_loss) {
                         Standing::Ahead => "ahead of",
@@ -149,7 +149,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     meta.best_eval_loss = report.best.map(|b| b.eval_loss);
     let weights = kit::checkpoint::save(&dir, params.varmap(), &meta, None)?;
     let curve = dir.join("loss.svg");
-    kit::files::write_atomically(
+    workbook::files::write_atomically(
         &curve,
         crate::plot::loss_curve_svg(&report, task_name, &bands).as_bytes(),
     )?;
@@ -172,7 +172,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
 
 /// The reference's band at each evaluation, when this run has the settings the reference
 /// curves were made with (the seed, the number of steps and the eval batches aside).
-fn reference_bands(task: TrainTask, model: &GptConfig, train: &TrainConfig) -> Vec<Band> {
+fn reference_bands(task: &str, model: &GptConfig, train: &TrainConfig) -> Vec<Band> {
     match reference::for_task(task) {
         Some(curves) if curves.compares_with(model, train) => curves.bands(),
         Some(_) => {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use xtask::style;
+use workbook::style;
 
 /// A cargo command run in `root`, without the package variables `cargo run` gave this process
 /// (CARGO_PKG_NAME, ...): passed on, they would make cargo rebuild everything under it.

@@ -12,13 +12,10 @@ use crate::verdict::{Outcome, Printer, Verdict};
 use processes::Runner;
 use std::path::Path;
 use std::process::ExitCode;
-use xtask::cli::{CheckArgs, Task};
-use xtask::style;
-use xtask::tasks::{self, State, TaskResult};
-
-/// The checks whose name starts with this train a model; they run last, and only when every
-/// other check of the task passes.
-const GRADED_TRAINING: &str = "graded_training";
+use workbook::cli::CheckArgs;
+use workbook::state::{Failure, State, TaskResult};
+use workbook::style;
+use workbook::tasks::{self, GRADED_TRAINING, Task, TaskList};
 
 /// What grading one task gave.
 pub enum Grade {
@@ -35,26 +32,33 @@ impl Grade {
                 passed: verdicts.iter().filter(|v| v.passed()).count(),
                 total: verdicts.len(),
                 compiles: true,
+                first_failure: verdicts
+                    .iter()
+                    .find(|v| v.outcome == Outcome::Failed)
+                    .map(|v| Failure {
+                        check: v.name.clone(),
+                        headline: v.headline().unwrap_or("").to_string(),
+                    }),
             },
             Grade::DoesNotCompile(_) => TaskResult {
-                passed: 0,
-                total: 0,
                 compiles: false,
+                ..TaskResult::default()
             },
         }
     }
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let tasks: Vec<Task> = if args.task == Task::All {
-        Task::ORDER.to_vec()
+    let root = workbook::workspace_root();
+    let list = TaskList::load(&root)?;
+    let tasks: Vec<&Task> = if args.task == tasks::ALL {
+        list.tasks.iter().collect()
     } else {
-        vec![args.task]
+        vec![list.get(&args.task).map_err(anyhow::Error::msg)?]
     };
-    let root = xtask::workspace_root();
     // Fetch the corpus here, where its progress bar and any error reach the terminal, rather
     // than inside a check.
-    kit::corpus::load()
+    workbook::corpus::load()
         .map_err(|e| anyhow::anyhow!("{e}\n(`cargo xtask doctor` checks this machine)"))?;
     let graded = if args.solutions {
         "the reference solutions"
@@ -67,22 +71,15 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{} {} ({graded})",
             style::bold("Checking"),
-            style::bold(task.name())
+            style::bold(&task.name)
         );
         let grade = grade(&root, task, args.solutions)?;
         let result = grade.result();
-        if !args.solutions {
-            let mut state = State::load();
-            state.results.insert(task.name().to_string(), result);
-            state.save()?;
-        }
         let summary = match &grade {
-            Grade::DoesNotCompile(_) => format!("{}: does not compile", task.name()),
+            Grade::DoesNotCompile(_) => format!("{}: does not compile", task.name),
             Grade::Ran(_) => format!(
                 "{}: {} of {} checks pass",
-                task.name(),
-                result.passed,
-                result.total
+                task.name, result.passed, result.total
             ),
         };
         if result.passes() {
@@ -90,6 +87,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         } else {
             println!("{}\n", style::bad(&summary));
             all_passed = false;
+        }
+        if !args.solutions {
+            let mut state = State::load();
+            state.results.insert(task.name.clone(), result);
+            state.save()?;
         }
         let stop = matches!(grade, Grade::DoesNotCompile(_));
         last = Some((task, grade));
@@ -101,7 +103,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some((task, grade)) = last {
         println!(
             "{}",
-            next_line(task, &grade, args.solutions, tasks.len() > 1)
+            next_line(&list, task, &grade, args.solutions, tasks.len() > 1)
         );
     }
     Ok(if all_passed {
@@ -113,8 +115,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// The closing advice: what to fix in the task just graded, else the first task the record
 /// shows as not passing, else training.
-fn next_line(task: Task, grade: &Grade, solutions: bool, several: bool) -> String {
-    let name = task.name();
+fn next_line(
+    list: &TaskList,
+    task: &Task,
+    grade: &Grade,
+    solutions: bool,
+    several: bool,
+) -> String {
+    let name = &task.name;
     let verdicts = match grade {
         Grade::DoesNotCompile(files) => {
             return format!(
@@ -145,7 +153,7 @@ fn next_line(task: Task, grade: &Grade, solutions: bool, several: bool) -> Strin
         };
     }
     let state = State::load();
-    match tasks::first_not_passing(&state) {
+    match state.first_not_passing(list) {
         Some(next) => match state.results.get(next.name.as_str()) {
             Some(r) if r.compiles => format!(
                 "Next: {} is not passing yet ({} of {} checks at your last check): cargo xtask check {}",
@@ -165,14 +173,23 @@ fn next_line(task: Task, grade: &Grade, solutions: bool, several: bool) -> Strin
                 next.name
             ),
         },
-        None => "Every task passes. Next: cargo xtask train task1 to watch your model learn."
-            .to_string(),
+        None => every_task_passes(list),
+    }
+}
+
+/// The closing line once every task passes: train the last model of the list.
+pub fn every_task_passes(list: &TaskList) -> String {
+    match list.with_model().last() {
+        Some(t) => format!(
+            "Every task passes. Next: cargo xtask train {} to watch your model learn.",
+            t.name
+        ),
+        None => "Every task passes.".to_string(),
     }
 }
 
 /// Builds one task's checks and runs them, printing each verdict as it comes.
-pub fn grade(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Grade> {
-    let info = tasks::info(task);
+pub fn grade(root: &Path, info: &Task, solutions: bool) -> anyhow::Result<Grade> {
     let mut build = vec![
         "test",
         "--no-run",
@@ -185,16 +202,16 @@ pub fn grade(root: &Path, task: Task, solutions: bool) -> anyhow::Result<Grade> 
         build.extend(["--features", "solutions"]);
     }
     let graded_file = if solutions {
-        info.solution_file()
+        &info.solution
     } else {
-        info.file.clone()
+        &info.exercise
     };
     let executable = match cargo::build(root, &build)? {
         Built::Program {
             executable,
             warnings,
         } => {
-            for w in warnings.iter().filter(|w| w.file == graded_file) {
+            for w in warnings.iter().filter(|w| &w.file == graded_file) {
                 println!("{}\n", w.rendered);
             }
             executable

@@ -5,11 +5,14 @@ use anyhow::Context as _;
 use std::path::Path;
 
 /// What a copy needs: the workspace without its build outputs, runs and corpus.
-pub const PARTS: [&str; 12] = [
+pub const PARTS: [&str; 15] = [
     "Cargo.toml",
     "Cargo.lock",
     ".cargo",
+    "tasks.toml",
+    "workbook",
     "kit",
+    "reference",
     "exercises",
     "solutions",
     "checks",
@@ -31,6 +34,9 @@ pub enum Purpose {
     Learner,
     /// For `cargo xtask mutants`, which edits the reference solutions.
     Mutants,
+    /// For the tests that play a maintainer adding a task: they edit the task list and the
+    /// files of exercises/, solutions/ and checks/.
+    Author,
 }
 
 impl Purpose {
@@ -38,6 +44,7 @@ impl Purpose {
         match self {
             Purpose::Learner => "copy",
             Purpose::Mutants => "mutants",
+            Purpose::Author => "author",
         }
     }
 
@@ -49,19 +56,22 @@ impl Purpose {
     fn keeps_times(self, part: &str) -> bool {
         match self {
             Purpose::Learner => part != "exercises",
+            Purpose::Author => !["tasks.toml", "exercises", "solutions", "checks"].contains(&part),
             Purpose::Mutants => false,
         }
     }
 
     /// The crates whose copies keep the workbook's version, and so take the workbook's own
     /// builds of them instead of compiling them again (kit at opt-level 3 is most of a copy's
-    /// first build). That is sound for a learner copy: these crates are never edited there, their
-    /// files keep their times, and the workbook has built them before any test makes a copy,
-    /// because every test binary that makes one links kit. So cargo finds the workbook's builds
-    /// up to date and never writes them from the copy, whose folder will be gone.
+    /// first build). That is sound for a learner copy: these crates are never edited there, and
+    /// their files keep their times. When the workbook has built them already (`cargo test`
+    /// builds every crate before it runs a test), cargo finds those builds up to date and never
+    /// writes them from the copy, whose folder will be gone.
     fn shares(self) -> &'static [&'static str] {
         match self {
-            Purpose::Learner => &["kit", "workspace-hack"],
+            Purpose::Learner | Purpose::Author => {
+                &["workbook", "kit", "reference", "workspace-hack"]
+            }
             Purpose::Mutants => &[],
         }
     }

@@ -1,8 +1,8 @@
 //! `cargo xtask data`: fetch or install the corpus.
 
-use kit::corpus;
 use std::process::ExitCode;
-use xtask::cli::DataArgs;
+use workbook::cli::DataArgs;
+use workbook::corpus;
 
 pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
     let dest = corpus::default_path();
@@ -25,6 +25,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
             dest.display()
         );
     }
-    println!("Next: cargo xtask check warmup");
+    let list = workbook::tasks::TaskList::here()?;
+    println!("Next: cargo xtask check {}", list.tasks[0].name);
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use xtask::style;
+use workbook::style;
 
 /// Free space the build wants: candle and the workbook for every task, with room to spare.
 const DISK_NEEDED_GB: f64 = 3.0;
@@ -35,7 +35,7 @@ impl Finding {
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    let root = xtask::workspace_root();
+    let root = workbook::workspace_root();
     println!("{} this machine", style::bold("Checking"));
     let findings = [
         toolchain(&root),
@@ -59,7 +59,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
     let failing = findings.iter().filter(|f| !f.ok).count();
     if failing == 0 {
-        println!("\nThis machine is ready. Next: cargo xtask check warmup");
+        let list = workbook::tasks::TaskList::here()?;
+        println!(
+            "\nThis machine is ready. Next: cargo xtask check {}",
+            list.tasks[0].name
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
@@ -175,7 +179,7 @@ fn cpu() -> Finding {
 }
 
 fn corpus() -> Finding {
-    let (path, from_env) = match kit::corpus::configured_path() {
+    let (path, from_env) = match workbook::corpus::configured_path() {
         Ok(found) => found,
         Err(e) => {
             return Finding::bad(
@@ -185,7 +189,7 @@ fn corpus() -> Finding {
         }
     };
     let source = if from_env {
-        format!("found through {}", kit::corpus::CORPUS_ENV)
+        format!("found through {}", workbook::corpus::CORPUS_ENV)
     } else {
         "the workbook's own copy".into()
     };
@@ -197,7 +201,7 @@ fn corpus() -> Finding {
                 .into(),
         );
     }
-    match kit::corpus::read_verified(&path, kit::corpus::CORPUS_SHA256) {
+    match workbook::corpus::read_verified(&path, workbook::corpus::CORPUS_SHA256) {
         Ok(_) => Finding::ok(format!(
             "corpus: {} ({source}), sha256 verified",
             path.display()
@@ -292,7 +296,7 @@ mod tests {
         );
         assert_eq!(version("rust-version =  1.94 "), Some((1, 94)));
         assert_eq!(
-            required_rust(&xtask::workspace_root()).map(|v| v >= (1, 80)),
+            required_rust(&workbook::workspace_root()).map(|v| v >= (1, 80)),
             Some(true)
         );
         assert!((1, 100) > (1, 94) && (2, 0) > (1, 94));

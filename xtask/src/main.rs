@@ -20,8 +20,8 @@ mod watch;
 
 use clap::Parser;
 use std::process::ExitCode;
-use xtask::cli::{Cli, Command};
-use xtask::style;
+use workbook::cli::{Cli, Command};
+use workbook::style;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

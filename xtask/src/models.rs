@@ -5,12 +5,12 @@
 use crate::cargo::{self, Built};
 use crate::interrupt;
 use std::process::ExitCode;
-use xtask::style;
+use workbook::style;
 
 /// Builds the runner, with kit's composed ops in place of the fused ones if `composed`, and
 /// runs it.
 pub fn run(composed: bool) -> anyhow::Result<ExitCode> {
-    let root = xtask::workspace_root();
+    let root = workbook::workspace_root();
     let mut build = vec!["build", "--package", "runner"];
     if composed {
         build.extend(["--features", "kit/composed"]);

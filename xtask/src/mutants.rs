@@ -11,21 +11,24 @@
 use mistakes::{Mistake, load_mistakes, try_mistakes};
 use std::process::ExitCode;
 use workbench::{TaskOutcome, Workbench};
-use xtask::cli::{MutantsArgs, Task};
-use xtask::workspace_root;
+use workbook::cli::MutantsArgs;
+use workbook::tasks::{self, Task, TaskList};
+use workbook::workspace_root;
 
 mod mistakes;
 mod workbench;
 
 pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
     let bench = Workbench::prepare(workspace_root())?;
-    let tasks: Vec<Task> = match args.task {
-        Task::All => Task::ORDER.to_vec(),
-        t => vec![t],
+    let list = TaskList::load(&bench.root)?;
+    let tasks: Vec<&Task> = if args.task == tasks::ALL {
+        list.tasks.iter().collect()
+    } else {
+        vec![list.get(&args.task).map_err(anyhow::Error::msg)?]
     };
     let mistakes: Vec<Mistake> = load_mistakes(&bench.root)?
         .into_iter()
-        .filter(|m| tasks.iter().any(|t| t.name() == m.task))
+        .filter(|m| tasks.iter().any(|t| t.name == m.task))
         .collect();
     if args.list {
         for &task in &tasks {
@@ -42,7 +45,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
         bench.baseline(task)?;
         outcomes.extend(bench.mutate(task, false)?);
     }
-    let tried = try_mistakes(&bench, &mistakes)?;
+    let tried = try_mistakes(&bench, &list, &mistakes)?;
     let all_caught = report(&tasks, &outcomes, &tried);
     println!("\nFull logs: target/mutants/<task>/mutants.out");
     Ok(if all_caught {
@@ -54,7 +57,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints the score of each task, the missed mutants and the mistakes caught; returns whether
 /// every mutant and every mistake was caught.
-fn report(tasks: &[Task], outcomes: &[TaskOutcome], tried: &[(&Mistake, Vec<String>)]) -> bool {
+fn report(tasks: &[&Task], outcomes: &[TaskOutcome], tried: &[(&Mistake, Vec<String>)]) -> bool {
     println!(
         "\n{:<8} {:>7} {:>7} {:>7} {:>8} {:>10} {:>7}",
         "task", "mutants", "caught", "missed", "timeout", "unviable", "score"
@@ -65,7 +68,7 @@ fn report(tasks: &[Task], outcomes: &[TaskOutcome], tried: &[(&Mistake, Vec<Stri
     {
         println!(
             "{:<8} {:>7} {:>7} {:>7} {:>8} {:>10} {:>6.1}%",
-            task.name(),
+            task,
             c.total_mutants,
             c.caught,
             c.missed,
@@ -78,7 +81,7 @@ fn report(tasks: &[Task], outcomes: &[TaskOutcome], tried: &[(&Mistake, Vec<Stri
         .iter()
         .flat_map(|o| {
             let lines = o.missed.lines().filter(|l| !l.trim().is_empty());
-            lines.map(|line| format!("  {}: {line}", o.task.name()))
+            lines.map(|line| format!("  {}: {line}", o.task))
         })
         .collect();
     if !missed.is_empty() {
@@ -86,14 +89,11 @@ fn report(tasks: &[Task], outcomes: &[TaskOutcome], tried: &[(&Mistake, Vec<Stri
         println!("{}", missed.join("\n"));
     }
     for task in tasks {
-        let rows: Vec<_> = tried
-            .iter()
-            .filter(|(m, _)| m.task == task.name())
-            .collect();
+        let rows: Vec<_> = tried.iter().filter(|(m, _)| m.task == task.name).collect();
         let caught = rows.iter().filter(|(_, by)| !by.is_empty()).count();
         println!(
             "{:<8} hand-written mistakes: {caught} of {} caught",
-            task.name(),
+            task.name,
             rows.len()
         );
     }

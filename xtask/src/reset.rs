@@ -4,9 +4,10 @@
 use anyhow::Context as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::{Command, ExitCode};
-use xtask::cli::{ResetArgs, SolutionArgs};
-use xtask::tasks;
-use xtask::workspace_root;
+use workbook::cli::{ResetArgs, SolutionArgs};
+use workbook::state::state_dir;
+use workbook::tasks::TaskList;
+use workbook::workspace_root;
 
 fn git(args: &[&str]) -> anyhow::Result<std::process::Output> {
     Command::new("git")
@@ -17,8 +18,9 @@ fn git(args: &[&str]) -> anyhow::Result<std::process::Output> {
 }
 
 pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
-    let task = tasks::info(args.task);
-    let (name, rel) = (&task.name, &task.file);
+    let list = TaskList::here()?;
+    let task = list.get(&args.task).map_err(anyhow::Error::msg)?;
+    let (name, rel) = (&task.name, &task.exercise);
     let file = workspace_root().join(rel);
     let spec = format!("{}:{rel}", args.from);
     let out = git(&["show", &spec])?;
@@ -53,11 +55,11 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let backup = tasks::state_dir()
+    let backup = state_dir()
         .join("backups")
         .join(format!("{name}-{stamp}.rs"));
-    kit::files::write_atomically(&backup, &current)?;
-    kit::files::write_atomically(&file, &pristine)?;
+    workbook::files::write_atomically(&backup, &current)?;
+    workbook::files::write_atomically(&file, &pristine)?;
     println!(
         "Restored {rel} from {}. Your version is in {}.",
         args.from,
@@ -68,8 +70,9 @@ pub fn reset(args: ResetArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn solution(args: SolutionArgs) -> anyhow::Result<ExitCode> {
-    let task = tasks::info(args.task);
-    let (mine, theirs) = (&task.file, &task.solution_file());
+    let list = TaskList::here()?;
+    let task = list.get(&args.task).map_err(anyhow::Error::msg)?;
+    let (mine, theirs) = (&task.exercise, &task.solution);
     let color = if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         "--color=always"
     } else {

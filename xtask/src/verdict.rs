@@ -3,7 +3,7 @@
 //! proptest's shrinking banner, paths inside the cargo registry) is taken out.
 
 use std::io::Write as _;
-use xtask::style;
+use workbook::style;
 
 /// The verdict of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,16 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
-use xtask::cli::{CheckArgs, Task, WatchArgs};
-use xtask::tasks::{self, State};
+use workbook::cli::{CheckArgs, WatchArgs};
+use workbook::state::State;
+use workbook::tasks::TaskList;
 
-/// The first task that does not pass yet, from the last checks.
-fn current_task() -> Task {
-    let next = tasks::first_not_passing(&State::load());
-    Task::ORDER
-        .into_iter()
-        .find(|t| next.as_ref().is_some_and(|n| n.name == t.name()))
-        .unwrap_or(Task::Task3)
+/// The first task that does not pass yet, from the last checks; the last task once all pass.
+fn current_task() -> anyhow::Result<String> {
+    let list = TaskList::here()?;
+    let task = match State::load().first_not_passing(&list) {
+        Some(t) => t,
+        None => list.tasks.last().expect("the task list is not empty"),
+    };
+    Ok(task.name.clone())
 }
 
 /// The content of every Rust file under `dir`.
@@ -44,13 +46,16 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let dir = xtask::workspace_root().join("exercises");
+    let dir = workbook::workspace_root().join("exercises");
     let (tx, rx) = mpsc::channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(Duration::from_millis(300), tx)?;
     debouncer.watcher().watch(&dir, RecursiveMode::Recursive)?;
     let mut graded = snapshot(&dir);
     loop {
-        let task = args.task.unwrap_or_else(current_task);
+        let task = match &args.task {
+            Some(t) => t.clone(),
+            None => current_task()?,
+        };
         if std::io::stdout().is_terminal() {
             // Clear the screen and go home, so each run starts on a clean page.
             print!("\x1b[2J\x1b[H");

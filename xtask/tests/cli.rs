@@ -33,22 +33,23 @@ fn without_cargo_status(text: &str) -> String {
 #[test]
 fn hint_gives_the_next_hint_each_time_then_points_at_the_reference() {
     let state = tempfile::tempdir().unwrap();
-    let shown: Vec<String> = (0..4)
+    let shown: Vec<String> = (0..5)
         .map(|_| {
             let (code, text) = xtask(&["hint", "task2"], state.path());
             assert_eq!(code, 0, "{text}");
             text
         })
         .collect();
-    assert!(shown[0].contains("hint 1 of 3"), "{}", shown[0]);
-    assert!(shown[1].contains("hint 2 of 3"), "{}", shown[1]);
+    assert!(shown[0].contains("hint 1 of 4"), "{}", shown[0]);
+    assert!(shown[1].contains("hint 2 of 4"), "{}", shown[1]);
+    assert!(shown[2].contains("hint 3 of 4"), "{}", shown[2]);
     assert!(
-        shown[2].contains("hint 3 of 3") && shown[2].contains("last hint"),
+        shown[3].contains("hint 4 of 4") && shown[3].contains("last hint"),
         "{}",
-        shown[2]
+        shown[3]
     );
     assert_eq!(
-        shown[2], shown[3],
+        shown[3], shown[4],
         "after the last hint, the last hint again"
     );
     insta::assert_snapshot!("hint_task2_first", shown[0]);
@@ -170,7 +171,7 @@ fn doctor_reports_each_fact_of_this_machine() {
 #[test]
 fn a_truncated_corpus_is_refused_with_what_to_do() {
     let state = tempfile::tempdir().unwrap();
-    let (real, _) = kit::corpus::configured_path().expect("the corpus");
+    let (real, _) = workbook::corpus::configured_path().expect("the corpus");
     let bytes = std::fs::read(real).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("input.txt");

@@ -6,11 +6,11 @@
 //! are compiled again, not candle. The tests share the copy and take turns.
 #![cfg(unix)]
 
-mod workbook;
+mod book;
 
 use std::process::Command;
 
-use workbook::{Workbook, workbook};
+use book::{Workbook, workbook};
 
 /// The reference warm-up with one line replaced; fails if the line is gone.
 fn warmup_with(book: &Workbook, line: &str, replacement: &str) -> String {

@@ -2,12 +2,12 @@
 //! then resumed, a run ends exactly as one that never stopped.
 #![cfg(unix)]
 
-mod workbook;
+mod book;
 
+use book::workbook;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use workbook::workbook;
 
 /// A small MiniGPT and many short steps: quick to train, long enough to interrupt.
 const RUN: [&str; 15] = [

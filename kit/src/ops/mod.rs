@@ -30,6 +30,8 @@ mod dense;
 mod layer_norm;
 mod matmul;
 pub(crate) mod pool;
+
+pub use pool::threads;
 mod slices;
 mod softmax;
 

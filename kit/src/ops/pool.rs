@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 /// this small they spend longer synchronising than computing, while these ops split whole
 /// matrix products, a few per call.
 #[inline]
-pub(crate) fn threads() -> usize {
+pub fn threads() -> usize {
     pool().current_num_threads()
 }
 

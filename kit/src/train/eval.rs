@@ -6,18 +6,7 @@ use crate::ops::pool::on_pool;
 use candle_core::{Device, Module, Result};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-
-/// The first `batches` of an evaluation's batches are evaluated first; when their mean loss
-/// is above `above`, the evaluation stops there and reports that mean.
-///
-/// The full set of batches is drawn either way, so an evaluation that goes on to the end
-/// averages the same batches, in the same order, as one without a screen.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvalScreen {
-    pub batches: usize,
-    pub above: f32,
-}
+use workbook::config::{EvalScreen, TrainConfig};
 
 /// One evaluation: the mean loss of a model over `batches` random batches of `data`.
 #[derive(Debug, Clone)]
@@ -30,7 +19,20 @@ pub struct Evaluation<'a> {
     pub screen: Option<EvalScreen>,
 }
 
-impl Evaluation<'_> {
+impl<'a> Evaluation<'a> {
+    /// The evaluation of a run with `config` after step `step`: `eval_batches` batches of
+    /// `eval`, screened except after the last step (the evaluation a run ends with is always
+    /// complete).
+    pub fn after_step(config: &TrainConfig, eval: &'a [u32], step: usize) -> Self {
+        Self {
+            data: eval,
+            batches: config.eval_batches,
+            batch_size: config.batch_size,
+            block_size: config.block_size,
+            screen: config.eval_screen.filter(|_| step < config.steps),
+        }
+    }
+
     /// The mean loss of `model`, and how many batches it averages: all of them, or the
     /// screen's when the screen cut the evaluation short. Every batch is drawn from `rng`
     /// either way, so the next evaluation draws the same batches with or without a screen.

@@ -2,32 +2,38 @@
 //! an evaluation every `eval_every` steps; and at the end the weights of the best evaluation.
 //!
 //! This is the challenge's loop: plain Adam, softmax cross-entropy averaged over batch and
-//! positions, evaluations on random batches of the eval split. [`train`] runs it from start to
-//! end; [`Run`] is the same loop one evaluation at a time, which can stop and, with
-//! [`Run::state`] and [`Run::resume`], go on later exactly as if it had not stopped. Behind
-//! it, [`Trainer::step`] differentiates a batch in parts side by side, and [`Evaluation`]
-//! averages the eval batches.
+//! positions, evaluations on random batches of the eval split. Read it in this order:
+//!
+//! - [`step`] (`step.rs`): one step, forward → cross-entropy → backward → Adam;
+//! - [`Run::next`] (below): the loop around it, with the evaluations;
+//! - [`train`] (below): the loop from start to end. [`Run`] is the same loop one evaluation at a
+//!   time, which can stop and, with [`Run::state`] and [`Run::resume`] (`resume.rs`), go on later
+//!   exactly as if it had not stopped.
+//!
+//! Two speed-ups sit behind it: [`parallel`] differentiates each batch in two parts side by side,
+//! and [`Evaluation`] (`eval.rs`) evaluates the eval batches side by side.
 
-mod config;
 mod eval;
+pub mod parallel;
 mod report;
 mod resume;
 mod step;
 
-pub use config::{Graded, TrainConfig};
-pub use eval::{EvalScreen, Evaluation};
+pub use eval::Evaluation;
 pub use report::{Control, EvalPoint, TrainError, TrainReport};
 pub use resume::{Progress, RunState};
-pub use step::{Optimiser, StepTimes, Trainer, loss, loss_and_gradients};
+pub use step::{loss, step};
+pub use workbook::config::{EvalScreen, Graded, TrainConfig};
 
+use crate::adam::{Adam, ParamsAdam};
 use crate::data::{Batch, Dataset};
 use anyhow::Context as _;
 use candle_core::{Device, Module, Tensor, Var};
-use candle_nn::VarMap;
-use indicatif::ProgressBar;
+use candle_nn::{Optimizer as _, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
+use workbook::bars::ProgressBar;
 
 /// Trains `model`, whose variables live in `varmap`, on `data` with `config`.
 ///
@@ -68,7 +74,7 @@ pub struct Run<'a, M: Module + Sync + ?Sized> {
     data: &'a Dataset,
     config: TrainConfig,
     device: Device,
-    trainer: Trainer<'a, M>,
+    adam: Adam,
     batch_rng: ChaCha8Rng,
     eval_rng: ChaCha8Rng,
     report: TrainReport,
@@ -78,7 +84,8 @@ pub struct Run<'a, M: Module + Sync + ?Sized> {
 }
 
 impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
-    /// A run at step 0, its random streams seeded from `config.seed`.
+    /// A run at step 0, its random streams seeded from `config.seed`: plain Adam at the
+    /// configured learning rate over every variable of `varmap`.
     pub fn start(
         model: &'a M,
         varmap: &'a VarMap,
@@ -86,20 +93,23 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
         config: &TrainConfig,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        config.validate()?;
-        config.fits(data)?;
+        config.validate(data.train.len(), data.eval.len())?;
+        let params = ParamsAdam {
+            lr: config.learning_rate,
+            ..ParamsAdam::default()
+        };
         Ok(Self {
             model,
             varmap,
             data,
             config: config.clone(),
             device: device.clone(),
-            trainer: Trainer::new(model, varmap, config.learning_rate, device)?,
+            adam: Adam::new(varmap.all_vars(), params)?,
             batch_rng: ChaCha8Rng::seed_from_u64(config.seed),
             eval_rng: ChaCha8Rng::seed_from_u64(config.seed ^ EVAL_STREAM),
             report: TrainReport::default(),
             best_weights: None,
-            bar: crate::progress::steps(config.steps as u64, "training", config.progress),
+            bar: workbook::bars::steps(config.steps as u64, "training", config.progress),
             started: Instant::now(),
         })
     }
@@ -112,7 +122,7 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             if interrupted() {
                 return Ok(Next::Interrupted);
             }
-            let step = self.report.steps_run + 1;
+            let n = self.report.steps_run + 1;
             let (batch_size, block_size) = (config.batch_size, config.block_size);
             let batch = Batch::sample(
                 &mut self.batch_rng,
@@ -120,30 +130,28 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
                 batch_size,
                 block_size,
             )?;
-            let loss = self
-                .trainer
-                .step(&batch)
-                .with_context(|| format!("training step {step} failed"))?;
+            let loss = step(self.model, &mut self.adam, &batch, &self.device)
+                .with_context(|| format!("training step {n} failed"))?;
             if !loss.is_finite() {
                 self.bar.abandon();
                 let learning_rate = config.learning_rate;
                 let error = TrainError::NonFinite {
-                    step,
+                    step: n,
                     learning_rate,
                     loss,
                 };
                 return Err(error.into());
             }
             self.report.train_losses.push(loss);
-            self.report.steps_run = step;
+            self.report.steps_run = n;
             self.bar.inc(1);
 
-            if step.is_multiple_of(config.eval_every) || step == config.steps {
-                let evaluation = config.evaluation(&self.data.eval, step);
+            if n.is_multiple_of(config.eval_every) || n == config.steps {
+                let evaluation = Evaluation::after_step(config, &self.data.eval, n);
                 let (eval_loss, eval_batches) =
                     evaluation.run(self.model, &mut self.eval_rng, &self.device)?;
                 let point = EvalPoint {
-                    step,
+                    step: n,
                     train_loss: self.report.train_loss_since_last_eval(),
                     eval_loss,
                     eval_batches,
@@ -170,11 +178,6 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
         } else {
             self.bar.println(line);
         }
-    }
-
-    /// The report so far.
-    pub fn report(&self) -> &TrainReport {
-        &self.report
     }
 
     /// Ends the run where it stands: with `keep_best`, the model takes the weights of its

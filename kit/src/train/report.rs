@@ -1,6 +1,7 @@
 //! What a training run reports: its evaluations, its losses, and how it can fail.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::time::Duration;
 
 /// One evaluation during training.
@@ -15,6 +16,18 @@ pub struct EvalPoint {
     /// How many batches `eval_loss` averages: the configured number, or the screen's when the
     /// screen cut the evaluation short (see [`EvalScreen`]).
     pub eval_batches: usize,
+}
+
+impl fmt::Display for EvalPoint {
+    /// "step   250: train loss 2.370, eval loss 2.412", the line `cargo xtask train` and the
+    /// graded checks print after each evaluation.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "step {:>5}: train loss {:.3}, eval loss {:.3}",
+            self.step, self.train_loss, self.eval_loss
+        )
+    }
 }
 
 /// What a callback wants after an evaluation.

@@ -37,10 +37,7 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
     pub fn state(&mut self) -> anyhow::Result<RunState> {
         let names = var_names(self.varmap);
         let mut tensors = HashMap::new();
-        let adam = self
-            .trainer
-            .adam()
-            .ok_or_else(|| anyhow::anyhow!("only a run with kit's Adam can be resumed"))?;
+        let adam = &self.adam;
         for (name, var) in &names {
             let (m, v) = adam
                 .moments(var)
@@ -101,8 +98,8 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             let v = tensor(format!("adam.v.{name}"))?;
             moments.insert(var.id(), (m, v));
         }
-        let adam = run.trainer.adam().expect("Run::start uses kit's Adam");
-        adam.restore(state.progress.adam_steps, |var| moments.remove(&var.id()))?;
+        run.adam
+            .restore(state.progress.adam_steps, |var| moments.remove(&var.id()))?;
         let best: Vec<_> = names
             .iter()
             .filter_map(|(name, var)| {

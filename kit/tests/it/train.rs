@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use kit::SeededVarMap;
 use kit::train::{
-    Control, EvalPoint, EvalScreen, TrainConfig, TrainError, TrainReport, loss_and_gradients, train,
+    Control, EvalPoint, EvalScreen, TrainConfig, TrainError, TrainReport, parallel, train,
 };
 
 use crate::common::{Tiny, config, data};
@@ -237,8 +237,14 @@ fn a_batch_in_parts_has_the_loss_and_gradient_of_the_whole_batch() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     // Five rows: parts of three and two rows, so the weighting by share matters.
     let batch = Batch::sample(&mut rng, &data.train, 5, 8).unwrap();
-    let (whole_loss, whole) = loss_and_gradients(&model, &batch, 1, &Device::Cpu).unwrap();
-    let (parts_loss, parts) = loss_and_gradients(&model, &batch, 2, &Device::Cpu).unwrap();
+    // What kit's training step does with each part.
+    let differentiate = |x: &Tensor, y: &Tensor, share: f64| {
+        let loss = kit::train::loss(&model, x, y)?;
+        let grads = (&loss * share)?.backward()?;
+        Ok((loss.to_scalar::<f32>()?, grads))
+    };
+    let over = |parts| parallel::over_parts(&batch, parts, &Device::Cpu, differentiate).unwrap();
+    let ((whole_loss, whole), (parts_loss, parts)) = (over(1), over(2));
     assert_eq!((whole.len(), parts.len()), (1, 2));
     assert!(
         (whole_loss - parts_loss).abs() < 1e-5,

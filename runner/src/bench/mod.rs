@@ -2,14 +2,19 @@
 //! figures live in BENCHMARKS.md.
 
 use crate::models::{self, TextModel};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use kit::adam::{Adam, ParamsAdam};
 use kit::data::Batch;
-use kit::train::{Evaluation, Graded, Optimiser, TrainConfig, Trainer};
+use kit::train::{Evaluation, TrainConfig, parallel};
 use kit::{Dataset, GptConfig, SeededVarMap};
 use rand::SeedableRng;
 use std::process::ExitCode;
-use std::time::Instant;
-use xtask::cli::{Attention, BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat, TrainTask};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use workbook::cli::{BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat};
+use workbook::tasks::{ModelCommand, TaskList};
 
 mod products;
 
@@ -31,34 +36,117 @@ fn median(xs: &mut [f64]) -> f64 {
     }
 }
 
+/// The optimiser a benchmark updates the parameters with. Both are the challenge's plain Adam;
+/// they differ in speed only.
+enum Optimiser {
+    /// kit's Adam: one in-place pass per parameter (what training uses).
+    Fused(Adam),
+    /// candle-nn's `AdamW` with weight decay 0, built from candle's elementary ops: the
+    /// "before" figure of `--composed`.
+    Candle(AdamW, Vec<Var>),
+}
+
+impl Optimiser {
+    fn new(vars: Vec<Var>, lr: f64, composed: bool) -> candle_core::Result<Self> {
+        Ok(if composed {
+            // The challenge uses plain Adam; candle's default has weight decay 0.01.
+            let params = ParamsAdamW {
+                lr,
+                weight_decay: 0.0,
+                ..ParamsAdamW::default()
+            };
+            Optimiser::Candle(AdamW::new(vars.clone(), params)?, vars)
+        } else {
+            let params = ParamsAdam {
+                lr,
+                ..ParamsAdam::default()
+            };
+            Optimiser::Fused(Adam::new(vars, params)?)
+        })
+    }
+
+    /// One update with, for each parameter, the sum of its gradients in `grads`.
+    fn step(&mut self, grads: &[GradStore]) -> candle_core::Result<()> {
+        match self {
+            Optimiser::Fused(adam) => adam.step_sum(grads),
+            Optimiser::Candle(adamw, vars) => {
+                let mut sum = GradStore::default();
+                for var in vars.iter() {
+                    let mut parts = grads.iter().filter_map(|g| g.get(var));
+                    if let Some(first) = parts.next() {
+                        sum.insert(var, parts.try_fold(first.clone(), |s, g| s + g)?);
+                    }
+                }
+                adamw.step(&sum)
+            }
+        }
+    }
+}
+
+/// How long the three phases of a step took.
+#[derive(Default)]
+struct Phases {
+    forward: Duration,
+    backward: Duration,
+    update: Duration,
+}
+
+/// kit's training step (`kit::train::step`) with the batch in `parts` parts and the given
+/// optimiser, timing its phases when the batch is in one part. Returns the batch's mean loss.
+fn step(
+    model: &dyn TextModel,
+    optimiser: &mut Optimiser,
+    batch: &Batch,
+    parts: usize,
+    device: &Device,
+) -> candle_core::Result<(f32, Phases)> {
+    let phases = Mutex::new(Phases::default());
+    let (loss, grads) = parallel::over_parts(batch, parts, device, |x, y, share| {
+        let start = Instant::now();
+        let loss = kit::ops::cross_entropy(&model.forward(x)?, y)?;
+        let forward = start.elapsed();
+        let grads = (&loss * share)?.backward()?;
+        let mut p = phases.lock().expect("the phases' lock");
+        p.forward = forward;
+        p.backward = start.elapsed() - forward;
+        Ok((loss.to_scalar::<f32>()?, grads))
+    })?;
+    let start = Instant::now();
+    optimiser.step(&grads)?;
+    let mut phases = phases.into_inner().expect("the phases' lock");
+    phases.update = start.elapsed();
+    Ok((loss, phases))
+}
+
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
+    let list = TaskList::here()?;
+    let task = list
+        .get(args.task.as_deref().unwrap_or(models::BENCH_DEFAULT))
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        task.allows(ModelCommand::Bench),
+        "{} has no bench in tasks.toml: its model is not one `bench train` times",
+        task.name
+    );
     let data = Dataset::load()?;
     let cfg = GptConfig::graded(data.vocab_size());
-    let graded = Graded::task1().config;
+    let graded = task
+        .graded
+        .map(|g| g.graded().config)
+        .unwrap_or(TrainConfig::CHALLENGE);
     let (batch_size, block_size, lr) = (graded.batch_size, graded.block_size, graded.learning_rate);
     let params = SeededVarMap::new(0);
-    let task = match args.attention {
-        Attention::PerHead => TrainTask::Task1,
-        Attention::Einsum => TrainTask::Task3,
-    };
-    let model = models::build(task, true, cfg, params.var_builder(&device))?;
-    // The composed build is the "before" figure: candle's elementary ops and its AdamW.
-    let optimiser = if args.composed {
-        Optimiser::CandleAdamW
-    } else {
-        Optimiser::Fused
-    };
-    let mut trainer =
-        Trainer::with_optimiser(model.as_ref(), params.varmap(), lr, &device, optimiser)?
-            .with_parts(args.parts as usize);
+    let model = models::build(&task.name, true, cfg, params.var_builder(&device))?;
+    let mut optimiser = Optimiser::new(params.varmap().all_vars(), lr, args.composed)?;
+    let parts = args.parts as usize;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut times = Vec::with_capacity(args.steps as usize);
     let mut last_loss = 0.0;
     for i in 0..args.warmup + args.steps {
         let batch = Batch::sample(&mut rng, &data.train, batch_size, block_size)?;
         let start = Instant::now();
-        last_loss = trainer.step(&batch)?;
+        last_loss = step(model.as_ref(), &mut optimiser, &batch, parts, &device)?.0;
         if i >= args.warmup {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
@@ -67,29 +155,25 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let ms = median(&mut times);
     let tokens_per_s = (batch_size * block_size) as f64 / (ms / 1e3);
     let threads = candle_core::utils::get_num_threads();
-    let op_threads = trainer.threads();
+    let op_threads = kit::ops::threads();
     let ops = if args.composed { "composed" } else { "fused" };
-    let attn = match args.attention {
-        Attention::PerHead => "per-head",
-        Attention::Einsum => "einsum",
-    };
     println!(
-        "MiniGPT (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
-         {attn} attention, {ops} ops, {threads} candle thread(s), {op_threads} fused-op thread(s), \
-         batch in {} part(s)",
-        args.parts
+        "{} (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
+         {ops} ops, {threads} candle thread(s), {op_threads} fused-op thread(s), \
+         batch in {parts} part(s)",
+        task.title
     );
     println!(
         "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
         args.steps, args.warmup
     );
     // The dense products are most of a step's work: their rate against `bench products`'.
-    let rows = batch_size / args.parts as usize * block_size;
+    let rows = batch_size / parts * block_size;
     let gflop: f64 = products::of_a_step(&cfg, rows)
         .iter()
         .map(products::Product::flops)
         .sum::<f64>()
-        * args.parts as f64
+        * parts as f64
         / 1e9;
     let gflops = gflop / (ms / 1e3);
     println!(
@@ -97,13 +181,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
          (on all threads; `cargo xtask bench products` times them alone)"
     );
     // The graded checks evaluate 100 batches every 250 steps: part of their time too.
-    let evaluation = Evaluation {
-        data: &data.eval,
-        batches: graded.eval_batches,
-        batch_size,
-        block_size,
-        screen: None,
-    };
+    let evaluation = Evaluation::after_step(&graded, &data.eval, graded.steps);
     let eval_ms = time_ms(args.eval_repeats, || {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         evaluation
@@ -115,7 +193,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         graded.eval_batches
     );
     if args.breakdown {
-        breakdown(&mut trainer.with_parts(1), &data, &graded, args.steps)?;
+        breakdown(model.as_ref(), &mut optimiser, &data, &graded, args.steps)?;
     }
     if args.json {
         println!(
@@ -130,8 +208,8 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
                 "steps": args.steps,
                 "threads": threads,
                 "op_threads": op_threads,
-                "parts": args.parts,
-                "attention": attn,
+                "parts": parts,
+                "task": task.name,
                 "ops": ops,
             })
         );
@@ -142,20 +220,21 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
 /// Median ms of the forward pass (with the loss), the backward pass and the Adam update, the
 /// whole batch in one part.
 fn breakdown(
-    trainer: &mut Trainer<'_, dyn TextModel>,
+    model: &dyn TextModel,
+    optimiser: &mut Optimiser,
     data: &Dataset,
     graded: &TrainConfig,
     steps: u64,
 ) -> anyhow::Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let (mut f, mut b, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..steps {
         let batch = Batch::sample(&mut rng, &data.train, graded.batch_size, graded.block_size)?;
-        let (_, times) = trainer.step_timed(&batch)?;
-        f.push(ms(times.forward));
-        b.push(ms(times.backward));
-        o.push(ms(times.update));
+        let (_, phases) = step(model, optimiser, &batch, 1, &Device::Cpu)?;
+        f.push(ms(phases.forward));
+        b.push(ms(phases.backward));
+        o.push(ms(phases.update));
     }
     println!(
         "breakdown, whole batch in one part (median ms): forward+loss {:.2}, backward {:.2}, Adam {:.2}",
@@ -176,24 +255,6 @@ fn time_ms(repeats: u64, mut f: impl FnMut() -> candle_core::Result<()>) -> anyh
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     Ok(median(&mut times))
-}
-
-/// The challenge's per-head model: Task 2 heads side by side, concatenated, then a dense layer.
-struct Task2Heads {
-    heads: Vec<solutions::task2::SelfAttention>,
-    proj: kit::nn::Dense,
-}
-
-impl Module for Task2Heads {
-    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let outs = self
-            .heads
-            .iter()
-            .map(|h| h.forward(xs))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        self.proj
-            .forward(&Tensor::cat(&outs, candle_core::D::Minus1)?)
-    }
 }
 
 fn attention(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
@@ -218,26 +279,10 @@ fn attention(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
     );
     for t in [32usize, 256] {
         let params = SeededVarMap::new(0);
-        let vb = params.var_builder(&device);
-        let task2_heads = Task2Heads {
-            heads: (0..heads)
-                .map(|i| {
-                    solutions::task2::SelfAttention::new(
-                        hidden,
-                        d,
-                        vb.pp(format!("task2.heads.{i}")),
-                    )
-                })
-                .collect::<candle_core::Result<Vec<_>>>()?,
-            proj: kit::nn::dense(hidden, hidden, vb.pp("task2.proj"))?,
-        };
-        let per_head =
-            solutions::task1::MultiHeadAttention::new(hidden, heads, d, vb.pp("per_head"))?;
-        let einsum = solutions::task3::MultiHeadAttention::new(hidden, heads, d, vb.pp("einsum"))?;
-        let x = candle_core::Var::from_tensor(
+        let modules = models::attentions(hidden, heads, d, params.var_builder(&device))?;
+        let x = Var::from_tensor(
             &Tensor::randn(0f32, 1.0, (b, t, hidden), &device)?.to_dtype(DType::F32)?,
         )?;
-        let modules: [&dyn Module; 3] = [&task2_heads, &per_head, &einsum];
         let mut fwd = [0.0; 3];
         let mut bwd = [0.0; 3];
         for (i, m) in modules.iter().enumerate() {

@@ -4,12 +4,11 @@
 //! step's own speed beside it.
 
 use super::median;
-use crate::models::TextModel;
 use kit::GptConfig;
-use kit::train::{Graded, Trainer};
+use kit::train::{TrainConfig, parallel};
 use std::process::ExitCode;
 use std::time::Instant;
-use xtask::cli::BenchProductsArgs;
+use workbook::cli::BenchProductsArgs;
 
 /// How a product reads an operand: row-major, or the transpose of a row-major matrix.
 #[derive(Debug, Clone, Copy)]
@@ -127,9 +126,9 @@ fn time_product(p: &Product, repeats: u64) -> f64 {
 }
 
 pub fn run(args: BenchProductsArgs) -> anyhow::Result<ExitCode> {
-    let graded = Graded::task1().config;
+    let graded = TrainConfig::CHALLENGE;
     let cfg = GptConfig::graded(kit::Dataset::load()?.vocab_size());
-    let parts = Trainer::<dyn TextModel>::PARTS;
+    let parts = parallel::PARTS;
     let rows = graded.batch_size / parts * graded.block_size;
     println!(
         "The dense products of one training step (Task 1 model, batch {} in {parts} parts of {rows} rows), \

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Mutex, mpsc};
 use std::time::Instant;
-use xtask::style;
+use workbook::progress_line::GradedProgress;
+use workbook::style;
 
 /// The names of the checks in a test binary.
 pub fn list(executable: &Path) -> anyhow::Result<Vec<String>> {
@@ -133,11 +134,11 @@ impl Runner {
             .lines()
             .map_while(Result::ok)
         {
-            if live && let Some(p) = Progress::parse(&line) {
+            if live && let Some(p) = GradedProgress::parse(&line) {
                 print!(
                     "\r\x1b[2K  {} {label}: {}",
                     style::dim("…"),
-                    p.describe(start)
+                    describe(&p, start)
                 );
                 let _ = std::io::stdout().flush();
             }
@@ -154,56 +155,12 @@ impl Runner {
     }
 }
 
-/// One line of a graded training's progress, as `checks::support` writes it to standard error:
-/// "graded training: step 250 of at most 4000, eval loss 2.370 (bar 1.9)".
-#[derive(Debug, PartialEq)]
-struct Progress {
-    step: usize,
-    steps: usize,
-    eval_loss: f32,
-    bar: f32,
-}
-
-impl Progress {
-    fn parse(line: &str) -> Option<Progress> {
-        let rest = line.strip_prefix("graded training: step ")?;
-        let (step, rest) = rest.split_once(" of at most ")?;
-        let (steps, rest) = rest.split_once(", eval loss ")?;
-        let (loss, rest) = rest.split_once(" (bar ")?;
-        Some(Progress {
-            step: step.parse().ok()?,
-            steps: steps.parse().ok()?,
-            eval_loss: loss.parse().ok()?,
-            bar: rest.strip_suffix(')')?.parse().ok()?,
-        })
-    }
-
-    /// "step 1250 of at most 4000, eval loss 2.012 (bar 1.9), 21 s so far, at most 47 s more".
-    fn describe(&self, start: Instant) -> String {
-        let elapsed = start.elapsed().as_secs_f64();
-        let more = elapsed / self.step.max(1) as f64 * self.steps.saturating_sub(self.step) as f64;
-        format!(
-            "step {} of at most {}, eval loss {:.3} (bar {}), {elapsed:.0} s so far, at most {more:.0} s more",
-            self.step, self.steps, self.eval_loss, self.bar
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_lines_are_read_and_others_ignored() {
-        assert_eq!(
-            Progress::parse("graded training: step 250 of at most 4000, eval loss 2.370 (bar 1.9)"),
-            Some(Progress {
-                step: 250,
-                steps: 4000,
-                eval_loss: 2.37,
-                bar: 1.9
-            })
-        );
-        assert_eq!(Progress::parse("step 250: train loss 2.4"), None);
-    }
+/// "step 1250 of at most 4000, eval loss 2.012 (bar 1.9), 21 s so far, at most 47 s more".
+fn describe(p: &GradedProgress, start: Instant) -> String {
+    let elapsed = start.elapsed().as_secs_f64();
+    let more = elapsed / p.step.max(1) as f64 * p.steps.saturating_sub(p.step) as f64;
+    format!(
+        "step {} of at most {}, eval loss {:.3} (bar {}), {elapsed:.0} s so far, at most {more:.0} s more",
+        p.step, p.steps, p.eval_loss, p.bar
+    )
 }

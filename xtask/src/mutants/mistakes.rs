@@ -5,9 +5,8 @@ use super::workbench::Workbench;
 use anyhow::Context;
 use std::path::Path;
 use std::process::Stdio;
-use xtask::cli::Task;
-use xtask::style;
-use xtask::tasks;
+use workbook::style;
+use workbook::tasks::TaskList;
 
 /// One learner-like mistake from `xtask/mutants.toml`.
 #[derive(Debug, serde::Deserialize)]
@@ -33,11 +32,12 @@ pub(super) fn load_mistakes(root: &Path) -> anyhow::Result<Vec<Mistake>> {
 
 /// Applies one mistake to the copy's reference solution, runs the task's checks, puts the file
 /// back, and returns the names of the checks that failed.
-fn try_mistake(bench: &Workbench, m: &Mistake) -> anyhow::Result<Vec<String>> {
-    let task = <Task as clap::ValueEnum>::from_str(&m.task, false)
-        .map_err(|_| anyhow::anyhow!("xtask/mutants.toml names an unknown task `{}`", m.task))?;
-    let solution = tasks::info(task).solution_file();
-    let file = bench.tree.join(&solution);
+fn try_mistake(bench: &Workbench, list: &TaskList, m: &Mistake) -> anyhow::Result<Vec<String>> {
+    let task = list
+        .get(&m.task)
+        .map_err(|e| anyhow::anyhow!("xtask/mutants.toml, mistake `{}`: {e}", m.name))?;
+    let solution = &task.solution;
+    let file = bench.tree.join(solution);
     let original = std::fs::read_to_string(&file)?;
     let mut broken = original.clone();
     for (find, replace) in &m.edits {
@@ -73,6 +73,7 @@ fn try_mistake(bench: &Workbench, m: &Mistake) -> anyhow::Result<Vec<String>> {
 /// Tries each mistake, printing as it goes; returns each with the checks that caught it.
 pub(super) fn try_mistakes<'m>(
     bench: &Workbench,
+    list: &TaskList,
     mistakes: &'m [Mistake],
 ) -> anyhow::Result<Vec<(&'m Mistake, Vec<String>)>> {
     println!(
@@ -81,7 +82,7 @@ pub(super) fn try_mistakes<'m>(
     );
     let mut tried = Vec::new();
     for m in mistakes {
-        let caught_by = try_mistake(bench, m)?;
+        let caught_by = try_mistake(bench, list, m)?;
         if caught_by.is_empty() {
             let line = format!("{}: {} — no check fails", m.task, m.name);
             println!("  {} {line}", style::bad("✗"));
@@ -97,23 +98,25 @@ pub(super) fn try_mistakes<'m>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xtask::workspace_root;
+    use workbook::workspace_root;
 
     #[test]
     fn every_hand_written_mistake_applies_to_its_reference_solution() {
         let root = workspace_root();
+        let list = TaskList::load(&root).unwrap();
         let mistakes = load_mistakes(&root).unwrap();
-        for task in Task::ORDER {
+        for task in &list.tasks {
             assert!(
-                mistakes.iter().filter(|m| m.task == task.name()).count() >= 4,
+                mistakes.iter().filter(|m| m.task == task.name).count() >= 4,
                 "{}: at least four mistakes",
-                task.name()
+                task.name
             );
         }
         for m in &mistakes {
-            let task = <Task as clap::ValueEnum>::from_str(&m.task, false)
+            let task = list
+                .get(&m.task)
                 .unwrap_or_else(|_| panic!("`{}` names an unknown task {}", m.name, m.task));
-            let file = root.join(tasks::info(task).solution_file());
+            let file = root.join(&task.solution);
             let text = std::fs::read_to_string(&file)
                 .unwrap_or_else(|_| panic!("`{}` names an unknown task {}", m.name, m.task));
             assert!(!m.edits.is_empty(), "`{}` changes nothing", m.name);

@@ -4,18 +4,16 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use xtask::cli::Task;
-use xtask::style;
-use xtask::tasks;
+use workbook::style;
+use workbook::tasks::{GRADED_TRAINING, Task};
 
-/// The graded trainings of Task 1 and Task 3 take a minute or more each; run once per mutant,
-/// they would make a run take a day. Their models are checked without training by the other
-/// checks of the task (see docs/mutants.md). The warm-up's graded training takes a second and
-/// stays.
-fn skipped(task: Task) -> Option<&'static str> {
-    match task {
-        Task::Task1 | Task::Task3 => Some("graded_training"),
-        _ => None,
+/// Most graded trainings take a minute or more; run once per mutant, they would make a run take
+/// a day. Their models are checked without training by the other checks of the task (see
+/// docs/mutants.md). A graded training of seconds (`every_mutant` in tasks.toml) stays.
+fn skipped(task: &Task) -> Option<&'static str> {
+    match task.graded {
+        Some(g) if g.every_mutant => None,
+        _ => Some(GRADED_TRAINING),
     }
 }
 
@@ -40,7 +38,7 @@ impl Counts {
 
 /// What cargo-mutants found for one task.
 pub(super) struct TaskOutcome {
-    pub task: Task,
+    pub task: String,
     pub counts: Counts,
     /// cargo-mutants' `missed.txt`: one line per missed mutant.
     pub missed: String,
@@ -69,8 +67,8 @@ impl Workbench {
         xtask::copy::workbook(&root, &tree, xtask::copy::Purpose::Mutants)?;
         // The copy has no corpus of its own: every check reads this workspace's (fetched now if
         // need be), so that no check fails for want of data and counts a mutant as caught.
-        kit::corpus::load()?;
-        let (corpus, _) = kit::corpus::configured_path()?;
+        workbook::corpus::load()?;
+        let (corpus, _) = workbook::corpus::configured_path()?;
         Ok(Self {
             root,
             work,
@@ -84,26 +82,26 @@ impl Workbench {
         let mut cmd = Command::new(cargo());
         cmd.current_dir(&self.tree)
             .env("CARGO_TARGET_DIR", self.root.join("target"))
-            .env(kit::corpus::CORPUS_ENV, &self.corpus);
+            .env(workbook::corpus::CORPUS_ENV, &self.corpus);
         cmd
     }
 
     /// `cargo test` of one task's checks against the copy's reference solution, without the
     /// skipped graded training; more arguments for the test binary may follow.
-    pub fn checks(&self, task: Task) -> Command {
+    pub fn checks(&self, task: &Task) -> Command {
         let mut cmd = self.cargo();
         cmd.env("RUST_BACKTRACE", "0")
             .env("INSTA_UPDATE", "no")
             .args(["test", "--quiet", "--package", "checks"])
             .args(["--features", "solutions"])
-            .args(["--test", tasks::info(task).checks_target(), "--"])
+            .args(["--test", task.checks_target(), "--"])
             .args(skipped(task).map_or(Vec::new(), |s| vec!["--skip", s]));
         cmd
     }
 
     /// cargo-mutants' own baseline would test the `solutions` package, which has no tests:
     /// this checks instead that the unmutated reference passes the task's checks.
-    pub fn baseline(&self, task: Task) -> anyhow::Result<()> {
+    pub fn baseline(&self, task: &Task) -> anyhow::Result<()> {
         let status = self
             .checks(task)
             .status()
@@ -111,21 +109,20 @@ impl Workbench {
         anyhow::ensure!(
             status.success(),
             "the unmutated reference solution fails the {} checks: fix that first",
-            task.name()
+            task.name
         );
         Ok(())
     }
 
     /// Runs cargo-mutants on the task's reference solution (or lists its mutants), and reads
     /// what it found.
-    pub fn mutate(&self, task: Task, list: bool) -> anyhow::Result<Option<TaskOutcome>> {
-        let info = tasks::info(task);
-        let out = self.work.join(task.name());
+    pub fn mutate(&self, task: &Task, list: bool) -> anyhow::Result<Option<TaskOutcome>> {
+        let out = self.work.join(&task.name);
         println!(
             "{} {} ({})",
             style::bold("Mutating"),
-            task.name(),
-            info.solution_file()
+            task.name,
+            task.solution
         );
         let mut cmd = self.cargo();
         cmd.args([
@@ -141,13 +138,13 @@ impl Workbench {
         .args(["--package", "solutions"])
         .args(["--test-package", "checks", "--features", "solutions"])
         .arg("--file")
-        .arg(info.solution_file())
+        .arg(&task.solution)
         .arg("--output")
         .arg(&out);
         if list {
             cmd.arg("--list");
         }
-        cmd.args(["--", "--test", info.checks_target()]);
+        cmd.args(["--", "--test", task.checks_target()]);
         if let Some(s) = skipped(task) {
             cmd.args(["--", "--skip", s]);
         }
@@ -169,12 +166,12 @@ impl Workbench {
         anyhow::ensure!(
             counts.caught + counts.missed + counts.timeout > 0,
             "no mutant of {} was tested ({status}); see {}",
-            task.name(),
+            task.name,
             results.display()
         );
         let missed = std::fs::read_to_string(results.join("missed.txt")).unwrap_or_default();
         Ok(Some(TaskOutcome {
-            task,
+            task: task.name.clone(),
             counts,
             missed,
         }))

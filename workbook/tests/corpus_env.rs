@@ -1,6 +1,6 @@
 //! MINIGPT_CORPUS pointing at a missing file. Alone in its binary: it changes the environment.
 
-use kit::corpus::{self, CorpusError};
+use workbook::corpus::{self, CorpusError};
 
 #[test]
 fn a_missing_file_in_the_environment_variable_is_a_clear_error() {

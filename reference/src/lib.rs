@@ -1,14 +1,40 @@
-//! The checks' own reference, written independently of `solutions/`.
+//! # reference: the checks' own computations, written independently of `solutions/`
 //!
 //! The `*_f64` functions are plain loops in f64 over row-major slices; weights use candle's
 //! layout, (out, in). [`RefGpt`] is a MiniGPT held by the checks whose attention is whatever
 //! module a task supplies, so that Task 3 can be graded without the learner's Task 1.
+//!
+//! The checks compare the learner's code with these; the model commands train [`RefGpt`] for
+//! the tasks that write only its attention, and draw attention maps with
+//! [`minigpt_f64_traced`].
 
-use crate::support::param;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
 use kit::{GptConfig, Sampler, SeededVarMap};
+
+/// Values of a tensor as f64, flattened.
+pub fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("tensor values")
+}
+
+/// The value of a named parameter as f64, row-major.
+pub fn param(params: &SeededVarMap, name: &str) -> Vec<f64> {
+    let vars = params.named_vars();
+    let var = vars.iter().find(|(n, _)| n == name).unwrap_or_else(|| {
+        panic!(
+            "no parameter named {name}; the model has: {}",
+            vars.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    values(var.1.as_tensor())
+}
 
 /// `y = x Wᵀ + b` for `rows` rows of `x` (rows × n_in), `w` (n_out × n_in).
 pub fn dense_f64(x: &[f64], rows: usize, w: &[f64], b: Option<&[f64]>, n_out: usize) -> Vec<f64> {

@@ -71,9 +71,9 @@ pub enum CorpusError {
 
 /// The workbook's own copy: `data/tinyshakespeare/input.txt` (git-ignored).
 pub fn default_path() -> PathBuf {
-    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
-    kit.parent()
-        .unwrap_or(kit)
+    let this = Path::new(env!("CARGO_MANIFEST_DIR"));
+    this.parent()
+        .unwrap_or(this)
         .join("data")
         .join("tinyshakespeare")
         .join("input.txt")
@@ -181,7 +181,7 @@ pub fn download(url: &str, dest: &Path, expected_sha256: &str) -> Result<(), Cor
         .and_then(|v| v.parse::<u64>().ok());
 
     let mut file = AtomicFile::create(dest)?;
-    let bar = crate::progress::bytes(total.unwrap_or(CORPUS_LEN), "downloading");
+    let bar = crate::bars::bytes(total.unwrap_or(CORPUS_LEN), "downloading");
     let mut hasher = Sha256::new();
     let mut reader = response.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];

@@ -1,6 +1,7 @@
 //! Progress bars on standard error, drawn only when someone is watching.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use indicatif::ProgressBar;
+use indicatif::{ProgressDrawTarget, ProgressStyle};
 
 /// A bar counting `len` training steps, labelled `label`; hidden unless `enabled`.
 pub fn steps(len: u64, label: &str, enabled: bool) -> ProgressBar {

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
+pub use xtask::copy::Purpose;
 
 /// What a copy needs to build and grade; the corpus is shared through `MINIGPT_CORPUS`.
 pub struct Workbook {
@@ -28,22 +29,27 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.status.success(), "git {args:?}: {status:?}");
 }
 
-/// The one copy, made on first use; each test holds the lock while it uses it.
+/// The one copy for a learner, made on first use; each test holds the lock while it uses it.
 pub fn workbook() -> MutexGuard<'static, Workbook> {
     static BOOK: OnceLock<Mutex<Workbook>> = OnceLock::new();
-    BOOK.get_or_init(|| {
+    BOOK.get_or_init(|| Mutex::new(Workbook::new(Purpose::Learner)))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Workbook {
+    /// A copy of the workbook for `purpose`, in a git repository of its own, as a clone is:
+    /// `reset` takes the stub from git.
+    pub fn new(purpose: Purpose) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let dir = tempfile::tempdir().unwrap();
         // A version of its own: the copy cannot overwrite the workbook's build outputs.
-        xtask::copy::workbook(root, dir.path(), xtask::copy::Purpose::Learner).unwrap();
-        // A clone of its own, as a learner has: `reset` takes the stub from git.
+        xtask::copy::workbook(root, dir.path(), purpose).unwrap();
         git(dir.path(), &["init", "--quiet"]);
-        git(dir.path(), &["add", "--all"]);
-        git(dir.path(), &["commit", "--quiet", "--message", "workbook"]);
-        Mutex::new(Workbook { dir })
-    })
-    .lock()
-    .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let book = Workbook { dir };
+        book.commit("workbook");
+        book
+    }
 }
 
 impl Workbook {
@@ -53,7 +59,7 @@ impl Workbook {
             .parent()
             .unwrap()
             .to_path_buf();
-        let (corpus, _) = kit::corpus::configured_path().expect("the corpus");
+        let (corpus, _) = workbook::corpus::configured_path().expect("the corpus");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -72,6 +78,15 @@ impl Workbook {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Commits every change of the copy, as a new version of the workbook would.
+    pub fn commit(&self, message: &str) {
+        git(self.dir.path(), &["add", "--all"]);
+        git(
+            self.dir.path(),
+            &["commit", "--quiet", "--message", message],
+        );
     }
 
     pub fn exercise(&self, task: &str) -> PathBuf {

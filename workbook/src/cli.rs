@@ -1,12 +1,17 @@
-//! The argument types, and nothing else.
+//! The argument types of `cargo xtask`, and nothing else. The model runner parses the same.
+//!
+//! Task names are checked against the task list (see [`crate::tasks`]), so a task added there
+//! is a valid argument at once; a wrong one is answered with the names there are.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use kit::GptConfig;
-use kit::train::TrainConfig;
+use crate::config::{GptConfig, TrainConfig};
+use crate::tasks::{self, TaskList};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// The graded MiniGPT's sizes, the defaults of `train` (the vocabulary comes from the corpus).
 const GRADED_MODEL: GptConfig = GptConfig::graded(0);
+/// The challenge's training settings, the other defaults of `train`.
+const CHALLENGE: TrainConfig = TrainConfig::CHALLENGE;
 
 #[derive(Parser)]
 #[command(
@@ -61,9 +66,9 @@ pub struct ReferenceCurvesArgs {
 
 #[derive(Args)]
 pub struct MutantsArgs {
-    /// Which task's reference solution to mutate.
-    #[arg(value_enum, default_value_t = Task::All)]
-    pub task: Task,
+    /// Which task's reference solution to mutate (default: all).
+    #[arg(default_value = tasks::ALL, value_parser = task_or_all)]
+    pub task: String,
     /// Only list the mutants, without building or testing them.
     #[arg(long)]
     pub list: bool,
@@ -73,14 +78,14 @@ pub struct MutantsArgs {
 pub struct WatchArgs {
     /// Which task to grade (default: the first that does not pass yet).
     #[arg(value_parser = single_task)]
-    pub task: Option<Task>,
+    pub task: Option<String>,
 }
 
 #[derive(Args)]
 pub struct ResetArgs {
     /// Which task's exercise file.
     #[arg(value_parser = single_task)]
-    pub task: Task,
+    pub task: String,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -93,7 +98,7 @@ pub struct ResetArgs {
 pub struct SolutionArgs {
     /// Which task.
     #[arg(value_parser = single_task)]
-    pub task: Task,
+    pub task: String,
 }
 
 #[derive(Args)]
@@ -119,7 +124,8 @@ pub struct GenerateArgs {
 
 #[derive(Args)]
 pub struct AttentionArgs {
-    /// A task1 or task3 checkpoint folder, or its model.safetensors.
+    /// A checkpoint folder of a model with attention heads (runs/task1), or its
+    /// model.safetensors.
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// The text to look at (its last block_size characters).
@@ -134,15 +140,41 @@ pub struct AttentionArgs {
 pub struct HintArgs {
     /// Which task.
     #[arg(value_parser = single_task)]
-    pub task: Task,
+    pub task: String,
+    /// Which part of it (default: the one your last check stopped at).
+    pub part: Option<String>,
 }
 
-/// A task name other than `all`.
-fn single_task(s: &str) -> Result<Task, String> {
-    match Task::from_str(s, true) {
-        Ok(Task::All) => Err("pick one task: warmup, task1, task2 or task3".into()),
-        Ok(t) => Ok(t),
-        Err(_) => Err("no such task: pick one of warmup, task1, task2 or task3".into()),
+/// The name of a task of the list.
+fn single_task(s: &str) -> Result<String, String> {
+    let list = TaskList::here().map_err(|e| e.to_string())?;
+    if s == tasks::ALL {
+        return Err(format!("pick one task: {}", tasks::or_list(list.names())));
+    }
+    Ok(list.get(s)?.name.clone())
+}
+
+/// The name of a task of the list, or `all`.
+fn task_or_all(s: &str) -> Result<String, String> {
+    let list = TaskList::here().map_err(|e| e.to_string())?;
+    if s == tasks::ALL {
+        return Ok(s.to_string());
+    }
+    list.get(s).map(|t| t.name.clone()).map_err(|_| {
+        let names = list.names().chain([tasks::ALL]);
+        format!("no such task: pick one of {}", tasks::or_list(names))
+    })
+}
+
+/// The name of a task that ends in a model.
+fn task_with_model(s: &str) -> Result<String, String> {
+    let list = TaskList::here().map_err(|e| e.to_string())?;
+    match list.get(s) {
+        Ok(t) if t.model.is_some() => Ok(t.name.clone()),
+        _ => Err(format!(
+            "no model to train in {s:?}: pick one of {}",
+            tasks::or_list(list.with_model().map(|t| t.name.as_str()))
+        )),
     }
 }
 
@@ -190,34 +222,11 @@ fn learning_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Task {
-    Warmup,
-    Task1,
-    Task2,
-    Task3,
-    All,
-}
-
-impl Task {
-    pub const ORDER: [Task; 4] = [Task::Warmup, Task::Task1, Task::Task2, Task::Task3];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Task::Warmup => "warmup",
-            Task::Task1 => "task1",
-            Task::Task2 => "task2",
-            Task::Task3 => "task3",
-            Task::All => "all",
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Which task to grade.
-    #[arg(value_enum)]
-    pub task: Task,
+    /// Which task to grade, or `all`.
+    #[arg(value_parser = task_or_all)]
+    pub task: String,
     /// Grade the reference solutions instead of your exercises.
     #[arg(long)]
     pub solutions: bool,
@@ -233,56 +242,19 @@ pub struct DataArgs {
     pub url: Option<String>,
 }
 
-/// The tasks whose model can be trained: the ones that end in a whole language model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TrainTask {
-    Warmup,
-    Task1,
-    Task3,
-}
-
-impl TrainTask {
-    pub const ALL: [TrainTask; 3] = [TrainTask::Warmup, TrainTask::Task1, TrainTask::Task3];
-
-    pub fn task(self) -> Task {
-        match self {
-            TrainTask::Warmup => Task::Warmup,
-            TrainTask::Task1 => Task::Task1,
-            TrainTask::Task3 => Task::Task3,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        self.task().name()
-    }
-
-    /// The task called `name`, if its model can be trained.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
-    }
-
-    /// The training settings the challenge gives this task's model.
-    pub fn train_config(self) -> TrainConfig {
-        match self {
-            TrainTask::Warmup => TrainConfig::warmup(),
-            TrainTask::Task1 | TrainTask::Task3 => TrainConfig::task1(),
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Which model: the warm-up bigram, Task 1's MiniGPT, or MiniGPT with Task 3's attention.
-    #[arg(value_enum)]
-    pub task: TrainTask,
+    /// Which task's model.
+    #[arg(value_parser = task_with_model)]
+    pub task: String,
     /// Train the reference solution instead of your exercise.
     #[arg(long)]
     pub solutions: bool,
-    /// Training steps (default: 7000 for warmup, 4000 otherwise).
+    /// Training steps (default: the task's, from tasks.toml).
     #[arg(long, allow_negative_numbers = true, value_parser = at_least_one)]
     pub steps: Option<u64>,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = TrainConfig::task1().learning_rate, allow_negative_numbers = true, value_parser = learning_rate)]
+    #[arg(long, default_value_t = CHALLENGE.learning_rate, allow_negative_numbers = true, value_parser = learning_rate)]
     pub lr: f64,
     #[arg(long, default_value_t = GRADED_MODEL.num_layers as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub layers: u64,
@@ -290,17 +262,17 @@ pub struct TrainArgs {
     pub heads: u64,
     #[arg(long, default_value_t = GRADED_MODEL.hidden as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub hidden: u64,
-    #[arg(long, default_value_t = TrainConfig::task1().block_size as u64, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = CHALLENGE.block_size as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub block: u64,
-    #[arg(long, default_value_t = TrainConfig::task1().batch_size as u64, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = CHALLENGE.batch_size as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub batch: u64,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub seed: u64,
     /// Evaluate every this many steps.
-    #[arg(long, default_value_t = TrainConfig::task1().eval_every as u64, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = CHALLENGE.eval_every as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_every: u64,
     /// Eval batches averaged by each evaluation (the challenge uses 1).
-    #[arg(long, default_value_t = TrainConfig::task1().eval_batches as u64, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = CHALLENGE.eval_batches as u64, allow_negative_numbers = true, value_parser = at_least_one)]
     pub eval_batches: u64,
     /// Where to write the checkpoint (default: the --resume folder, else runs/<task>/).
     #[arg(long, value_name = "DIR")]
@@ -340,14 +312,6 @@ pub enum BenchWhat {
     Products(BenchProductsArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Attention {
-    /// Task 1: one AttentionHead per head, concatenated.
-    PerHead,
-    /// Task 3: all heads at once with einsum.
-    Einsum,
-}
-
 #[derive(Args)]
 pub struct BenchTrainArgs {
     /// Timed steps, after the warm-up steps.
@@ -356,9 +320,10 @@ pub struct BenchTrainArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub warmup: u64,
-    /// Which attention the MiniGPT uses.
-    #[arg(long, value_enum, default_value_t = Attention::PerHead)]
-    pub attention: Attention,
+    /// Whose reference model to time, a task with `bench` in tasks.toml (default: Task 1's
+    /// MiniGPT).
+    #[arg(long, value_parser = task_with_model)]
+    pub task: Option<String>,
     /// Build kit with its composed ops (candle's elementary ops, no fused kernels) and train
     /// with candle-nn's AdamW: the "before" figure.
     #[arg(long)]
