@@ -13,4 +13,5 @@ pub use exercises as learner;
 #[cfg(feature = "solutions")]
 pub use solutions as learner;
 
+pub mod diagnose;
 pub mod support;

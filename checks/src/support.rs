@@ -196,8 +196,9 @@ fn report_progress(progress: GradedProgress) {
 /// eval loss … at step … (… s)`, and returns the last evaluation.
 ///
 /// An evaluation whose first [`SCREEN_BATCHES`] batches average more than [`SCREEN_MARGIN`]
-/// above the bar stops there: the mean of all of them would not be below it (BENCHMARKS.md
-/// shows how far the mean of ten batches strays from the mean of a hundred). Early in training
+/// above the bar stops there: the mean of all of them would be below it only by a very unlikely
+/// chance (BENCHMARKS.md shows how far the mean of ten batches strays from the mean of a
+/// hundred). Early in training
 /// that saves most of the evaluation time, and all of it in a run that never gets close. The
 /// evaluation after the last step is always complete.
 pub fn graded_training(

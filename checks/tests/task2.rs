@@ -6,14 +6,16 @@
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
+use checks::diagnose::{Subject, diagnose};
 use checks::learner::task2::SelfAttention;
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, device, max_abs_diff, param, values,
 };
 use kit::SeededVarMap;
 use proptest::prelude::*;
-use reference::{attention_head_f64, dense_f64};
+use reference::attention_head_f64;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 fn head(hidden: usize, head_dim: usize, seed: u64) -> (SelfAttention, SeededVarMap) {
     let params = SeededVarMap::new(seed);
@@ -26,9 +28,8 @@ fn forward(m: &SelfAttention, x: &Tensor) -> Vec<f64> {
     values(&m.forward(x).expect("SelfAttention::forward"))
 }
 
-/// The reference output for the learner's own weights, at scale `1 / √d` (or another, to
-/// recognise a common mistake).
-fn reference(params: &SeededVarMap, x: &Tensor, d: usize, scale: f64) -> Vec<f64> {
+/// The reference output for the learner's own weights.
+fn reference(params: &SeededVarMap, x: &Tensor, d: usize) -> Vec<f64> {
     let (b, t, _) = x.dims3().unwrap();
     let w = |m: &str| param(params, &format!("{m}.weight"));
     attention_head_f64(
@@ -39,105 +40,26 @@ fn reference(params: &SeededVarMap, x: &Tensor, d: usize, scale: f64) -> Vec<f64
         &w("key"),
         &w("value"),
         d,
-        scale,
+        1.0 / (d as f64).sqrt(),
     )
 }
 
-/// A learner's mistake in forming the attention weights, recognisable by its output.
-#[derive(Clone, Copy)]
-enum Mistake {
-    NoMask,
-    MaskHidesSelf,
-    MaskSeesNext,
-    SoftmaxOverQueries,
-    KeysTimesQueries,
+/// What the learner's attention computes instead, from the probes of `checks::diagnose`. Worked
+/// out once per process: a property that fails runs its check many times while it shrinks.
+fn diagnosis(m: &SelfAttention, params: &SeededVarMap, d: usize) -> String {
+    static SAID: OnceLock<String> = OnceLock::new();
+    SAID.get_or_init(|| {
+        diagnose(&Subject {
+            forward: &|x| m.forward(x),
+            params,
+            heads: 1,
+            head_dim: d,
+        })
+    })
+    .clone()
 }
 
-impl Mistake {
-    const ALL: [Mistake; 5] = [
-        Mistake::NoMask,
-        Mistake::MaskHidesSelf,
-        Mistake::MaskSeesNext,
-        Mistake::SoftmaxOverQueries,
-        Mistake::KeysTimesQueries,
-    ];
-
-    fn says(self) -> &'static str {
-        match self {
-            Mistake::NoMask => {
-                "it matches attention without the causal mask: hide every key after the query"
-            }
-            Mistake::MaskHidesSelf => {
-                "it matches a mask that hides each position from itself: keep keys j ≤ i, the diagonal included"
-            }
-            Mistake::MaskSeesNext => {
-                "it matches a mask that lets each position see one step ahead: keep keys j ≤ i"
-            }
-            Mistake::SoftmaxOverQueries => {
-                "it matches a softmax over the queries: normalise over the keys, the last dimension"
-            }
-            Mistake::KeysTimesQueries => "it matches k qᵀ: the scores are q kᵀ, row i for query i",
-        }
-    }
-
-    /// The head's output computed with this mistake, in f64 (NaN where a row has no key).
-    fn output(self, params: &SeededVarMap, x: &Tensor, d: usize) -> Vec<f64> {
-        let (b, t, _) = x.dims3().unwrap();
-        let xv = values(x);
-        let proj = |m: &str| dense_f64(&xv, b * t, &param(params, &format!("{m}.weight")), None, d);
-        let (q, k, v) = (proj("query"), proj("key"), proj("value"));
-        let seen = |i: usize, j: usize| match self {
-            Mistake::NoMask => true,
-            Mistake::MaskHidesSelf => j < i,
-            Mistake::MaskSeesNext => j <= i + 1,
-            _ => j <= i,
-        };
-        let mut out = vec![0.0; b * t * d];
-        for bi in 0..b {
-            let row = |m: &[f64], i: usize| m[(bi * t + i) * d..(bi * t + i + 1) * d].to_vec();
-            let dot = |a: Vec<f64>, b: Vec<f64>| a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>();
-            let score = |i: usize, j: usize| match self {
-                Mistake::KeysTimesQueries => dot(row(&k, i), row(&q, j)),
-                _ => dot(row(&q, i), row(&k, j)),
-            } / (d as f64).sqrt();
-            // weights[i][j], normalised over j (over i for the softmax over queries).
-            let mut w = vec![0.0; t * t];
-            for a in 0..t {
-                let line: Vec<(usize, usize)> = (0..t)
-                    .map(|o| {
-                        if matches!(self, Mistake::SoftmaxOverQueries) {
-                            (o, a)
-                        } else {
-                            (a, o)
-                        }
-                    })
-                    .filter(|&(i, j)| seen(i, j))
-                    .collect();
-                let max = line
-                    .iter()
-                    .map(|&(i, j)| score(i, j))
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let total: f64 = line.iter().map(|&(i, j)| (score(i, j) - max).exp()).sum();
-                for &(i, j) in &line {
-                    w[i * t + j] = (score(i, j) - max).exp() / total;
-                }
-                if line.is_empty() {
-                    (0..t).for_each(|o| w[a * t + o] = f64::NAN);
-                }
-            }
-            for i in 0..t {
-                for j in 0..t {
-                    for e in 0..d {
-                        out[(bi * t + i) * d + e] += w[i * t + j] * v[(bi * t + j) * d + e];
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Compares with the f64 reference; on a mismatch, says which known mistake it looks like.
+/// Compares with the f64 reference; on a mismatch, says what the learner's attention does.
 fn assert_matches_reference(
     m: &SelfAttention,
     params: &SeededVarMap,
@@ -145,33 +67,14 @@ fn assert_matches_reference(
     d: usize,
 ) -> Result<(), TestCaseError> {
     let got = forward(m, x);
-    let want = reference(params, x, d, 1.0 / (d as f64).sqrt());
+    let want = reference(params, x, d);
     let diff = max_abs_diff(&got, &want);
     if diff >= 1e-5 {
-        let matches = |other: &[f64]| max_abs_diff(&got, other) < 1e-5;
-        let mistakes: Vec<&str> = Mistake::ALL
-            .into_iter()
-            .filter(|m| matches(&m.output(params, x, d)))
-            .map(Mistake::says)
-            .collect();
-        let hint = if d > 1 && matches(&reference(params, x, d, 1.0 / d as f64)) {
-            "it matches scores divided by head_dim: divide by its square root instead.".to_string()
-        } else if d > 1 && matches(&reference(params, x, d, 1.0)) {
-            "it matches scores that are not scaled at all: divide them by √head_dim.".to_string()
-        } else if !mistakes.is_empty() {
-            format!("{}.", mistakes.join("; or "))
-        } else if got.iter().any(|v| v.is_nan()) {
-            "the output holds NaN: is there a query whose mask hides every key (a position must \
-             see itself)?"
-                .to_string()
-        } else {
-            "check the mask (a position sees itself and earlier positions, never later ones), \
-             the softmax axis (over keys: the last dimension), and q kᵀ (not k qᵀ)."
-                .to_string()
-        };
         return Err(TestCaseError::fail(format!(
-            "SelfAttention differs from the reference by {diff:.2e} for input shape {:?}, head_dim {d}: {hint}",
-            x.dims()
+            "SelfAttention differs from the reference by {diff:.2e} for input shape {:?}, \
+             head_dim {d}: {}",
+            x.dims(),
+            diagnosis(m, params, d)
         )));
     }
     Ok(())

@@ -5,6 +5,7 @@
 //! order, then the output layer. The reference here is the checks' own f64 code.
 
 use candle_core::{Module, Tensor};
+use checks::diagnose::{Subject, diagnose};
 use checks::learner::task3::MultiHeadAttention;
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param, values,
@@ -12,6 +13,7 @@ use checks::support::{
 use kit::{GptConfig, SeededVarMap};
 use proptest::prelude::*;
 use reference::RefGpt;
+use std::sync::OnceLock;
 
 fn mha(c: usize, heads: usize, d: usize, seed: u64) -> (MultiHeadAttention, SeededVarMap) {
     let params = SeededVarMap::new(seed);
@@ -20,103 +22,30 @@ fn mha(c: usize, heads: usize, d: usize, seed: u64) -> (MultiHeadAttention, Seed
     (m, params)
 }
 
-/// How the per-head computation is done: the right way, or the way of a known mistake.
-#[derive(Clone, Copy, Default)]
-struct Way {
-    /// The scores are divided by head_dim to this power: ½ is right, 1 scales twice, 0 never.
-    scale_power: f64,
-    /// Head i takes rows i, i + n, i + 2n, ... of each projection: split as `(h n)`.
-    split_interleaved: bool,
-    /// The heads are merged as `(h n)`: feature j of head i lands in column j·n + i.
-    merge_interleaved: bool,
-}
-
-const RIGHT: Way = Way {
-    scale_power: 0.5,
-    split_interleaved: false,
-    merge_interleaved: false,
-};
-
-/// Known mistakes, each with what to tell the learner whose output matches it.
-const MISTAKES: [(Way, &str); 4] = [
-    (
-        Way {
-            scale_power: 1.0,
-            ..RIGHT
-        },
-        "it matches scores scaled by 1/head_dim instead of 1/√head_dim: kit::ops::causal_softmax \
-         applies the scale you pass it, so pass 1/√h and do not divide the scores yourself as well",
-    ),
-    (
-        Way {
-            scale_power: 0.0,
-            ..RIGHT
-        },
-        "it matches scores that are not scaled: pass 1/√h as causal_softmax's scale",
-    ),
-    (
-        Way {
-            split_interleaved: true,
-            ..RIGHT
-        },
-        "it matches heads split as (h n): head i owns columns i·head_dim..(i+1)·head_dim, so \
-         split with \"b t (n h) -> b n t h\"",
-    ),
-    (
-        Way {
-            merge_interleaved: true,
-            ..RIGHT
-        },
-        "it matches heads merged as (h n): merge in the order of the split, \"b n t h -> b t (n h)\"",
-    ),
-];
-
-/// Per-head computation: head h gets rows h·d..(h+1)·d of each fused (n·d, C) projection,
-/// unless `way` says otherwise.
-fn per_head(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize, way: Way) -> Vec<f64> {
+/// The per-head computation: head h runs as one causal head on rows h·d..(h+1)·d of each fused
+/// (n·d, C) projection, the heads are concatenated in order, then the output layer.
+fn per_head_reference(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize) -> Vec<f64> {
     let (b, t, c) = x.dims3().unwrap();
     let xv = values(x);
-    let (wq, wk, wv) = (
-        param(params, "query.weight"),
-        param(params, "key.weight"),
-        param(params, "value.weight"),
-    );
-    let rows = |w: &[f64], h: usize| -> Vec<f64> {
-        if way.split_interleaved {
-            (0..d)
-                .flat_map(|j| w[(j * heads + h) * c..(j * heads + h + 1) * c].to_vec())
-                .collect()
-        } else {
-            reference::head_rows(w, h, d, c)
-        }
-    };
+    let w = |m: &str| param(params, &format!("{m}.weight"));
+    let (wq, wk, wv) = (w("query"), w("key"), w("value"));
     let outs: Vec<Vec<f64>> = (0..heads)
         .map(|h| {
+            let rows = |w: &[f64]| reference::head_rows(w, h, d, c);
             reference::attention_head_f64(
                 &xv,
                 b,
                 t,
-                &rows(&wq, h),
-                &rows(&wk, h),
-                &rows(&wv, h),
+                &rows(&wq),
+                &rows(&wk),
+                &rows(&wv),
                 d,
-                1.0 / (d as f64).powf(way.scale_power),
+                1.0 / (d as f64).sqrt(),
             )
         })
         .collect();
-    let cat = if way.merge_interleaved {
-        (0..b * t)
-            .flat_map(|r| {
-                (0..d)
-                    .flat_map(|j| outs.iter().map(|o| o[r * d + j]).collect::<Vec<_>>())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    } else {
-        reference::concat_heads(&outs, b * t, d)
-    };
     reference::dense_f64(
-        &cat,
+        &reference::concat_heads(&outs, b * t, d),
         b * t,
         &param(params, "proj.weight"),
         Some(&param(params, "proj.bias")),
@@ -124,26 +53,19 @@ fn per_head(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize, way: Way)
     )
 }
 
-/// Per-head reference: the right way.
-fn per_head_reference(params: &SeededVarMap, x: &Tensor, heads: usize, d: usize) -> Vec<f64> {
-    per_head(params, x, heads, d, RIGHT)
-}
-
-/// What an output that differs from the reference matches, if it is a known mistake (on a
-/// small input, more than one can).
-fn diagnosis(got: &[f64], params: &SeededVarMap, x: &Tensor, heads: usize, d: usize) -> String {
-    let matches: Vec<&str> = MISTAKES
-        .iter()
-        .filter(|(way, _)| max_abs_diff(got, &per_head(params, x, heads, d, *way)) < 1e-5)
-        .map(|(_, says)| *says)
-        .collect();
-    if matches.is_empty() {
-        "check that head i uses columns i·head_dim..(i+1)·head_dim of each projection, that the \
-         heads are merged back in the same order, (b, t, (n h)), and the mask and scale"
-            .into()
-    } else {
-        matches.join("; or ")
-    }
+/// What the learner's attention computes instead, from the probes of `checks::diagnose`. Worked
+/// out once per process: a property that fails runs its check many times while it shrinks.
+fn diagnosis(m: &MultiHeadAttention, params: &SeededVarMap, heads: usize, d: usize) -> String {
+    static SAID: OnceLock<String> = OnceLock::new();
+    SAID.get_or_init(|| {
+        diagnose(&Subject {
+            forward: &|x| m.forward(x),
+            params,
+            heads,
+            head_dim: d,
+        })
+    })
+    .clone()
 }
 
 #[test]
@@ -174,7 +96,7 @@ fn equals_per_head_attention_in_the_challenges_case() {
     assert!(
         diff < 1e-5,
         "einsum attention differs from the per-head computation by {diff:.2e}: {}",
-        diagnosis(&got, &params, &x, 2, 4)
+        diagnosis(&m, &params, 2, 4)
     );
 }
 
@@ -229,7 +151,7 @@ proptest! {
         let diff = max_abs_diff(&got, &per_head_reference(&params, &x, heads, d));
         prop_assert!(diff < 1e-5,
             "einsum attention (input shape [{b}, {t}, {c}], {heads} head(s) of head_dim {d}) differs \
-             from the per-head computation by {diff:.2e}: {}", diagnosis(&got, &params, &x, heads, d));
+             from the per-head computation by {diff:.2e}: {}", diagnosis(&m, &params, heads, d));
     }
 }
 

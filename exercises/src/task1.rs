@@ -5,7 +5,8 @@
 //!
 //! Shapes use three letters: `B` the batch size, `T` the number of positions (at most
 //! `block_size`), `C` the hidden size. Token ids come in as (B, T) `u32`; every layer in between
-//! carries (B, T, C) floats; the model ends with (B, T, vocab_size) logits.
+//! carries (B, T, C) floats; the model ends with (B, T, vocab_size) logits. The README's
+//! diagram ("The model") draws the whole of it, with the names of its parts.
 //!
 //! Given in `kit::nn` (read them, do not rewrite them):
 //! - `AttentionHead::new(hidden, head_dim, vb)`: one causal self-attention head,

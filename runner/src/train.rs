@@ -15,6 +15,9 @@ use workbook::cli::TrainArgs;
 use workbook::tasks::TaskList;
 use workbook::workspace_root;
 
+/// Characters sampled from the untrained model, before training starts.
+const UNTRAINED_SAMPLE: usize = 40;
+
 /// Set by Ctrl-C: the run stops before its next step and saves where it stands.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -92,6 +95,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         train_cfg.batch_size,
         train_cfg.block_size
     );
+    // What the model writes before it has learned anything: the gibberish the samples after
+    // training are to be read against.
+    let prompt = data
+        .tokenizer
+        .encode("K")
+        .expect("K is in tiny Shakespeare");
+    if args.resume.is_none() {
+        let tokens = model.generate(&mut Sampler::new(args.seed), &prompt, UNTRAINED_SAMPLE)?;
+        println!(
+            "Before training, from \"K\": {:?}",
+            data.tokenizer.decode(&tokens)
+        );
+    }
     let bands = reference_bands(task_name, &cfg, &train_cfg);
     // The first Ctrl-C stops the run after the current step, which then saves; a second one
     // leaves at once, with the checkpoint of the last evaluation.
@@ -156,10 +172,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     println!("Checkpoint: {}", weights.display());
     println!("Loss curve: {}", curve.display());
 
-    let prompt = data
-        .tokenizer
-        .encode("K")
-        .expect("K is in tiny Shakespeare");
     let mut sampler = Sampler::new(args.seed);
     let tokens = model.generate(&mut sampler, &prompt, args.sample as usize)?;
     println!("\nSample:\n{}\n", data.tokenizer.decode(&tokens));

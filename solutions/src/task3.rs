@@ -3,27 +3,35 @@
 //! Task 1 ran one `AttentionHead` per head and concatenated them: `num_heads` small projections
 //! and `num_heads` small attention products. Here all heads run at once: one projection each
 //! for queries, keys and values, of width num_heads·head_dim, split into heads, and the
-//! attention maths written as einsum equations over all heads together.
+//! attention maths written as einsum equations over all heads together. Working out those
+//! equations is the task.
 //!
 //! Letters used: `b` batch, `t` query position, `s` key position, `n` head, `h` dimension
-//! within a head.
+//! within a head. Each step below says what its result holds, element by element; a sum sign
+//! Σ runs over the letter under it.
 //!
-//! 1. project: `q`, `k`, `v` = Dense(C → n·h) without bias, each (b, t, n·h);
-//! 2. split the heads: (b, t, (n h)) → (b, n, t, h), with `einops!`;
-//! 3. scores: `einsum!("b n t h, b n s h -> b n t s", ...)`, not yet scaled;
-//! 4. scale by 1/√h, causal mask and softmax over `s`: you wrote all three in Task 2, and here
-//!    `kit::ops::causal_softmax(&scores, 1.0 / √h)` does them in one fused op. It applies the
-//!    scale itself: divide the scores yourself as well and they are scaled twice;
-//! 5. weighted sum: `einsum!("b n t s, b n s h -> b n t h", ...)`;
-//! 6. merge the heads: (b, n, t, h) → (b, t, (n h)), then the output Dense(n·h → n·h) with a bias.
-//!    Merging needs no braces: the macro knows n and h from the input's shape.
+//! 1. project: `q`, `k`, `v` = Dense(C → n·h) without bias, each (b, t, n·h). Head `i` owns
+//!    the columns `i·h .. (i+1)·h` of each;
+//! 2. split the heads: `q_heads[b, i, t, j] = q[b, t, i·h + j]`, (b, n, t, h), and the same for
+//!    `k` and `v`;
+//! 3. scores: `scores[b, i, t, s] = Σ_j q_heads[b, i, t, j] · k_heads[b, i, s, j]`,
+//!    (b, n, t, s), not yet scaled;
+//! 4. scale, mask and softmax: row `t` of `weights[b, i]` is the softmax, over the keys `s ≤ t`,
+//!    of `scores[b, i, t, s] / √h`. You wrote all three in Task 2; here
+//!    `kit::ops::causal_softmax(&scores, scale)` does them in one fused op, and applies `scale`
+//!    itself;
+//! 5. weighted sum: `out[b, i, t, j] = Σ_s weights[b, i, t, s] · v_heads[b, i, s, j]`,
+//!    (b, n, t, h);
+//! 6. merge the heads: `merged[b, t, i·h + j] = out[b, i, t, j]`, (b, t, n·h), then the output
+//!    Dense(n·h → n·h) with a bias.
 //!
-//! `candle_einops::{einops, einsum}` are macros: the equation is checked when you compile, and
-//! each returns `candle_core::Result<Tensor>`. Sizes that the macro cannot infer go in braces,
-//! as in `einops!("b t ({heads} h) -> b {heads} t h", &x)`; braces on the left of a merge,
-//! `"b {heads} t h -> ..."`, are a compile error ("Unrecognized charater"). A rearrangement
-//! returns a strided view; candle's matrix product wants contiguous operands, so follow it with
-//! `.contiguous()?`.
+//! `candle_einops::einsum!` writes such a sum with the Σ left out: the letters of each input, an
+//! arrow, the letters of the result; a letter missing from the result is summed over. A
+//! matrix-vector product for each row of a batch, `y[b, r] = Σ_c m[b, r, c] · x[b, c]`, is
+//! `einsum!("b r c, b c -> b r", &m, &x)?`. `candle_einops::einops!` moves and groups axes:
+//! `einops!("b r c -> b c r", &m)?` swaps the last two, and `einops!("b r c -> b (r c)", &m)?`
+//! flattens them into one, `r` the outer factor. Both macros check the equation when you
+//! compile, and return `candle_core::Result<Tensor>`.
 //!
 //! Check your work with `cargo xtask check task3`, and measure the speed-up with
 //! `cargo xtask bench attention`.

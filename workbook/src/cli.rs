@@ -38,7 +38,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Draw what every attention head of a trained model looks at, for one prompt.
     Attention(AttentionArgs),
-    /// Show the next hint for a task (a nudge, then the concept, then the docs).
+    /// Show the next hint for the part of a task you are on (a nudge, the concept, the candle
+    /// calls, then its code).
     Hint(HintArgs),
     /// A table of the tasks: passed, failing or not started, from your last checks.
     Status,

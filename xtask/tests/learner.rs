@@ -287,9 +287,13 @@ fn a_compile_error_is_one_verdict_and_every_other_command_still_works() {
         "    fn forward(&self, xs: &Tensor) -> Result<Tensor> {\n        let y: u32 = xs.clone();\n",
         1,
     );
-    // An unclosed brace is reported where the file ends.
+    // An unclosed brace is reported where the file ends; the type error on the line it is on.
     let last_line = stub.lines().count();
-    for (kind, broken, line) in [("syntax", syntax, last_line), ("type", types, 50)] {
+    let type_line = types
+        .lines()
+        .position(|l| l.contains("let y: u32"))
+        .map_or(0, |i| i + 1);
+    for (kind, broken, line) in [("syntax", syntax, last_line), ("type", types, type_line)] {
         assert_ne!(
             broken, stub,
             "the {kind} error was not inserted: update this test"
@@ -513,23 +517,40 @@ fn progress_moves_out_of_target_on_first_use() {
     );
 }
 
+#[derive(serde::Deserialize)]
+struct Mistake {
+    task: String,
+    name: String,
+    edits: Vec<(String, String)>,
+}
+
+#[derive(serde::Deserialize)]
+struct Mistakes {
+    mistake: Vec<Mistake>,
+}
+
+/// The reference solution with the mistake called `name` in xtask/mutants.toml made in it:
+/// its task, and the source.
+fn with_mistake(book: &Workbook, name: &str) -> (String, String) {
+    let all: Mistakes = toml::from_str(&book.read("xtask/mutants.toml")).unwrap();
+    let m = all
+        .mistake
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("xtask/mutants.toml has no mistake `{name}`"));
+    let mut source = book.solution(&m.task);
+    for (find, replace) in &m.edits {
+        source = source.replace(find, replace);
+    }
+    (m.task.clone(), source)
+}
+
 /// Learner-like mistakes from xtask/mutants.toml, each written into the learner's file: the
 /// first failing check's message names what went wrong, not only that something did.
 #[test]
 fn a_mistake_gets_a_headline_that_names_it() {
-    #[derive(serde::Deserialize)]
-    struct Mistake {
-        task: String,
-        name: String,
-        edits: Vec<(String, String)>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Mistakes {
-        mistake: Vec<Mistake>,
-    }
     let book = workbook();
     let state = tempfile::tempdir().unwrap();
-    let all: Mistakes = toml::from_str(&book.read("xtask/mutants.toml")).unwrap();
     let mut shown = String::new();
     for name in [
         "ln_2 before the attention and ln_1 before the feed-forward layer",
@@ -539,18 +560,10 @@ fn a_mistake_gets_a_headline_that_names_it() {
         "heads merged in the wrong order",
         "scores scaled twice: divided by √h, then by causal_softmax's scale too",
     ] {
-        let m = all
-            .mistake
-            .iter()
-            .find(|m| m.name == name)
-            .unwrap_or_else(|| panic!("xtask/mutants.toml has no mistake `{name}`"));
-        let mut source = book.solution(&m.task);
-        for (find, replace) in &m.edits {
-            source = source.replace(find, replace);
-        }
-        book.write_exercise(&m.task, &source);
-        let (code, out) = book.run(state.path(), &["check", &m.task]);
-        book.write_exercise(&m.task, &book.stub(&m.task));
+        let (task, source) = with_mistake(&book, name);
+        book.write_exercise(&task, &source);
+        let (code, out) = book.run(state.path(), &["check", &task]);
+        book.write_exercise(&task, &book.stub(&task));
         assert_eq!(code, 1, "{out}");
         // The first ✗ and the first line of its message.
         let first = out
@@ -559,7 +572,7 @@ fn a_mistake_gets_a_headline_that_names_it() {
             .take(2)
             .collect::<Vec<_>>()
             .join("\n");
-        shown.push_str(&format!("{} / {name}:\n{first}\n\n", m.task));
+        shown.push_str(&format!("{task} / {name}:\n{first}\n\n"));
     }
     insta::with_settings!({
         filters => vec![
@@ -570,4 +583,34 @@ fn a_mistake_gets_a_headline_that_names_it() {
     }, {
         insta::assert_snapshot!("learner_mistake_headlines", shown);
     });
+}
+
+/// A mistake inside the model fails the checks of the model; `generate`, graded against the
+/// learner's own model, still passes.
+#[test]
+fn a_mistake_in_the_model_is_not_blamed_on_generate() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    let (task, source) = with_mistake(
+        &book,
+        "no residual connection around the feed-forward layer",
+    );
+    book.write_exercise(&task, &source);
+    let (code, out) = book.run(state.path(), &["check", &task]);
+    book.write_exercise(&task, &book.stub(&task));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        verdict(&out, "minigpt computes what the architecture says")[0].contains('✗'),
+        "{out}"
+    );
+    for generate in [
+        "generate extends the prompt with tokens of the vocabulary",
+        "generate samples from the last position",
+        "generate refuses an empty prompt",
+    ] {
+        assert!(
+            verdict(&out, generate)[0].contains('✓'),
+            "{generate}:\n{out}"
+        );
+    }
 }
