@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
-use kit::nn::{Dense, FeedForward, LayerNorm, dense, embedding};
+use kit::nn::{AttentionHead, Dense, FeedForward, LayerNorm, dense, embedding};
 use kit::{GptConfig, Sampler, SeededVarMap};
 
 /// Values of a tensor as f64, flattened.
@@ -306,12 +306,13 @@ fn minigpt_f64_staged(
 }
 
 /// A MiniGPT held by the checks, whose blocks use attention modules made by `make_attention`
-/// (hidden, num_heads, head_dim, vb).
-pub struct RefGpt<A: Module> {
+/// (hidden, num_heads, head_dim, vb), and normalisations made by `make_norm` (dim, vb): kit's
+/// LayerNorm unless a task supplies its own. Its parameters have Task 1's names.
+pub struct RefGpt<A: Module, N: Module = LayerNorm> {
     wte: Embedding,
     wpe: Embedding,
-    blocks: Vec<(LayerNorm, A, LayerNorm, FeedForward)>,
-    ln_f: LayerNorm,
+    blocks: Vec<(N, A, N, FeedForward)>,
+    ln_f: N,
     lm_head: Dense,
 }
 
@@ -321,14 +322,25 @@ impl<A: Module> RefGpt<A> {
         vb: VarBuilder,
         make_attention: impl Fn(usize, usize, usize, VarBuilder) -> Result<A>,
     ) -> Result<Self> {
+        Self::with_norm(cfg, vb, make_attention, LayerNorm::new)
+    }
+}
+
+impl<A: Module, N: Module> RefGpt<A, N> {
+    pub fn with_norm(
+        cfg: GptConfig,
+        vb: VarBuilder,
+        make_attention: impl Fn(usize, usize, usize, VarBuilder) -> Result<A>,
+        make_norm: impl Fn(usize, VarBuilder) -> Result<N>,
+    ) -> Result<Self> {
         let c = cfg.hidden;
         let blocks = (0..cfg.num_layers)
             .map(|i| {
                 let vb = vb.pp(format!("h.{i}"));
                 Ok((
-                    LayerNorm::new(c, vb.pp("ln_1"))?,
+                    make_norm(c, vb.pp("ln_1"))?,
                     make_attention(c, cfg.num_heads, cfg.head_dim(), vb.pp("attn"))?,
-                    LayerNorm::new(c, vb.pp("ln_2"))?,
+                    make_norm(c, vb.pp("ln_2"))?,
                     FeedForward::new(c, vb.pp("mlp"))?,
                 ))
             })
@@ -337,13 +349,57 @@ impl<A: Module> RefGpt<A> {
             wte: embedding(cfg.vocab_size, c, vb.pp("wte"))?,
             wpe: embedding(cfg.block_size, c, vb.pp("wpe"))?,
             blocks,
-            ln_f: LayerNorm::new(c, vb.pp("ln_f"))?,
+            ln_f: make_norm(c, vb.pp("ln_f"))?,
             lm_head: dense(c, cfg.vocab_size, vb.pp("lm_head"))?,
         })
     }
 }
 
-impl<A: Module> RefGpt<A> {
+impl<N: Module> RefGpt<Heads, N> {
+    /// The reference MiniGPT: Task 1's architecture with the checks' own [`Heads`], and
+    /// normalisations made by `make_norm` (kit's `LayerNorm::new`, or a task's own).
+    pub fn minigpt(
+        cfg: GptConfig,
+        vb: VarBuilder,
+        make_norm: impl Fn(usize, VarBuilder) -> Result<N>,
+    ) -> Result<Self> {
+        Self::with_norm(cfg, vb, Heads::new, make_norm)
+    }
+}
+
+/// Task 1's multi-head attention, the checks' own: `num_heads` of kit's `AttentionHead` on the
+/// same input, named `heads.{i}`, concatenated on the features, then a dense layer `proj`.
+pub struct Heads {
+    heads: Vec<AttentionHead>,
+    proj: Dense,
+}
+
+impl Heads {
+    pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let heads = (0..num_heads)
+            .map(|i| AttentionHead::new(hidden, head_dim, vb.pp(format!("heads.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let width = num_heads * head_dim;
+        Ok(Self {
+            heads,
+            proj: dense(width, width, vb.pp("proj"))?,
+        })
+    }
+}
+
+impl Module for Heads {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let outs = self
+            .heads
+            .iter()
+            .map(|h| h.forward(xs))
+            .collect::<Result<Vec<_>>>()?;
+        self.proj
+            .forward(&Tensor::cat(&outs, candle_core::D::Minus1)?)
+    }
+}
+
+impl<A: Module, N: Module> RefGpt<A, N> {
     /// `prompt` followed by `n` tokens drawn by `sampler`, each from the logits of the last
     /// position given at most the last block_size tokens.
     pub fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
@@ -363,7 +419,7 @@ impl<A: Module> RefGpt<A> {
     }
 }
 
-impl<A: Module> Module for RefGpt<A> {
+impl<A: Module, N: Module> Module for RefGpt<A, N> {
     fn forward(&self, idx: &Tensor) -> Result<Tensor> {
         let (_b, t) = idx.dims2()?;
         let pos = Tensor::arange(0u32, t as u32, idx.device())?;

@@ -132,7 +132,7 @@ impl<M: Module + Sync> TextModel for Bigram<M> {
 
 /// A MiniGPT whose attention is a task's, held by the reference crate, with its own sampling
 /// loop.
-impl<A: Module + Sync> TextModel for RefGpt<A> {
+impl<A: Module + Sync, N: Module + Sync> TextModel for RefGpt<A, N> {
     fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
         RefGpt::generate(self, sampler, prompt, n)
     }

@@ -45,15 +45,33 @@ pub fn train<M: Module + Sync + ?Sized>(
     data: &Dataset,
     config: &TrainConfig,
     device: &Device,
-    mut on_eval: impl FnMut(&EvalPoint) -> Control,
+    on_eval: impl FnMut(&EvalPoint) -> Control,
 ) -> anyhow::Result<TrainReport> {
-    let mut run = Run::start(model, varmap, data, config, device)?;
-    while let Next::Evaluated(point) = run.next(&|| false)? {
-        if on_eval(&point) == Control::Stop {
-            break;
-        }
-    }
-    run.finish()
+    Run::start(model, varmap, data, config, device)?.run_to_the_end(on_eval)
+}
+
+/// [`train`], with `own` instead of kit's [`step`] and Adam: Task 4 trains with the learner's.
+pub fn train_with_step<'a, M: Module + Sync + ?Sized>(
+    model: &'a M,
+    varmap: &'a VarMap,
+    data: &'a Dataset,
+    config: &TrainConfig,
+    device: &Device,
+    own: OwnStep<'a>,
+    on_eval: impl FnMut(&EvalPoint) -> Control,
+) -> anyhow::Result<TrainReport> {
+    Run::start_with(model, varmap, data, config, device, Some(own))?.run_to_the_end(on_eval)
+}
+
+/// A training step other than kit's: given the step's number (from 1) and its batch, it
+/// updates the model and returns the batch's mean loss.
+pub type OwnStep<'a> = Box<dyn FnMut(usize, &Batch) -> candle_core::Result<f32> + 'a>;
+
+/// How a run updates the model at each step.
+enum Updater<'a> {
+    /// kit's [`step`] with kit's Adam, whose moments a saved run keeps.
+    Kit(Adam),
+    Own(OwnStep<'a>),
 }
 
 /// What [`Run::next`] came to.
@@ -74,7 +92,7 @@ pub struct Run<'a, M: Module + Sync + ?Sized> {
     data: &'a Dataset,
     config: TrainConfig,
     device: Device,
-    adam: Adam,
+    updater: Updater<'a>,
     batch_rng: ChaCha8Rng,
     eval_rng: ChaCha8Rng,
     report: TrainReport,
@@ -93,10 +111,27 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
         config: &TrainConfig,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        Self::start_with(model, varmap, data, config, device, None)
+    }
+
+    /// [`Run::start`], with `own` in place of kit's step and Adam if given. A run with a step
+    /// of its own cannot be saved to go on later: its optimiser's state is not kit's.
+    pub fn start_with(
+        model: &'a M,
+        varmap: &'a VarMap,
+        data: &'a Dataset,
+        config: &TrainConfig,
+        device: &Device,
+        own: Option<OwnStep<'a>>,
+    ) -> anyhow::Result<Self> {
         config.validate(data.train.len(), data.eval.len())?;
         let params = ParamsAdam {
             lr: config.learning_rate,
             ..ParamsAdam::default()
+        };
+        let updater = match own {
+            Some(own) => Updater::Own(own),
+            None => Updater::Kit(Adam::new(varmap.all_vars(), params)?),
         };
         Ok(Self {
             model,
@@ -104,7 +139,7 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             data,
             config: config.clone(),
             device: device.clone(),
-            adam: Adam::new(varmap.all_vars(), params)?,
+            updater,
             batch_rng: ChaCha8Rng::seed_from_u64(config.seed),
             eval_rng: ChaCha8Rng::seed_from_u64(config.seed ^ EVAL_STREAM),
             report: TrainReport::default(),
@@ -130,8 +165,11 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
                 batch_size,
                 block_size,
             )?;
-            let loss = step(self.model, &mut self.adam, &batch, &self.device)
-                .with_context(|| format!("training step {n} failed"))?;
+            let loss = match &mut self.updater {
+                Updater::Kit(adam) => step(self.model, adam, &batch, &self.device),
+                Updater::Own(own) => own(n, &batch),
+            }
+            .with_context(|| format!("training step {n} failed"))?;
             if !loss.is_finite() {
                 self.bar.abandon();
                 let learning_rate = config.learning_rate;
@@ -169,6 +207,24 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             }
         }
         Ok(Next::Finished)
+    }
+
+    /// Trains to the end, or until `on_eval` stops it after an evaluation.
+    fn run_to_the_end(
+        mut self,
+        mut on_eval: impl FnMut(&EvalPoint) -> Control,
+    ) -> anyhow::Result<TrainReport> {
+        while let Next::Evaluated(point) = self.next(&|| false)? {
+            if on_eval(&point) == Control::Stop {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    /// Whether [`Run::state`] can save this run to go on later: with kit's own step only.
+    pub fn resumable(&self) -> bool {
+        matches!(self.updater, Updater::Kit(_))
     }
 
     /// Prints `line` above the progress bar, or on its own where there is no bar.

@@ -1,7 +1,7 @@
 //! A run's state between two steps, to save and to go on from: what a resumed run needs to
 //! continue exactly as if it had not stopped.
 
-use super::{EVAL_STREAM, Run, TrainConfig, TrainReport};
+use super::{EVAL_STREAM, Run, TrainConfig, TrainReport, Updater};
 use crate::data::Dataset;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarMap;
@@ -37,7 +37,9 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
     pub fn state(&mut self) -> anyhow::Result<RunState> {
         let names = var_names(self.varmap);
         let mut tensors = HashMap::new();
-        let adam = &self.adam;
+        let Updater::Kit(adam) = &self.updater else {
+            anyhow::bail!("a run with a training step of its own cannot be saved to go on later")
+        };
         for (name, var) in &names {
             let (m, v) = adam
                 .moments(var)
@@ -98,8 +100,10 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             let v = tensor(format!("adam.v.{name}"))?;
             moments.insert(var.id(), (m, v));
         }
-        run.adam
-            .restore(state.progress.adam_steps, |var| moments.remove(&var.id()))?;
+        let Updater::Kit(adam) = &mut run.updater else {
+            unreachable!("Run::start uses kit's step")
+        };
+        adam.restore(state.progress.adam_steps, |var| moments.remove(&var.id()))?;
         let best: Vec<_> = names
             .iter()
             .filter_map(|(name, var)| {
