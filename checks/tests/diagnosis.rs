@@ -4,7 +4,7 @@
 
 use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use checks::diagnose::{Subject, diagnose};
+use checks::diagnose::attention::{Subject, diagnose};
 use checks::support::{device, move_off_init};
 use kit::SeededVarMap;
 use kit::nn::{Dense, dense, dense_no_bias};

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
-use checks::diagnose::{Subject, diagnose};
+use checks::diagnose::attention::{Subject, diagnose};
 use checks::learner::task2::SelfAttention;
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, device, max_abs_diff, param, values,

@@ -5,7 +5,7 @@
 //! order, then the output layer. The reference here is the checks' own f64 code.
 
 use candle_core::{Module, Tensor};
-use checks::diagnose::{Subject, diagnose};
+use checks::diagnose::attention::{Subject, diagnose};
 use checks::learner::task3::MultiHeadAttention;
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param, values,

@@ -9,6 +9,12 @@
 //! 2. [`task1`]: MiniGPT from given parts, trained on tiny Shakespeare.
 //! 3. [`task2`]: causal self-attention, written by hand.
 //! 4. [`task3`]: multi-head attention with einsum.
+//!
+//! Part II, how a model is trained and how a transformer is built today:
+//!
+//! 5. [`task4`]: the training step by hand: cross-entropy, Adam, a schedule, clipping.
+//! 6. [`task5`]: a backward pass by hand: LayerNorm as a custom op.
+//! 7. [`task6`]: generation with a KV cache.
 
 // Until a stub is filled in, its imports, arguments and fields go unused; these warnings would
 // only be noise while you work.
@@ -17,4 +23,7 @@
 pub mod task1;
 pub mod task2;
 pub mod task3;
+pub mod task4;
+pub mod task5;
+pub mod task6;
 pub mod warmup;

@@ -12,6 +12,7 @@
 //! - [`train`]: the training loop; one step of it, forward → cross-entropy → backward → Adam,
 //!   is [`train::step`], in `train/step.rs`;
 //! - [`sample`]: drawing the next token from logits;
+//! - [`decode`]: what a model with a cache offers a generation loop;
 //! - [`checkpoint`]: a trained model, or a run that can go on, on disk.
 //!
 //! The settings ([`GptConfig`], [`train::TrainConfig`]), the corpus and the files written whole
@@ -23,6 +24,7 @@
 pub mod adam;
 pub mod checkpoint;
 pub mod data;
+pub mod decode;
 pub mod init;
 pub mod nn;
 pub mod ops;

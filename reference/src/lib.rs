@@ -8,6 +8,9 @@
 //! the tasks that write only its attention, and draw attention maps with
 //! [`minigpt_f64_traced`].
 
+pub mod norm;
+pub mod training;
+
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use kit::nn::{AttentionHead, Dense, FeedForward, LayerNorm, dense, embedding};
@@ -134,18 +137,7 @@ pub fn head_rows(w: &[f64], head: usize, d: usize, c: usize) -> Vec<f64> {
 
 /// LayerNorm over the last dimension, eps 1e-6.
 pub fn layer_norm_f64(x: &[f64], c: usize, g: &[f64], b: &[f64]) -> Vec<f64> {
-    let mut y = Vec::with_capacity(x.len());
-    for row in x.chunks(c) {
-        let mean = row.iter().sum::<f64>() / c as f64;
-        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
-        let rstd = 1.0 / (var + 1e-6).sqrt();
-        y.extend(
-            row.iter()
-                .enumerate()
-                .map(|(i, v)| (v - mean) * rstd * g[i] + b[i]),
-        );
-    }
-    y
+    norm::layer_norm_way_f64(x, c, g, b, norm::Forward::Right)
 }
 
 fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
@@ -396,6 +388,48 @@ impl Module for Heads {
             .collect::<Result<Vec<_>>>()?;
         self.proj
             .forward(&Tensor::cat(&outs, candle_core::D::Minus1)?)
+    }
+}
+
+/// Task 3's multi-head attention, the checks' own: one projection each for queries, keys and
+/// values of width num_heads·head_dim (head `i` owning columns `i·head_dim..(i+1)·head_dim`),
+/// causal attention in every head, the heads merged back in order, then `proj`. Its
+/// parameters have Task 3's names; written with candle's ops, without einsum.
+pub struct FusedHeads {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    proj: Dense,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl FusedHeads {
+    pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let width = num_heads * head_dim;
+        Ok(Self {
+            query: kit::nn::dense_no_bias(hidden, width, vb.pp("query"))?,
+            key: kit::nn::dense_no_bias(hidden, width, vb.pp("key"))?,
+            value: kit::nn::dense_no_bias(hidden, width, vb.pp("value"))?,
+            proj: dense(width, width, vb.pp("proj"))?,
+            num_heads,
+            head_dim,
+        })
+    }
+}
+
+impl Module for FusedHeads {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, t, _c) = xs.dims3()?;
+        let (n, h) = (self.num_heads, self.head_dim);
+        let split = |y: Tensor| y.reshape((b, t, n, h))?.transpose(1, 2)?.contiguous();
+        let q = split(self.query.forward(xs)?)?; // (B, n, T, h)
+        let k = split(self.key.forward(xs)?)?;
+        let v = split(self.value.forward(xs)?)?;
+        let scores = q.matmul(&k.t()?.contiguous()?)?; // (B, n, T, T)
+        let weights = kit::ops::causal_softmax(&scores, 1.0 / (h as f64).sqrt())?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.contiguous()?; // (B, T, n, h)
+        self.proj.forward(&out.reshape((b, t, n * h))?)
     }
 }
 

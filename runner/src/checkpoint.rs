@@ -21,17 +21,39 @@ pub struct Loaded {
 /// Reads the checkpoint at `path` (its folder or its weights' file), rebuilds the model it
 /// describes and loads the weights into it.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    load_with(path, |meta, vb| {
+        models::build(&meta.task, meta.solutions, meta.model, vb).with_context(|| {
+            format!(
+                "the checkpoint at {} is of task {:?}, whose model cannot be built",
+                path.display(),
+                meta.task
+            )
+        })
+    })
+}
+
+/// [`load`], with the model that generates with a KV cache (`generate --cache`).
+pub fn load_cached(path: &Path) -> anyhow::Result<Loaded> {
+    load_with(path, |meta, vb| {
+        models::cached(&meta.task, meta.model, vb)?.with_context(|| {
+            format!(
+                "--cache: the {} model has no KV cache; a checkpoint of Task 3's model has one, \
+                 with Task 6's cache (cargo xtask train task3)",
+                meta.task
+            )
+        })
+    })
+}
+
+fn load_with(
+    path: &Path,
+    build: impl FnOnce(&Meta, candle_nn::VarBuilder) -> anyhow::Result<Box<dyn TextModel>>,
+) -> anyhow::Result<Loaded> {
     let (meta, weights) = kit::checkpoint::read_meta(path)?;
     let tokenizer = Tokenizer::from_chars(meta.vocabulary.chars().collect());
     let params = SeededVarMap::new(0);
     let vb = params.var_builder(&Device::Cpu);
-    let model = models::build(&meta.task, meta.solutions, meta.model, vb).with_context(|| {
-        format!(
-            "the checkpoint at {} is of task {:?}, whose model cannot be built",
-            path.display(),
-            meta.task
-        )
-    })?;
+    let model = build(&meta, vb)?;
     Saved::read(&weights)?.load_weights(params.varmap())?;
     let dir = weights
         .parent()

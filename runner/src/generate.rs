@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use workbook::cli::GenerateArgs;
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let loaded = checkpoint::load(&args.checkpoint)?;
+    let loaded = if args.cache {
+        checkpoint::load_cached(&args.checkpoint)?
+    } else {
+        checkpoint::load(&args.checkpoint)?
+    };
     let prompt = loaded
         .tokenizer
         .encode(&args.prompt)
@@ -27,7 +31,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     let tokens = loaded
         .model
-        .generate(&mut sampler, &prompt, args.tokens as usize)?;
+        .write(&mut sampler, &prompt, args.tokens as usize)?;
     println!("{}", loaded.tokenizer.decode(&tokens));
     Ok(ExitCode::SUCCESS)
 }

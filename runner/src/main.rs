@@ -22,6 +22,7 @@ use workbook::style;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    std::panic::set_hook(Box::new(panicked));
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => generate::run(args),
@@ -38,5 +39,37 @@ fn main() -> ExitCode {
             eprintln!("{} {e:#}", style::error("error:"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A panic in the learner's code (a `todo!()` not yet filled in, an index out of range) said
+/// in the workbook's words: what stopped, where, and which command grades that file.
+fn panicked(info: &std::panic::PanicHookInfo) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    let place = info
+        .location()
+        .map(|l| format!(" ({}:{})", l.file(), l.line()))
+        .unwrap_or_default();
+    eprintln!("{} {message}{place}", style::error("error:"));
+    // The task whose file stopped: exercises/src/<task>.rs.
+    let task = info
+        .location()
+        .map(|l| std::path::Path::new(l.file()))
+        .filter(|f| f.starts_with("exercises"))
+        .and_then(|f| f.file_stem())
+        .and_then(|s| s.to_str());
+    match task {
+        Some(task) => eprintln!(
+            "Next: this command runs your code, which stopped there; `cargo xtask check {task}` \
+             grades it part by part."
+        ),
+        None => eprintln!(
+            "Next: run the command again; if it stops the same way, `cargo xtask doctor`."
+        ),
     }
 }

@@ -6,8 +6,11 @@
 //! A task that ends in a model needs an arm in [`build`]; one whose heads `attention` draws, an
 //! arm in [`head_layout`]. A test checks both against tasks.toml.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::VarBuilder;
+use kit::data::Batch;
+use kit::nn::LayerNorm;
+use kit::train::OwnStep;
 use kit::{GptConfig, Sampler};
 use reference::{HeadLayout, RefGpt};
 
@@ -22,6 +25,17 @@ pub trait TextModel: Module + Sync {
         prompt: &[u32],
         max_new_tokens: usize,
     ) -> Result<Vec<u32>>;
+
+    /// [`TextModel::generate`] on kit's thread pool, where kit's ops start at once instead of
+    /// handing their work over to it: a step of one position is a few dozen small ops.
+    fn write(
+        &self,
+        sampler: &mut Sampler,
+        prompt: &[u32],
+        max_new_tokens: usize,
+    ) -> Result<Vec<u32>> {
+        kit::ops::on_pool(|| self.generate(sampler, prompt, max_new_tokens))
+    }
 }
 
 /// Builds the model of `task`: the reference with `solutions`, else the learner's exercise.
@@ -53,10 +67,70 @@ pub fn build(
             vb,
             solutions::task3::MultiHeadAttention::new,
         )?),
+        // Task 4 writes the training step: the model is the checks' own MiniGPT.
+        ("task4", _) => Box::new(RefGpt::minigpt(cfg, vb, LayerNorm::new)?),
         _ => candle_core::bail!(
             "runner/src/models.rs builds no model for {task}: tasks.toml gives it a [task.model], \
              so add an arm to `build`"
         ),
+    })
+}
+
+/// What a training step of the learner's own does besides the update: Task 4's schedule and
+/// clipping, when asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOptions {
+    /// The run's learning rate: the schedule's peak.
+    pub lr: f64,
+    /// The run's steps: the schedule ends there.
+    pub steps: usize,
+    pub schedule: bool,
+    pub clip: Option<f64>,
+}
+
+/// The training step `task` trains its model with, when it is not kit's: Task 4's, made of the
+/// learner's (or the reference's) cross-entropy, Adam, schedule and clipping.
+pub fn own_step<'a>(
+    task: &str,
+    solutions: bool,
+    model: &'a dyn TextModel,
+    vars: Vec<Var>,
+    options: StepOptions,
+) -> Result<Option<OwnStep<'a>>> {
+    macro_rules! task4 {
+        ($task:ident) => {{
+            use $task::task4 as t;
+            let mut adam = t::Adam::new(vars.clone(), options.lr)?;
+            let schedule = options.schedule.then(|| t::Schedule {
+                warmup: (options.steps / 20).max(1),
+                total: options.steps,
+                peak: options.lr,
+                floor: options.lr / 10.0,
+            });
+            let step = move |n: usize, batch: &Batch| -> Result<f32> {
+                let (x, y) = batch.to_tensors(&Device::Cpu)?;
+                if schedule.is_none() && options.clip.is_none() {
+                    return t::train_step(model, &mut adam, &x, &y);
+                }
+                // train_step's four lines, with the schedule and the clip between them.
+                if let Some(schedule) = &schedule {
+                    adam.lr = schedule.lr(n - 1);
+                }
+                let loss = t::cross_entropy(&model.forward(&x)?, &y)?;
+                let mut grads = loss.backward()?;
+                if let Some(max_norm) = options.clip {
+                    t::clip_grad_norm(&mut grads, &vars, max_norm)?;
+                }
+                adam.step(&grads)?;
+                loss.to_scalar::<f32>()
+            };
+            Some(Box::new(step) as OwnStep<'a>)
+        }};
+    }
+    Ok(match (task, solutions) {
+        ("task4", false) => task4!(exercises),
+        ("task4", true) => task4!(solutions),
+        _ => None,
     })
 }
 
@@ -96,6 +170,67 @@ pub fn attentions(
     let task3 =
         solutions::task3::MultiHeadAttention::new(hidden, heads, head_dim, vb.pp("einsum"))?;
     Ok([Box::new(task2_heads), Box::new(task1), Box::new(task3)])
+}
+
+/// With `generate --cache`: the model of a checkpoint of `task`, generating with a KV cache,
+/// if it has one: a Task 3 model is Task 6's cached MiniGPT, with your cache.
+pub fn cached(task: &str, cfg: GptConfig, vb: VarBuilder) -> Result<Option<Box<dyn TextModel>>> {
+    Ok(match task {
+        "task3" => Some(Box::new(exercises::task6::CachedGpt::new(cfg, vb)?)),
+        _ => None,
+    })
+}
+
+/// `bench generate`'s two models on the same parameters: Task 3's MiniGPT without a cache (the
+/// checks' own), and with the reference's Task 6 cache.
+pub fn with_and_without_cache(cfg: GptConfig, vb: VarBuilder) -> Result<[Box<dyn TextModel>; 2]> {
+    let without = RefGpt::with_norm(cfg, vb.clone(), reference::FusedHeads::new, LayerNorm::new)?;
+    let with = solutions::task6::CachedGpt::new(cfg, vb)?;
+    Ok([Box::new(without), Box::new(with)])
+}
+
+/// `bench layer-norm`'s LayerNorms over `dim` features: Task 5's (the learner's with `yours`,
+/// else the reference's), then kit's fused op, then kit's composed one.
+pub fn layer_norms(
+    dim: usize,
+    yours: bool,
+    vb: VarBuilder,
+) -> Result<[(String, Box<dyn Module>); 3]> {
+    let task5: Box<dyn Module> = if yours {
+        Box::new(exercises::task5::LayerNorm::new(dim, vb.pp("task5"))?)
+    } else {
+        Box::new(solutions::task5::LayerNorm::new(dim, vb.pp("task5"))?)
+    };
+    let kit = kit::nn::LayerNorm::new(dim, vb.pp("kit"))?;
+    // The same scale and shift, for the composed op.
+    let (weight, bias) = (
+        vb.pp("kit").get(dim, "weight")?,
+        vb.pp("kit").get(dim, "bias")?,
+    );
+    let composed = move |x: &Tensor| {
+        kit::ops::composed::layer_norm(x, &weight, &bias, kit::nn::LayerNorm::EPS)
+    };
+    let who = if yours { "yours" } else { "the reference's" };
+    Ok([
+        (format!("Task 5 ({who})"), task5),
+        ("kit, fused".into(), Box::new(kit)),
+        (
+            "kit, composed".into(),
+            Box::new(candle_nn::Func::new(composed)),
+        ),
+    ])
+}
+
+impl TextModel for exercises::task6::CachedGpt {
+    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        exercises::task6::generate_cached(self, sampler, prompt, n)
+    }
+}
+
+impl TextModel for solutions::task6::CachedGpt {
+    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        solutions::task6::generate_cached(self, sampler, prompt, n)
+    }
 }
 
 impl TextModel for exercises::task1::MiniGPT {

@@ -131,51 +131,25 @@ fn default_settings(task: &Task) -> Option<TrainConfig> {
 pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
     let data = Dataset::load()?;
     let list = TaskList::here()?;
+    // Tasks not retrained keep their committed curves.
+    let mut kept: Vec<TaskCurves> = match &args.task {
+        Some(_) => serde_json::from_str::<Curves>(COMMITTED)?.tasks,
+        None => Vec::new(),
+    };
     let mut tasks = Vec::new();
     for task in list.with_model() {
-        let model = GptConfig::graded(data.vocab_size());
+        if args.task.as_ref().is_some_and(|t| t != &task.name) {
+            tasks.extend(
+                kept.iter()
+                    .position(|c| c.task == task.name)
+                    .map(|i| kept.remove(i)),
+            );
+            continue;
+        }
         let Some(settings) = default_settings(task) else {
             continue;
         };
-        let train = TrainConfig {
-            eval_batches: EVAL_BATCHES,
-            progress: false,
-            ..settings
-        };
-        let seeds: Vec<u64> = (0..args.seeds).collect();
-        let mut runs = Vec::new();
-        for &seed in &seeds {
-            let train = TrainConfig {
-                seed,
-                ..train.clone()
-            };
-            let params = SeededVarMap::new(seed);
-            let vb = params.var_builder(&candle_core::Device::Cpu);
-            let built = models::build(&task.name, true, model, vb)?;
-            let report = kit::train::train(
-                built.as_ref(),
-                params.varmap(),
-                &data,
-                &train,
-                &candle_core::Device::Cpu,
-                |_| kit::train::Control::Continue,
-            )?;
-            let last = report.last_eval().map_or(f32::NAN, |p| p.eval_loss);
-            println!(
-                "{} seed {seed}: {} steps in {:.0} s, last eval loss {last:.3}",
-                task.name,
-                report.steps_run,
-                report.elapsed.as_secs_f32()
-            );
-            runs.push(report.evals);
-        }
-        tasks.push(TaskCurves {
-            task: task.name.clone(),
-            model,
-            train,
-            seeds,
-            runs,
-        });
+        tasks.push(curves_of(task, settings, args.seeds, &data)?);
     }
     let curves = Curves {
         made_by: format!(
@@ -190,6 +164,65 @@ pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
     workbook::files::write_atomically(&path, format!("{json}\n").as_bytes())?;
     println!("Wrote {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The reference of `task` trained from `seeds` seeds with `settings`, each evaluation over
+/// [`EVAL_BATCHES`] batches, with the task's own training step where it has one.
+fn curves_of(
+    task: &Task,
+    settings: TrainConfig,
+    seeds: u64,
+    data: &Dataset,
+) -> anyhow::Result<TaskCurves> {
+    let device = candle_core::Device::Cpu;
+    let model = GptConfig::graded(data.vocab_size());
+    let train = TrainConfig {
+        eval_batches: EVAL_BATCHES,
+        progress: false,
+        ..settings
+    };
+    let seeds: Vec<u64> = (0..seeds).collect();
+    let mut runs = Vec::new();
+    for &seed in &seeds {
+        let train = TrainConfig {
+            seed,
+            ..train.clone()
+        };
+        let params = SeededVarMap::new(seed);
+        let built = models::build(&task.name, true, model, params.var_builder(&device))?;
+        let options = models::StepOptions {
+            lr: train.learning_rate,
+            steps: train.steps,
+            schedule: false,
+            clip: None,
+        };
+        let vars = params.varmap().all_vars();
+        let own = models::own_step(&task.name, true, built.as_ref(), vars, options)?;
+        let run = kit::train::Run::start_with(
+            built.as_ref(),
+            params.varmap(),
+            data,
+            &train,
+            &device,
+            own,
+        )?;
+        let report = run.train_to_the_end(|_| kit::train::Control::Continue)?;
+        let last = report.last_eval().map_or(f32::NAN, |p| p.eval_loss);
+        println!(
+            "{} seed {seed}: {} steps in {:.0} s, last eval loss {last:.3}",
+            task.name,
+            report.steps_run,
+            report.elapsed.as_secs_f32()
+        );
+        runs.push(report.evals);
+    }
+    Ok(TaskCurves {
+        task: task.name.clone(),
+        model,
+        train,
+        seeds,
+        runs,
+    })
 }
 
 #[cfg(test)]

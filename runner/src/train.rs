@@ -68,8 +68,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let params = SeededVarMap::new(args.seed);
     let model = models::build(task_name, args.solutions, cfg, params.var_builder(&device))
         .context("building the model")?;
+    let options = models::StepOptions {
+        lr: train_cfg.learning_rate,
+        steps: train_cfg.steps,
+        schedule: args.schedule,
+        clip: args.clip,
+    };
+    let vars = params.varmap().all_vars();
+    let own = models::own_step(task_name, args.solutions, model.as_ref(), vars, options)?;
+    anyhow::ensure!(
+        own.is_some() || !(args.schedule || args.clip.is_some()),
+        "--schedule and --clip change a training step of your own, and {task_name} trains with \
+         kit's: use them with a task whose step you write"
+    );
     let mut run = match &args.resume {
+        None if own.is_some() => {
+            let varmap = params.varmap();
+            Run::start_with(model.as_ref(), varmap, &data, &train_cfg, &device, own)?
+        }
         None => Run::start(model.as_ref(), params.varmap(), &data, &train_cfg, &device)?,
+        Some(_) if own.is_some() => anyhow::bail!(
+            "a run of {task_name} trains with your own Adam, whose moments are not saved, so it \
+             cannot be resumed: train it again without --resume"
+        ),
         Some(from) => {
             let (saved_meta, weights) = kit::checkpoint::read_meta(from)?;
             saved_meta.same_run_as(&meta, from)?;
@@ -102,7 +123,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .encode("K")
         .expect("K is in tiny Shakespeare");
     if args.resume.is_none() {
-        let tokens = model.generate(&mut Sampler::new(args.seed), &prompt, UNTRAINED_SAMPLE)?;
+        let tokens = model.write(&mut Sampler::new(args.seed), &prompt, UNTRAINED_SAMPLE)?;
         println!(
             "Before training, from \"K\": {:?}",
             data.tokenizer.decode(&tokens)
@@ -142,10 +163,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     train_cfg.steps,
                     dir.display()
                 );
-                println!(
-                    "Next: the same command with --resume {} goes on from there.",
-                    dir.display()
-                );
+                if run.resumable() {
+                    println!(
+                        "Next: the same command with --resume {} goes on from there.",
+                        dir.display()
+                    );
+                }
                 return Ok(ExitCode::from(130));
             }
             Next::Finished => break,
@@ -173,7 +196,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     println!("Loss curve: {}", curve.display());
 
     let mut sampler = Sampler::new(args.seed);
-    let tokens = model.generate(&mut sampler, &prompt, args.sample as usize)?;
+    let tokens = model.write(&mut sampler, &prompt, args.sample as usize)?;
     println!("\nSample:\n{}\n", data.tokenizer.decode(&tokens));
     println!(
         "Next: cargo xtask generate --checkpoint {} --prompt \"ROMEO:\"",
@@ -198,16 +221,22 @@ fn reference_bands(task: &str, model: &GptConfig, train: &TrainConfig) -> Vec<Ba
     }
 }
 
-/// Saves the weights and the state of `run` into `dir`: a checkpoint `--resume` can go on from.
+/// Saves the weights and the state of `run` into `dir`: a checkpoint `--resume` can go on from,
+/// or the weights alone for a run that trains with a step of its own.
 fn save_resumable<M: candle_core::Module + Sync + ?Sized>(
     run: &mut Run<M>,
     meta: &mut Meta,
     params: &SeededVarMap,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let state = run.state()?;
-    meta.steps_run = state.progress.report.steps_run;
-    meta.best_eval_loss = state.progress.report.best.map(|b| b.eval_loss);
-    kit::checkpoint::save(dir, params.varmap(), meta, Some(&state))?;
+    let state = if run.resumable() {
+        Some(run.state()?)
+    } else {
+        None
+    };
+    let report = state.as_ref().map_or(run.report(), |s| &s.progress.report);
+    meta.steps_run = report.steps_run;
+    meta.best_eval_loss = report.best.map(|b| b.eval_loss);
+    kit::checkpoint::save(dir, params.varmap(), meta, state.as_ref())?;
     Ok(())
 }

@@ -63,6 +63,9 @@ pub struct ReferenceCurvesArgs {
     /// How many seeds (0, 1, ...) per task: the band is their spread.
     #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
     pub seeds: u64,
+    /// Train this task's reference only, keeping the other tasks' curves as they are.
+    #[arg(long, value_parser = task_with_model)]
+    pub task: Option<String>,
 }
 
 #[derive(Args)]
@@ -121,6 +124,9 @@ pub struct GenerateArgs {
     pub top_k: Option<u64>,
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub seed: u64,
+    /// Generate with a KV cache: your Task 6 cache on a Task 3 model.
+    #[arg(long)]
+    pub cache: bool,
 }
 
 #[derive(Args)]
@@ -213,6 +219,14 @@ fn temperature(s: &str) -> Result<f32, String> {
     }
 }
 
+/// A positive number.
+fn positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("{s} is not a positive number")),
+    }
+}
+
 /// A learning rate: a positive number.
 fn learning_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -284,6 +298,13 @@ pub struct TrainArgs {
     /// Characters of text to sample after training.
     #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = zero_or_more)]
     pub sample: u64,
+    /// With your own training step (Task 4): your schedule, a warm-up over the first 5% of the
+    /// steps to --lr, then a cosine decay to a tenth of it.
+    #[arg(long)]
+    pub schedule: bool,
+    /// With your own training step (Task 4): clip the gradient's norm at this.
+    #[arg(long, value_name = "MAX_NORM", allow_negative_numbers = true, value_parser = positive)]
+    pub clip: Option<f64>,
 }
 
 #[derive(Args)]
@@ -298,7 +319,7 @@ impl BenchArgs {
         match &self.what {
             BenchWhat::Train(a) => a.composed,
             BenchWhat::Attention(a) => a.composed,
-            BenchWhat::Products(_) => false,
+            BenchWhat::Products(_) | BenchWhat::LayerNorm(_) | BenchWhat::Generate(_) => false,
         }
     }
 }
@@ -311,6 +332,33 @@ pub enum BenchWhat {
     Attention(BenchAttentionArgs),
     /// The dense products of a training step, each alone in a loop: what gemm reaches on them.
     Products(BenchProductsArgs),
+    /// Task 5's LayerNorm against kit's fused and composed ones, forward and backward.
+    LayerNorm(BenchLayerNormArgs),
+    /// Tokens per second with and without a KV cache (Task 6), at two context lengths.
+    Generate(BenchGenerateArgs),
+}
+
+#[derive(Args)]
+pub struct BenchGenerateArgs {
+    /// Timed generations per measurement (the median is reported).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub repeats: u64,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchLayerNormArgs {
+    /// Timed repeats per measurement (the median is reported).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub repeats: u64,
+    /// Time your exercise's LayerNorm instead of the reference solution's.
+    #[arg(long)]
+    pub yours: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

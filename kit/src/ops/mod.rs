@@ -31,8 +31,8 @@ mod layer_norm;
 mod matmul;
 pub(crate) mod pool;
 
-pub use pool::threads;
-mod slices;
+pub use pool::{on_pool, threads};
+pub mod slices;
 mod softmax;
 
 /// The same maths written with candle's elementary, differentiable ops.

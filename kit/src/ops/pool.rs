@@ -39,8 +39,9 @@ pub(super) fn pool() -> &'static rayon::ThreadPool {
 /// The fused ops split their products over that pool. Called from any other thread, each op
 /// hands its work over to the pool and sleeps until it is done: a few hundred round trips
 /// through the kernel per training step. Called from inside `work`, they start right away on
-/// the pool's own thread. The training loop runs each step and each evaluation this way.
-pub(crate) fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+/// the pool's own thread. The training loop runs each step and each evaluation this way, and a
+/// generation loop should too: a step of one position is a few dozen small ops.
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     pool().install(work)
 }
 

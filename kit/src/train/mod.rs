@@ -47,7 +47,7 @@ pub fn train<M: Module + Sync + ?Sized>(
     device: &Device,
     on_eval: impl FnMut(&EvalPoint) -> Control,
 ) -> anyhow::Result<TrainReport> {
-    Run::start(model, varmap, data, config, device)?.run_to_the_end(on_eval)
+    Run::start(model, varmap, data, config, device)?.train_to_the_end(on_eval)
 }
 
 /// [`train`], with `own` instead of kit's [`step`] and Adam: Task 4 trains with the learner's.
@@ -60,7 +60,7 @@ pub fn train_with_step<'a, M: Module + Sync + ?Sized>(
     own: OwnStep<'a>,
     on_eval: impl FnMut(&EvalPoint) -> Control,
 ) -> anyhow::Result<TrainReport> {
-    Run::start_with(model, varmap, data, config, device, Some(own))?.run_to_the_end(on_eval)
+    Run::start_with(model, varmap, data, config, device, Some(own))?.train_to_the_end(on_eval)
 }
 
 /// A training step other than kit's: given the step's number (from 1) and its batch, it
@@ -210,7 +210,7 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
     }
 
     /// Trains to the end, or until `on_eval` stops it after an evaluation.
-    fn run_to_the_end(
+    pub fn train_to_the_end(
         mut self,
         mut on_eval: impl FnMut(&EvalPoint) -> Control,
     ) -> anyhow::Result<TrainReport> {
@@ -220,6 +220,11 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             }
         }
         self.finish()
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &TrainReport {
+        &self.report
     }
 
     /// Whether [`Run::state`] can save this run to go on later: with kit's own step only.

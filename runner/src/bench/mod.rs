@@ -13,7 +13,9 @@ use rand::SeedableRng;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use workbook::cli::{BenchArgs, BenchAttentionArgs, BenchTrainArgs, BenchWhat};
+use workbook::cli::{
+    BenchArgs, BenchAttentionArgs, BenchGenerateArgs, BenchLayerNormArgs, BenchTrainArgs, BenchWhat,
+};
 use workbook::tasks::{ModelCommand, TaskList};
 
 mod products;
@@ -23,7 +25,80 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Train(a) => train(a),
         BenchWhat::Attention(a) => attention(a),
         BenchWhat::Products(a) => products::run(a),
+        BenchWhat::LayerNorm(a) => layer_norm(a),
+        BenchWhat::Generate(a) => generate(a),
     }
+}
+
+/// Tokens per second of generation with and without Task 6's KV cache, on the graded MiniGPT
+/// with Task 3's attention and random weights, at a short and a long context: from a prompt of
+/// one token, as many new tokens as the context holds (so the cache is never rebuilt).
+fn generate(args: BenchGenerateArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::Cpu;
+    let vocab = Dataset::load()?.vocab_size();
+    println!(
+        "Generation, MiniGPT (4 layers, 4 heads, hidden 128) with Task 3's attention, from one \
+         token to a full context; median of {} runs",
+        args.repeats
+    );
+    println!(
+        "{:<8} {:>18} {:>18} {:>10}",
+        "block", "no cache (tok/s)", "cache (tok/s)", "speed-up"
+    );
+    let mut rows = Vec::new();
+    for block in [32usize, 256] {
+        let cfg = GptConfig {
+            block_size: block,
+            ..GptConfig::graded(vocab)
+        };
+        let params = SeededVarMap::new(0);
+        let [without, with] = models::with_and_without_cache(cfg, params.var_builder(&device))?;
+        let rate = |m: &dyn TextModel| -> anyhow::Result<f64> {
+            let ms = time_ms(args.repeats, || {
+                m.write(&mut kit::Sampler::new(0), &[0], block - 1)
+                    .map(|_| ())
+            })?;
+            Ok((block - 1) as f64 / (ms / 1e3))
+        };
+        let (slow, fast) = (rate(without.as_ref())?, rate(with.as_ref())?);
+        println!("{block:<8} {slow:>18.0} {fast:>18.0} {:>9.1}x", fast / slow);
+        rows.push(serde_json::json!({
+            "block": block, "uncached_tokens_per_s": slow, "cached_tokens_per_s": fast, "speedup": fast / slow,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Task 5's LayerNorm against kit's fused and composed ones: forward, and forward plus the
+/// backward pass of the sum of squares, on a training step's activations, (B·T, C).
+fn layer_norm(args: BenchLayerNormArgs) -> anyhow::Result<ExitCode> {
+    let device = Device::Cpu;
+    let (b, t, c) = (16, 32, 128);
+    let params = SeededVarMap::new(0);
+    let norms = models::layer_norms(c, args.yours, params.var_builder(&device))?;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, c), &device)?)?;
+    println!(
+        "LayerNorm of ({b}, {t}, {c}), the activations of a training step; median of {} runs (ms)",
+        args.repeats
+    );
+    println!("{:<26} {:>10} {:>18}", "", "forward", "forward+backward");
+    let mut rows = Vec::new();
+    for (name, m) in &norms {
+        let forward = time_ms(args.repeats, || m.forward(x.as_tensor()).map(|_| ()))?;
+        let both = time_ms(args.repeats, || {
+            let y = m.forward(x.as_tensor())?;
+            y.sqr()?.sum_all()?.backward().map(|_| ())
+        })?;
+        println!("{name:<26} {forward:>10.3} {both:>18.3}");
+        rows.push(serde_json::json!({ "layer_norm": name, "forward_ms": forward, "forward_backward_ms": both }));
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn median(xs: &mut [f64]) -> f64 {

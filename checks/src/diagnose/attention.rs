@@ -1,4 +1,4 @@
-//! What a wrong attention actually does, in the workbook's words.
+//! Tasks 2 and 3: what a wrong attention actually does.
 //!
 //! When the learner's attention (Task 2's single head, Task 3's heads) differs from the
 //! reference, the checks do not list places to look: they find out what it computes. First they

@@ -1,0 +1,195 @@
+//! # Task 5: a backward pass by hand
+//!
+//! candle differentiates every op it knows. A *custom op* computes its forward pass however it
+//! likes, on plain slices of numbers, and has to say itself how to differentiate it: candle
+//! calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. candle-nn's fast
+//! `LayerNorm` is a custom op without a `bwd`: every gradient stops there, without an error.
+//! Here you write LayerNorm's maths both ways; the op around it is given, below.
+//!
+//! **Forward**, for each row `x` of C values, with the scale γ and the shift β (C each):
+//!
+//! ```text
+//! μ = (1/C) Σᵢ xᵢ             σ² = (1/C) Σᵢ (xᵢ − μ)²      r = 1 / √(σ² + ε)
+//! x̂ᵢ = (xᵢ − μ) · r           yᵢ = γᵢ x̂ᵢ + βᵢ              ε = 1e-6
+//! ```
+//!
+//! **Backward**: given `dy`, ∂loss/∂y for the row, the row's gradients
+//!
+//! - `dx`, ∂loss/∂x: every x̂ᵢ depends on every xⱼ of its row, through μ and r. Work it out on
+//!   paper before you code it: write ∂yᵢ/∂xⱼ, then `dxⱼ = Σᵢ dyᵢ ∂yᵢ/∂xⱼ`;
+//! - `dgamma`, ∂loss/∂γ, and `dbeta`, ∂loss/∂β: every row used the same γ and β, so each row
+//!   *adds* its part into them.
+//!
+//! Two identities hold for every row of a right `dx`, and make good tests of your own:
+//! Σⱼ dxⱼ = 0 (shifting a row by a constant changes nothing after normalising), and
+//! Σⱼ dxⱼ x̂ⱼ = 0 (neither does scaling it).
+//!
+//! Check your work with `cargo xtask check task5`: against finite differences, against
+//! candle's autograd through the composed LayerNorm, against JAX's, and in MiniGPT.
+//!
+//! **Think about it.** candle-nn's `LayerNorm` computes the right values and has no backward.
+//! Why can candle not work out the backward of a custom op by itself, when it can for
+//! `(x - mean) / sqrt(var + eps)` written with its own ops? And which parameters of MiniGPT
+//! would stop learning if only the final LayerNorm, `ln_f`, were candle-nn's?
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
+use candle_nn::VarBuilder;
+use kit::ops::slices::f32s;
+
+/// LayerNorm's forward pass for one row: `y = γ ⊙ (x − μ)/√(σ² + ε) + β`.
+pub fn forward_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
+    // TODO: μ, σ² (over C, not C − 1) and r = 1/√(σ² + ε) of this row; then
+    // y[i] = γ[i]·(x[i] − μ)·r + β[i] for every i.
+    todo!("forward_row: y = gamma * (x - mean) / sqrt(var + eps) + beta, for one row")
+}
+
+/// LayerNorm's backward pass for one row: writes ∂loss/∂x into `dx`, and adds the row's part
+/// of ∂loss/∂γ and ∂loss/∂β into `dgamma` and `dbeta`.
+pub fn backward_row(
+    x: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    // TODO: recompute x̂ for the row; add dy[i]·x̂[i] into dgamma[i] and dy[i] into dbeta[i];
+    // write ∂loss/∂x[j] into dx[j], the sum over i of dy[i]·∂y[i]/∂x[j], which you derive.
+    todo!("backward_row: dx for the row, and its part of dgamma and dbeta added in")
+}
+
+/// Layer normalisation over the last dimension, with your forward and backward passes.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// Flax's default epsilon, as kit's LayerNorm.
+    pub const EPS: f32 = 1e-6;
+
+    /// Scale `weight` (ones) and shift `bias` (zeros) of size `dim`, named as kit's.
+    pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
+            bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
+            eps: Self::EPS,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    /// # Shapes
+    /// (..., C) → (..., C)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        xs.contiguous()?
+            .apply_op3(&self.weight, &self.bias, LayerNormOp { eps: self.eps })
+    }
+}
+
+/// The custom op: candle hands it its inputs as storage and layouts; it hands your row
+/// functions plain slices, one row at a time.
+struct LayerNormOp {
+    eps: f32,
+}
+
+/// The features per row, checked against the scale and shift.
+fn features(layout: &Layout, gamma: &[f32], beta: &[f32]) -> Result<usize> {
+    let c = layout.dims().last().copied().unwrap_or(0);
+    if c == 0 || gamma.len() != c || beta.len() != c {
+        candle_core::bail!(
+            "LayerNorm: the input has {c} features per row, the weight {} and the bias {}",
+            gamma.len(),
+            beta.len()
+        )
+    }
+    Ok(c)
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "task5-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "LayerNorm input")?;
+        let (gamma, beta) = (
+            f32s(s2, l2, "LayerNorm weight")?,
+            f32s(s3, l3, "LayerNorm bias")?,
+        );
+        let c = features(l1, gamma, beta)?;
+        let mut y = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
+            forward_row(xr, gamma, beta, self.eps, yr);
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    /// candle calls this with `grad`, ∂loss/∂y; it returns ∂loss/∂x, ∂loss/∂γ and ∂loss/∂β,
+    /// computed by [`LayerNormBackward`] as one flat tensor and cut apart here.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let backward = LayerNormBackward { eps: self.eps };
+        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &backward)?;
+        let (n, c) = (x.elem_count(), weight.elem_count());
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dweight = packed.narrow(0, n, c)?.reshape(weight.shape())?;
+        let dbias = packed.narrow(0, n + c, c)?.reshape(bias.shape())?;
+        Ok((Some(dx), Some(dweight), Some(dbias)))
+    }
+}
+
+/// `[dx, dγ, dβ]` from x, γ and dy, packed into one flat tensor: a custom op returns one.
+struct LayerNormBackward {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "task5-layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "LayerNorm input")?;
+        let gamma = f32s(s2, l2, "LayerNorm weight")?;
+        let dy = f32s(s3, l3, "LayerNorm gradient")?;
+        let c = features(l1, gamma, gamma)?;
+        let n = x.len();
+        let mut out = vec![0f32; n + 2 * c];
+        let (dx, dparams) = out.split_at_mut(n);
+        let (dgamma, dbeta) = dparams.split_at_mut(c);
+        for ((xr, dyr), dxr) in x
+            .chunks_exact(c)
+            .zip(dy.chunks_exact(c))
+            .zip(dx.chunks_exact_mut(c))
+        {
+            backward_row(xr, gamma, dyr, self.eps, dxr, dgamma, dbeta);
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + 2 * c)))
+    }
+}

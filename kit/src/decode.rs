@@ -1,0 +1,26 @@
+//! Generation a position at a time, on top of a cache of the earlier positions: what a model
+//! offers a generation loop (Task 6's and Task 7's models).
+
+use candle_core::{Result, Tensor};
+
+/// A model that runs new positions on top of what it keeps of the earlier ones.
+pub trait Decoder {
+    /// What the model keeps of the positions it has run: the keys and values of every layer.
+    type Cache;
+
+    /// An empty cache.
+    fn new_cache(&self) -> Self::Cache;
+
+    /// How many positions `cache` holds.
+    fn cached(&self, cache: &Self::Cache) -> usize;
+
+    /// The longest context the model sees.
+    fn block_size(&self) -> usize;
+
+    /// The logits of `tokens`, the positions that follow those in `cache`, whose keys and values
+    /// it adds to `cache`.
+    ///
+    /// # Shapes
+    /// tokens (B, T) → (B, T, vocab_size)
+    fn forward_step(&self, tokens: &Tensor, cache: &mut Self::Cache) -> Result<Tensor>;
+}
