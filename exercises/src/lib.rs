@@ -15,6 +15,7 @@
 //! 5. [`task4`]: the training step by hand: cross-entropy, Adam, a schedule, clipping.
 //! 6. [`task5`]: a backward pass by hand: LayerNorm as a custom op.
 //! 7. [`task6`]: generation with a KV cache.
+//! 8. [`task7`]: a modern block: RMSNorm, rotary position embeddings, SwiGLU.
 
 // Until a stub is filled in, its imports, arguments and fields go unused; these warnings would
 // only be noise while you work.
@@ -26,4 +27,5 @@ pub mod task3;
 pub mod task4;
 pub mod task5;
 pub mod task6;
+pub mod task7;
 pub mod warmup;

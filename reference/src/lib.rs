@@ -8,6 +8,7 @@
 //! the tasks that write only its attention, and draw attention maps with
 //! [`minigpt_f64_traced`].
 
+pub mod llama;
 pub mod norm;
 pub mod training;
 
@@ -359,17 +360,31 @@ impl<N: Module> RefGpt<Heads, N> {
     }
 }
 
-/// Task 1's multi-head attention, the checks' own: `num_heads` of kit's `AttentionHead` on the
-/// same input, named `heads.{i}`, concatenated on the features, then a dense layer `proj`.
-pub struct Heads {
-    heads: Vec<AttentionHead>,
+/// Task 1's multi-head attention, the checks' own: `num_heads` heads on the same input, named
+/// `heads.{i}` (kit's `AttentionHead` unless made otherwise), concatenated on the features,
+/// then a dense layer `proj`.
+pub struct Heads<H: Module = AttentionHead> {
+    heads: Vec<H>,
     proj: Dense,
 }
 
 impl Heads {
     pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with(hidden, num_heads, head_dim, vb, AttentionHead::new)
+    }
+}
+
+impl<H: Module> Heads<H> {
+    /// Heads made by `make_head` (hidden, head_dim, vb).
+    pub fn with(
+        hidden: usize,
+        num_heads: usize,
+        head_dim: usize,
+        vb: VarBuilder,
+        make_head: impl Fn(usize, usize, VarBuilder) -> Result<H>,
+    ) -> Result<Self> {
         let heads = (0..num_heads)
-            .map(|i| AttentionHead::new(hidden, head_dim, vb.pp(format!("heads.{i}"))))
+            .map(|i| make_head(hidden, head_dim, vb.pp(format!("heads.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         let width = num_heads * head_dim;
         Ok(Self {
@@ -379,7 +394,7 @@ impl Heads {
     }
 }
 
-impl Module for Heads {
+impl<H: Module> Module for Heads<H> {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let outs = self
             .heads

@@ -4,9 +4,9 @@
 //! reference code), layer by layer, and drawn as a grid of heatmaps: one row per layer, one
 //! column per head, the prompt's characters on both axes.
 
+use crate::models::Tracer;
 use crate::{checkpoint, models};
 use kit::{GptConfig, SeededVarMap};
-use reference::{HeadLayout, minigpt_f64_traced};
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use workbook::cli::AttentionArgs;
@@ -17,22 +17,11 @@ pub type Maps = Vec<Vec<Vec<f64>>>;
 
 /// Runs the model on `ids` (one sequence) and returns every head's attention weights, from
 /// the checks' reference forward pass.
-pub fn attention_maps(
-    params: &SeededVarMap,
-    cfg: &GptConfig,
-    ids: &[u32],
-    layout: HeadLayout,
-) -> Maps {
+pub fn attention_maps(params: &SeededVarMap, cfg: &GptConfig, ids: &[u32], trace: &Tracer) -> Maps {
     let mut maps: Maps = vec![vec![Vec::new(); cfg.num_heads]; cfg.num_layers];
-    minigpt_f64_traced(
-        params,
-        cfg,
-        &[ids.to_vec()],
-        layout,
-        &mut |layer, head, _, weights| {
-            maps[layer][head] = weights.to_vec();
-        },
-    );
+    trace(params, cfg, ids, &mut |layer, head, _, weights| {
+        maps[layer][head] = weights.to_vec();
+    });
     maps
 }
 
@@ -138,7 +127,7 @@ fn escape_str(s: &str) -> String {
 pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
     let loaded = checkpoint::load(&args.checkpoint)?;
     let task = &loaded.meta.task;
-    let Some(layout) = models::head_layout(task) else {
+    let Some(trace) = models::attention_tracer(task) else {
         let list = TaskList::here()?;
         let drawn = list
             .tasks
@@ -166,7 +155,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|&i| loaded.tokenizer.char_of(i))
         .collect();
-    let maps = attention_maps(&loaded.params, &loaded.meta.model, ids, layout);
+    let maps = attention_maps(&loaded.params, &loaded.meta.model, ids, &trace);
     let shown: String = chars
         .iter()
         .map(|&c| if c == '\n' { '⏎' } else { c })
@@ -201,7 +190,8 @@ mod tests {
         // Build the parameters with Task 1's names through the reference model.
         let vb = params.var_builder(&candle_core::Device::Cpu);
         let _model = solutions::task1::MiniGPT::new(cfg, vb).unwrap();
-        let maps = attention_maps(&params, &cfg, &[1, 2, 3, 4, 5], HeadLayout::PerHead);
+        let trace = crate::models::attention_tracer("task1").expect("Task 1's heads");
+        let maps = attention_maps(&params, &cfg, &[1, 2, 3, 4, 5], &trace);
         assert_eq!((maps.len(), maps[0].len()), (2, 2));
         for a in maps.iter().flatten() {
             for i in 0..5 {

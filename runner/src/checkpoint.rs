@@ -35,10 +35,10 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
 /// [`load`], with the model that generates with a KV cache (`generate --cache`).
 pub fn load_cached(path: &Path) -> anyhow::Result<Loaded> {
     load_with(path, |meta, vb| {
-        models::cached(&meta.task, meta.model, vb)?.with_context(|| {
+        models::cached(&meta.task, meta.solutions, meta.model, vb)?.with_context(|| {
             format!(
-                "--cache: the {} model has no KV cache; a checkpoint of Task 3's model has one, \
-                 with Task 6's cache (cargo xtask train task3)",
+                "--cache: the {} model has no KV cache; Task 3's model has one, your Task 6 \
+                 cache (cargo xtask train task3), and Task 7's MiniLlama its own",
                 meta.task
             )
         })

@@ -4,7 +4,7 @@
 //! the learner's (`exercises`) or the reference's (`solutions`).
 //!
 //! A task that ends in a model needs an arm in [`build`]; one whose heads `attention` draws, an
-//! arm in [`head_layout`]. A test checks both against tasks.toml.
+//! arm in [`attention_tracer`]. A test checks both against tasks.toml.
 
 use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::VarBuilder;
@@ -69,6 +69,8 @@ pub fn build(
         )?),
         // Task 4 writes the training step: the model is the checks' own MiniGPT.
         ("task4", _) => Box::new(RefGpt::minigpt(cfg, vb, LayerNorm::new)?),
+        ("task7", false) => Box::new(exercises::task7::MiniLlama::new(cfg, vb)?),
+        ("task7", true) => Box::new(solutions::task7::MiniLlama::new(cfg, vb)?),
         _ => candle_core::bail!(
             "runner/src/models.rs builds no model for {task}: tasks.toml gives it a [task.model], \
              so add an arm to `build`"
@@ -134,15 +136,27 @@ pub fn own_step<'a>(
     })
 }
 
-/// Where the parameters of `task`'s model keep each head's projections, for `attention`,
-/// which recomputes the heads' weights from them.
-pub fn head_layout(task: &str) -> Option<HeadLayout> {
+/// How `attention` recomputes every head's weights of `task`'s model in f64 from its
+/// parameters: the reference forward pass of its architecture, reporting each head's weights.
+pub fn attention_tracer(task: &str) -> Option<Tracer> {
+    fn minigpt(layout: HeadLayout) -> Tracer {
+        Box::new(move |params, cfg, ids, sink| {
+            reference::minigpt_f64_traced(params, cfg, &[ids.to_vec()], layout, sink);
+        })
+    }
     match task {
-        "task1" => Some(HeadLayout::PerHead),
-        "task3" => Some(HeadLayout::Fused),
+        "task1" => Some(minigpt(HeadLayout::PerHead)),
+        "task3" => Some(minigpt(HeadLayout::Fused)),
+        "task7" => Some(Box::new(|params, cfg, ids, sink| {
+            reference::llama::llama_f64(params, cfg, ids, None, sink);
+        })),
         _ => None,
     }
 }
+
+/// Runs a model's reference forward pass on one sequence, calling the sink with
+/// `(layer, head, 0, weights)` for every head.
+pub type Tracer = Box<dyn Fn(&kit::SeededVarMap, &GptConfig, &[u32], &mut reference::WeightsSink)>;
 
 /// `bench attention`'s three attentions, from the reference solutions: the challenge's
 /// per-head model (Task 2 heads, concatenated, a dense layer), Task 1's heads (kit's
@@ -153,18 +167,13 @@ pub fn attentions(
     head_dim: usize,
     vb: VarBuilder,
 ) -> Result<[Box<dyn Module>; 3]> {
-    let task2_heads = Task2Heads {
-        heads: (0..heads)
-            .map(|i| {
-                solutions::task2::SelfAttention::new(
-                    hidden,
-                    head_dim,
-                    vb.pp(format!("task2.heads.{i}")),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?,
-        proj: kit::nn::dense(hidden, hidden, vb.pp("task2.proj"))?,
-    };
+    let task2_heads = reference::Heads::with(
+        hidden,
+        heads,
+        head_dim,
+        vb.pp("task2"),
+        solutions::task2::SelfAttention::new,
+    )?;
     let task1 =
         solutions::task1::MultiHeadAttention::new(hidden, heads, head_dim, vb.pp("per_head"))?;
     let task3 =
@@ -173,10 +182,18 @@ pub fn attentions(
 }
 
 /// With `generate --cache`: the model of a checkpoint of `task`, generating with a KV cache,
-/// if it has one: a Task 3 model is Task 6's cached MiniGPT, with your cache.
-pub fn cached(task: &str, cfg: GptConfig, vb: VarBuilder) -> Result<Option<Box<dyn TextModel>>> {
+/// if it has one: a Task 3 model is Task 6's cached MiniGPT, with your cache; MiniLlama has its
+/// own.
+pub fn cached(
+    task: &str,
+    solutions: bool,
+    cfg: GptConfig,
+    vb: VarBuilder,
+) -> Result<Option<Box<dyn TextModel>>> {
     Ok(match task {
         "task3" => Some(Box::new(exercises::task6::CachedGpt::new(cfg, vb)?)),
+        // MiniLlama generates with its own sliding cache anyway.
+        "task7" => Some(build(task, solutions, cfg, vb)?),
         _ => None,
     })
 }
@@ -233,6 +250,18 @@ impl TextModel for solutions::task6::CachedGpt {
     }
 }
 
+impl TextModel for exercises::task7::MiniLlama {
+    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        exercises::task7::MiniLlama::generate(self, sampler, prompt, n)
+    }
+}
+
+impl TextModel for solutions::task7::MiniLlama {
+    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        solutions::task7::MiniLlama::generate(self, sampler, prompt, n)
+    }
+}
+
 impl TextModel for exercises::task1::MiniGPT {
     fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
         exercises::task1::MiniGPT::generate(self, sampler, prompt, n)
@@ -273,24 +302,6 @@ impl<A: Module + Sync, N: Module + Sync> TextModel for RefGpt<A, N> {
     }
 }
 
-/// The challenge's per-head model: Task 2 heads side by side, concatenated, then a dense layer.
-struct Task2Heads {
-    heads: Vec<solutions::task2::SelfAttention>,
-    proj: kit::nn::Dense,
-}
-
-impl Module for Task2Heads {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let outs = self
-            .heads
-            .iter()
-            .map(|h| h.forward(xs))
-            .collect::<Result<Vec<_>>>()?;
-        self.proj
-            .forward(&Tensor::cat(&outs, candle_core::D::Minus1)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,9 +328,9 @@ mod tests {
                 task.name
             );
             assert_eq!(
-                head_layout(&task.name).is_some(),
+                attention_tracer(&task.name).is_some(),
                 task.allows(ModelCommand::Attention),
-                "{}: tasks.toml and `head_layout` disagree on whether its heads can be drawn",
+                "{}: tasks.toml and `attention_tracer` disagree on whether its heads can be drawn",
                 task.name
             );
         }

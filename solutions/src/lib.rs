@@ -15,6 +15,7 @@
 //! 5. [`task4`]: the training step by hand: cross-entropy, Adam, a schedule, clipping.
 //! 6. [`task5`]: a backward pass by hand: LayerNorm as a custom op.
 //! 7. [`task6`]: generation with a KV cache.
+//! 8. [`task7`]: a modern block: RMSNorm, rotary position embeddings, SwiGLU.
 
 pub mod task1;
 pub mod task2;
@@ -22,4 +23,5 @@ pub mod task3;
 pub mod task4;
 pub mod task5;
 pub mod task6;
+pub mod task7;
 pub mod warmup;
