@@ -13,10 +13,9 @@
 //! 4. softmax over the last dimension (the keys): each row becomes weights that sum to 1;
 //! 5. output = weights · v, (B, T, head_dim): each position's mix of the values it may see.
 //!
-//! Useful: `Tensor::matmul`, `Tensor::t` (swaps the last two dimensions), `Tensor::tril2`
-//! (a lower-triangular matrix of ones), `Tensor::where_cond`, `Tensor::broadcast_as`,
-//! `candle_nn::ops::softmax(&x, D::Minus1)`. Not `candle_nn::ops::softmax_last_dim`: it has no
-//! backward pass in candle-nn 0.11, and nothing before it would learn.
+//! Every step must be differentiable, or nothing before it learns: candle-nn 0.11's
+//! `softmax_last_dim` has no backward pass (its `softmax` over a dimension has one).
+//! `cargo xtask hint task2` gives the candle calls when you want them.
 //!
 //! Check your work with `cargo xtask check task2`.
 

@@ -32,9 +32,9 @@
 //!    `max_norm / ‖g‖`, so the direction stays and the norm becomes `max_norm`. It returns ‖g‖
 //!    before clipping.
 //!
-//! Useful: `Tensor::max_keepdim`, `broadcast_sub`, `exp`, `sum_keepdim`, `log`, `gather`,
-//! `mean_all`; `GradStore::get` and `insert`; `Var::set`. Check your work with
-//! `cargo xtask check task4`; its last check trains MiniGPT with your step and your Adam.
+//! Write the loss with candle's differentiable ops, so that `loss.backward()` works through it.
+//! Check your work with `cargo xtask check task4`; its last check trains MiniGPT with your step
+//! and your Adam. `cargo xtask hint task4 adam` (or any part) gives the candle calls.
 //!
 //! **Think about it.** Adam divides by √v̂: why does its first update move every weight with a
 //! nonzero gradient by almost exactly `lr`, whatever the size of that gradient? What would the

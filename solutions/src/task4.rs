@@ -32,9 +32,9 @@
 //!    `max_norm / ‖g‖`, so the direction stays and the norm becomes `max_norm`. It returns ‖g‖
 //!    before clipping.
 //!
-//! Useful: `Tensor::max_keepdim`, `broadcast_sub`, `exp`, `sum_keepdim`, `log`, `gather`,
-//! `mean_all`; `GradStore::get` and `insert`; `Var::set`. Check your work with
-//! `cargo xtask check task4`; its last check trains MiniGPT with your step and your Adam.
+//! Write the loss with candle's differentiable ops, so that `loss.backward()` works through it.
+//! Check your work with `cargo xtask check task4`; its last check trains MiniGPT with your step
+//! and your Adam. `cargo xtask hint task4 adam` (or any part) gives the candle calls.
 //!
 //! **Think about it.** Adam divides by √v̂: why does its first update move every weight with a
 //! nonzero gradient by almost exactly `lr`, whatever the size of that gradient? What would the
@@ -162,13 +162,12 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
         }
     }
     let norm = squares.sqrt();
-    if norm > max_norm {
-        // One factor for every gradient: the direction of the whole stays the same.
-        let factor = max_norm / norm;
-        for var in vars {
-            if let Some(g) = grads.remove(var) {
-                grads.insert(var, (g * factor)?);
-            }
+    // One factor for every gradient, so the direction of the whole stays the same; below the
+    // limit it is 1, and the gradients stay as they are.
+    let factor = (max_norm / norm).min(1.0);
+    for var in vars {
+        if let Some(g) = grads.remove(var) {
+            grads.insert(var, (g * factor)?);
         }
     }
     Ok(norm)

@@ -56,6 +56,56 @@ fn hint_gives_the_next_hint_each_time_then_points_at_the_reference() {
 }
 
 #[test]
+fn hint_is_for_the_part_the_last_check_stopped_at() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("state.json"),
+        r#"{"hints_shown": {}, "results": {"task1": {"passed": 9, "total": 12, "compiles": true,
+            "first_failure": {"check": "generate_samples_from_the_last_position",
+            "headline": "not yet implemented: MiniGPT::generate: sample max_new_tokens tokens (exercises/src/task1.rs:140)"}}}}"#,
+    )
+    .unwrap();
+    let (code, text) = xtask(&["hint", "task1"], state.path());
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("part generate (MiniGPT::generate), hint 1 of 4"),
+        "the todo!() the last check hit picks the part: {text}"
+    );
+    // A failing check picks the part it grades.
+    std::fs::write(
+        state.path().join("state.json"),
+        r#"{"hints_shown": {}, "results": {"task1": {"passed": 9, "total": 12, "compiles": true,
+            "first_failure": {"check": "decoder_block_keeps_the_shape", "headline": "DecoderBlock::forward returned shape [2]"}}}}"#,
+    )
+    .unwrap();
+    let (_, text) = xtask(&["hint", "task1"], state.path());
+    assert!(text.contains("part block-forward"), "{text}");
+    // Asked again, the same part's next hint; another part's hints count apart.
+    let (_, text) = xtask(&["hint", "task1"], state.path());
+    assert!(
+        text.contains("part block-forward (DecoderBlock::forward), hint 2 of 4"),
+        "{text}"
+    );
+    let (_, text) = xtask(&["hint", "task1", "model-new"], state.path());
+    assert!(
+        text.contains("part model-new (MiniGPT::new), hint 1 of 4"),
+        "{text}"
+    );
+    let (code, text) = xtask(&["hint", "task1", "nothing"], state.path());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("task1 has no part \"nothing\": pick one of attention-new"),
+        "{text}"
+    );
+    let (_, text) = xtask(&["status"], state.path());
+    let row = text.lines().find(|l| l.starts_with("task1 ")).unwrap();
+    assert!(
+        row.ends_with("3 of 28"),
+        "status counts the hints seen: {row}"
+    );
+}
+
+#[test]
 fn status_before_any_check() {
     let state = tempfile::tempdir().unwrap();
     let (code, text) = xtask(&["status"], state.path());
