@@ -149,7 +149,12 @@ proptest! {
     #[test]
     fn a_rows_input_gradient_sums_to_zero_and_is_orthogonal_to_x_hat(rows in 1..=MAX_ROWS, c in 2..=MAX_C, seed in 0u64..1000) {
         let (m, params) = layer(c, seed);
-        let x = (support::random_tensor(seed + 5, &[rows, c]) * 2.0).unwrap();
+        // Rows spread well beyond ε: the values 0, 1, 2, … with noise, in a random order.
+        let spread: Vec<f32> = (0..rows * c)
+            .map(|i| ((i % c + i / c + seed as usize) % c) as f32)
+            .collect();
+        let spread = Tensor::from_vec(spread, (rows, c), &device()).unwrap();
+        let x = (spread + (support::random_tensor(seed + 5, &[rows, c]) * 0.3).unwrap()).unwrap();
         let dy = support::random_tensor(seed + 6, &[rows, c]);
         let (_, dx, _, _) = through(&m, &params, &x, &dy);
         let ones = vec![1.0; c];
@@ -162,8 +167,40 @@ proptest! {
             prop_assert!(sum.abs() < 1e-4 * size,
                 "row {r}: Σ dx = {sum:.2e}, not 0: shifting a row by a constant cannot change its normalised value, so no such direction can have a gradient");
             prop_assert!(dot.abs() < 1e-4 * size,
-                "row {r}: Σ dx·x̂ = {dot:.2e}, not 0: scaling a row's deviations cannot change its normalised value either");
+                "row {r}: Σ dx·x̂ = {dot:.2e}, not 0: scaling a row's deviations cannot change its normalised value either (but for ε, negligible for this row's spread)");
         }
+    }
+}
+
+#[test]
+fn rows_of_almost_equal_values_are_not_blown_up() {
+    // ε keeps a row whose values are (almost) all equal from dividing by a variance of about 0:
+    // a constant row comes out as the shift, and a row with a spread of 1e-3 has a variance
+    // smaller than ε, which then decides the scale.
+    let params = SeededVarMap::new(13);
+    let m = LayerNorm::new(4, params.var_builder(&device())).expect("LayerNorm::new");
+    move_off_init(&params, 14);
+    let rows = [
+        [3.0f32, 3.0, 3.0, 3.0],
+        [0.0, 1e-3, 0.0, 1e-3],
+        [-2.0, -2.0005, -2.0, -1.9995],
+    ];
+    let x = Tensor::new(&rows, &device()).unwrap();
+    let dy = support::random_tensor(15, &[3, 4]);
+    let (y, dx, dg, db) = through(&m, &params, &x, &dy);
+    let (g, b) = scale_and_shift(&params);
+    let xv = values(&x);
+    let want = layer_norm_way_f64(&xv, 4, &g, &b, Forward::Right);
+    let diff = max_abs_diff(&y, &want);
+    assert!(
+        diff < 1e-3,
+        "for rows of almost equal values LayerNorm's output differs from the reference by \
+         {diff:.2e}: r = 1/√(σ² + ε), with ε inside the root and added, so that a variance near 0 \
+         divides by √ε, not by 0: {}",
+        diagnose::forward(&y, &xv, 4, &g, &b)
+    );
+    if let Some(wrong) = diagnose::backward((&dx, &dg, &db), &xv, 4, &g, &values(&dy)) {
+        panic!("for rows of almost equal values: {wrong}");
     }
 }
 

@@ -86,7 +86,7 @@ fn append_puts_the_new_positions_after_the_cached_ones() {
         "the values after appending should be the cached ones, then the new ones"
     );
     assert_eq!(
-        cache.len(),
+        cache.positions(),
         5,
         "the cache holds 5 positions after appending 3 and 2"
     );

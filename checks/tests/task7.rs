@@ -420,6 +420,42 @@ fn past_block_size_the_sliding_cache_is_sliding_window_attention() {
 }
 
 #[test]
+fn generate_past_block_size_writes_what_sliding_window_attention_predicts() {
+    use kit::Sampler;
+    let (model, params) = minillama(SMALL, 12);
+    move_off_init(&params, 120);
+    let prompt = tokens(12, 5);
+    let written = model
+        .generate(&mut Sampler::new(3), &prompt, 2 * SMALL.block_size)
+        .expect("MiniLlama::generate");
+    // The same draws from the checks' f64 forward pass over everything so far, with the
+    // sliding window.
+    let mut sampler = Sampler::new(3);
+    let mut want = prompt.clone();
+    let v = SMALL.vocab_size;
+    for _ in 0..2 * SMALL.block_size {
+        let logits = llama_f64(
+            &params,
+            &SMALL,
+            &want,
+            Some(SMALL.block_size),
+            &mut |_, _, _, _| {},
+        );
+        let last: Vec<f32> = logits[(want.len() - 1) * v..]
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        want.push(sampler.sample_slice(&last));
+    }
+    assert_eq!(
+        written, want,
+        "MiniLlama's generation past block_size {} wrote another text than sliding-window \
+         attention computed in full",
+        SMALL.block_size
+    );
+}
+
+#[test]
 fn forward_keeps_the_shapes() {
     let (model, _) = minillama(SMALL, 11);
     let out = model

@@ -51,12 +51,8 @@ pub struct LayerCache {
 
 impl LayerCache {
     /// Positions cached.
-    pub fn len(&self) -> usize {
+    pub fn positions(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends the keys and values (B, n, T, h) of new positions after the cached ones;
@@ -79,12 +75,8 @@ pub struct Cache {
 
 impl Cache {
     /// Positions cached.
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, LayerCache::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn positions(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::positions)
     }
 }
 
@@ -209,7 +201,7 @@ impl Decoder for CachedGpt {
     }
 
     fn cached(&self, cache: &Cache) -> usize {
-        cache.len()
+        cache.positions()
     }
 
     fn block_size(&self) -> usize {

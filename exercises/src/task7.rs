@@ -153,12 +153,8 @@ pub struct LayerCache {
 
 impl LayerCache {
     /// Positions cached.
-    pub fn len(&self) -> usize {
+    pub fn positions(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends the keys and values (B, n, T, h) of new positions after the cached ones, keeping
@@ -323,7 +319,7 @@ impl Decoder for MiniLlama {
     }
 
     fn cached(&self, cache: &Cache) -> usize {
-        cache.layers.first().map_or(0, LayerCache::len)
+        cache.layers.first().map_or(0, LayerCache::positions)
     }
 
     fn block_size(&self) -> usize {

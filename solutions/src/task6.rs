@@ -51,12 +51,8 @@ pub struct LayerCache {
 
 impl LayerCache {
     /// Positions cached.
-    pub fn len(&self) -> usize {
+    pub fn positions(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Appends the keys and values (B, n, T, h) of new positions after the cached ones;
@@ -83,12 +79,8 @@ pub struct Cache {
 
 impl Cache {
     /// Positions cached.
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, LayerCache::len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn positions(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::positions)
     }
 }
 
@@ -197,7 +189,7 @@ impl CachedGpt {
     /// (B, T) → (B, T, vocab_size), with T plus the cached positions at most block_size
     pub fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         let (_b, t) = tokens.dims2()?;
-        let start = cache.len();
+        let start = cache.positions();
         if start + t > self.block_size {
             candle_core::bail!(
                 "{start} cached and {t} new positions are more than the {} the model has \
@@ -234,7 +226,7 @@ impl Decoder for CachedGpt {
     }
 
     fn cached(&self, cache: &Cache) -> usize {
-        cache.len()
+        cache.positions()
     }
 
     fn block_size(&self) -> usize {
