@@ -9,7 +9,14 @@ use workbook::tasks::TaskList;
 pub fn run() -> anyhow::Result<ExitCode> {
     let list = TaskList::here()?;
     let state = State::load();
-    println!("{:<8} {:<44} {:<24} hints seen", "task", "title", "state");
+    // As wide as the longest title: `{:<w$}` pads by characters, as the screen counts them.
+    let w = list
+        .tasks
+        .iter()
+        .map(|t| t.title.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!("{:<8} {:<w$} {:<24} hints seen", "task", "title", "state");
     for task in &list.tasks {
         let line = match state.results.get(&task.name) {
             None => "not started".to_string(),
@@ -27,7 +34,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         let hints = task.parts.iter().map(|p| p.hints.len()).sum::<usize>();
         let seen = state.hints_of(&task.name);
         println!(
-            "{:<8} {:<44} {line} {seen} of {hints}",
+            "{:<8} {:<w$} {line} {seen} of {hints}",
             task.name, task.title
         );
     }
