@@ -14,4 +14,5 @@ pub use exercises as learner;
 pub use solutions as learner;
 
 pub mod diagnose;
+pub mod fixture;
 pub mod support;

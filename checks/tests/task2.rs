@@ -7,6 +7,7 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 use checks::diagnose::attention::{Subject, diagnose};
+use checks::fixture;
 use checks::learner::task2::SelfAttention;
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, device, max_abs_diff, param, values,
@@ -128,43 +129,18 @@ fn matches_the_reference_on_random_inputs() {
 
 #[test]
 fn matches_the_jax_flax_fixture() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/fixtures/task2_attention.json"
-    );
-    let text = std::fs::read_to_string(path).expect("data/fixtures/task2_attention.json");
-    let fixture: serde_json::Value = serde_json::from_str(&text).expect("valid fixture JSON");
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_f64().expect("number") as f32)
-            .collect()
-    };
-    let dims = |v: &serde_json::Value| -> Vec<usize> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_u64().expect("size") as usize)
-            .collect()
-    };
+    let fixture = fixture::load("task2_attention.json");
     let cases = fixture["cases"].as_array().expect("cases");
     assert!(!cases.is_empty(), "the fixture has no cases");
     for case in cases {
         let name = case["name"].as_str().unwrap_or("?");
         let d = case["head_dim"].as_u64().expect("head_dim") as usize;
-        let shape = dims(&case["input_shape"]);
+        let shape = fixture::dims(&case["input_shape"]);
         let c = shape[2];
         // Flax kernels are (in, out); candle's Linear weight is (out, in): transpose.
         let mut weights = HashMap::new();
         for m in ["query", "key", "value"] {
-            let rows: Vec<f32> = case[format!("{m}_kernel")]
-                .as_array()
-                .expect("kernel rows")
-                .iter()
-                .flat_map(&floats)
-                .collect();
-            let kernel = Tensor::from_vec(rows, (c, d), &device()).unwrap();
+            let kernel = fixture::tensor(&case[format!("{m}_kernel")], &[c, d]);
             weights.insert(
                 format!("{m}.weight"),
                 kernel.t().unwrap().contiguous().unwrap(),
@@ -173,19 +149,15 @@ fn matches_the_jax_flax_fixture() {
         let vb = VarBuilder::from_tensors(weights, DType::F32, &device());
         let m =
             SelfAttention::new(c, d, vb).expect("SelfAttention::new with the fixture's weights");
-        let x = Tensor::from_vec(floats(&case["input"]), shape.as_slice(), &device()).unwrap();
+        let x = fixture::tensor(&case["input"], &shape);
         let out = m.forward(&x).expect("SelfAttention::forward");
         assert_shape(
             "SelfAttention::forward",
             &out,
-            &dims(&case["expected_shape"]),
+            &fixture::dims(&case["expected_shape"]),
             "(B, T, head_dim)",
         );
-        let expected: Vec<f64> = floats(&case["expected"])
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let diff = max_abs_diff(&values(&out), &expected);
+        let diff = max_abs_diff(&values(&out), &fixture::floats(&case["expected"]));
         assert!(
             diff < 1e-5,
             "fixture case {name:?} (JAX/Flax, head_dim {d}, input {shape:?}): output differs from \

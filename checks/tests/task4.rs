@@ -11,6 +11,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use candle_nn::Optimizer as _;
 use checks::diagnose::training as diagnose;
+use checks::fixture;
 use checks::learner::task4::{Adam, Schedule, clip_grad_norm, cross_entropy, train_step};
 use checks::support::{self, dataset, device, max_abs_diff, values};
 use kit::nn::LayerNorm;
@@ -139,36 +140,20 @@ struct AdamCase {
 }
 
 fn optax_cases() -> Vec<AdamCase> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/fixtures/task4_adam.json"
-    );
-    let text = std::fs::read_to_string(path).expect("data/fixtures/task4_adam.json");
-    let fixture: serde_json::Value = serde_json::from_str(&text).expect("valid fixture JSON");
-    let floats = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_f64().expect("number"))
-            .collect()
-    };
     let names = ["w", "b"];
-    fixture["cases"]
+    fixture::load("task4_adam.json")["cases"]
         .as_array()
         .expect("cases")
         .iter()
         .map(|c| {
-            let per = |v: &serde_json::Value| names.iter().map(|n| floats(&v[n])).collect();
+            let per =
+                |v: &serde_json::Value| names.iter().map(|n| fixture::floats(&v[n])).collect();
             AdamCase {
                 name: c["name"].as_str().unwrap_or("?").to_string(),
                 lr: c["lr"].as_f64().expect("lr"),
                 names: names
                     .iter()
-                    .map(|n| {
-                        let shape = c["shapes"][n].as_array().expect("shape");
-                        let shape = shape.iter().map(|d| d.as_u64().unwrap() as usize).collect();
-                        (n.to_string(), shape)
-                    })
+                    .map(|n| (n.to_string(), fixture::dims(&c["shapes"][n])))
                     .collect(),
                 initial: per(&c["initial"]),
                 gradients: c["gradients"].as_array().unwrap().iter().map(per).collect(),

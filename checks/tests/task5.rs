@@ -9,6 +9,7 @@
 use candle_core::{DType, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 use checks::diagnose::layer_norm as diagnose;
+use checks::fixture;
 use checks::learner::task5::LayerNorm;
 use checks::support::{
     self, assert_every_parameter_learns, dataset, device, max_abs_diff, move_off_init, values,
@@ -206,31 +207,12 @@ fn rows_of_almost_equal_values_are_not_blown_up() {
 
 #[test]
 fn gradients_match_the_jax_flax_fixture() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/fixtures/task5_layer_norm.json"
-    );
-    let text = std::fs::read_to_string(path).expect("data/fixtures/task5_layer_norm.json");
-    let fixture: serde_json::Value = serde_json::from_str(&text).expect("valid fixture JSON");
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_f64().expect("number") as f32)
-            .collect()
-    };
+    let fixture = fixture::load("task5_layer_norm.json");
     for case in fixture["cases"].as_array().expect("cases") {
         let name = case["name"].as_str().unwrap_or("?");
-        let shape: Vec<usize> = case["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape = fixture::dims(&case["shape"]);
         let c = shape[shape.len() - 1];
-        let tensor = |key: &str, shape: &[usize]| {
-            Tensor::from_vec(floats(&case[key]), shape, &device()).unwrap()
-        };
+        let tensor = |key: &str, shape: &[usize]| fixture::tensor(&case[key], shape);
         let params = SeededVarMap::new(0);
         let m = LayerNorm::new(c, params.var_builder(&device())).expect("LayerNorm::new");
         // Flax's scale and bias into your weight and bias.
@@ -245,7 +227,7 @@ fn gradients_match_the_jax_flax_fixture() {
             ("dγ", &dg, "dscale"),
             ("dβ", &db, "dbias"),
         ] {
-            let want: Vec<f64> = floats(&case[key]).into_iter().map(f64::from).collect();
+            let want = fixture::floats(&case[key]);
             let size = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(got, &want);
             assert!(

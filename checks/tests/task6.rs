@@ -4,9 +4,14 @@
 //! MiniGPT with Task 3's attention (`reference::RefGpt` with `reference::FusedHeads`, written
 //! independently): at every step the cached logits must equal the full forward pass over the
 //! whole prefix, the same seed must write the same text, and, counted by wrapping the model,
-//! each new token must run one position only.
+//! each new token must run one position only. A fixture from JAX/Flax
+//! (`data/fixtures/task6_kv_cache.json`, made by `data/fixtures/make_task6_fixture.py`, which
+//! runs its own KV cache) carries a small model's parameters, its logits at every position and
+//! a greedy text written past block_size.
 
-use candle_core::{IndexOp, Module, Tensor};
+use candle_core::{DType, IndexOp, Module, Tensor};
+use candle_nn::VarBuilder;
+use checks::fixture;
 use checks::learner::task6::{CachedAttention, CachedGpt, LayerCache, generate_cached};
 use checks::support::{
     self, assert_every_parameter_learns, device, max_abs_diff, move_off_init, values, within,
@@ -16,6 +21,7 @@ use kit::nn::LayerNorm;
 use kit::{GptConfig, Sampler, SeededVarMap};
 use proptest::prelude::*;
 use reference::{FusedHeads, RefGpt};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -183,6 +189,123 @@ proptest! {
                 "with {t} positions cached, the logits of the next one differ from the full \
                  forward pass over all {} by {diff:.2e}: {why}", t + 1);
         }
+    }
+}
+
+/// Your CachedGpt with the parameters of the JAX/Flax fixture, and the fixture.
+fn fixture_model() -> (CachedGpt, serde_json::Value) {
+    let fixture = fixture::load("task6_kv_cache.json");
+    let size = |key: &str| fixture["config"][key].as_u64().expect("config") as usize;
+    let cfg = GptConfig {
+        vocab_size: size("vocab_size"),
+        hidden: size("hidden"),
+        block_size: size("block_size"),
+        num_layers: size("num_layers"),
+        num_heads: size("num_heads"),
+    };
+    let weights: HashMap<String, Tensor> = fixture["params"]
+        .as_object()
+        .expect("params")
+        .iter()
+        .map(|(name, p)| {
+            let t = fixture::tensor(&p["values"], &fixture::dims(&p["shape"]));
+            (name.clone(), t)
+        })
+        .collect();
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &device());
+    let model = CachedGpt::new(cfg, vb).expect("CachedGpt::new with the fixture's parameters");
+    (model, fixture)
+}
+
+fn token_ids(v: &serde_json::Value) -> Vec<u32> {
+    fixture::floats(v).into_iter().map(|t| t as u32).collect()
+}
+
+#[test]
+fn each_step_matches_the_jax_flax_fixture() {
+    let (model, fixture) = fixture_model();
+    let sequence = token_ids(&fixture["sequence"]);
+    let p = fixture["prompt_len"].as_u64().expect("prompt_len") as usize;
+    let want = fixture::floats(&fixture["logits"]);
+    let v = fixture::dims(&fixture["logits_shape"])[1];
+    let mut cache = model.new_cache();
+    let prompt = model
+        .forward_step(&ids(&sequence[..p]), &mut cache)
+        .expect("CachedGpt::forward_step");
+    let diff = max_abs_diff(&values(&prompt), &want[..p * v]);
+    assert!(
+        diff < 1e-4,
+        "the logits of the fixture's prompt of {p} on an empty cache differ from Flax's by          {diff:.2e}: on an empty cache forward_step is MiniGPT's forward (Task 3's attention,          Task 3's names)"
+    );
+    for t in p..sequence.len() {
+        let step = model
+            .forward_step(&ids(&sequence[t..t + 1]), &mut cache)
+            .expect("CachedGpt::forward_step");
+        let diff = max_abs_diff(&values(&step), &want[t * v..(t + 1) * v]);
+        assert!(
+            diff < 1e-4,
+            "with {t} positions cached, your logits of position {t} differ from those Flax              computes over the whole sequence by {diff:.2e}: a step must give the logits the              full forward pass gives at that position"
+        );
+    }
+}
+
+#[test]
+fn greedy_generation_matches_the_jax_flax_fixture() {
+    let (model, fixture) = fixture_model();
+    let greedy = &fixture["greedy"];
+    let prompt = token_ids(&greedy["prompt"]);
+    let n = greedy["new_tokens"].as_u64().expect("new_tokens") as usize;
+    let want = token_ids(&greedy["tokens"]);
+    let block = fixture["config"]["block_size"]
+        .as_u64()
+        .expect("block_size") as usize;
+    let got = within(Duration::from_secs(60), "generate_cached", move || {
+        let mut greedy = Sampler::new(0).with_temperature(0.0);
+        generate_cached(&model, &mut greedy, &prompt, n).expect("generate_cached")
+    });
+    let first = got.iter().zip(&want).position(|(a, b)| a != b);
+    assert!(
+        got == want,
+        "greedy from the fixture's prompt with block_size {block}, you wrote {got:?}, the \
+         cached generation in JAX/Flax writes {want:?}{}",
+        match first {
+            // Token `block` still has a position; the one after it needs the cache rebuilt.
+            Some(i) if i > block => format!(
+                ": the first difference is token {i}, past block_size: there the cache must be \
+                 rebuilt from the last {block} tokens"
+            ),
+            Some(i) => format!(": the first difference is token {i}"),
+            None => " (a different length)".to_string(),
+        }
+    );
+}
+
+#[test]
+fn steps_of_several_positions_fill_the_cache_up_to_block_size() {
+    let (mine, theirs, _) = models(11);
+    let tokens = prompt(11, SMALL.block_size);
+    let mut cache = mine.new_cache();
+    let mut start = 0;
+    for len in [3, 3, 2] {
+        let step = mine
+            .forward_step(&ids(&tokens[start..start + len]), &mut cache)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "with {start} positions cached, a step of {len} more ({} in all, block_size \
+                     {}) was refused: {e}",
+                    start + len,
+                    SMALL.block_size
+                )
+            });
+        let full = theirs.forward(&ids(&tokens[..start + len])).unwrap();
+        let full = full.i((.., start..start + len)).unwrap();
+        let diff = max_abs_diff(&values(&step), &values(&full));
+        assert!(
+            diff < 1e-4,
+            "with {start} positions cached, the logits of the next {len} differ from the full \
+             forward pass by {diff:.2e}"
+        );
+        start += len;
     }
 }
 

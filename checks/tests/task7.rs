@@ -8,12 +8,12 @@
 
 use candle_core::{DType, Module, Tensor, Var};
 use candle_nn::VarBuilder;
+use checks::fixture;
 use checks::learner::task7::{LayerCache, MiniLlama, RmsNorm, Rope, SwiGlu};
 use checks::support::{
     self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff,
     move_off_init, param, values,
 };
-use kit::decode::Decoder;
 use kit::{GptConfig, SeededVarMap};
 use proptest::prelude::*;
 use reference::llama::{llama_f64, rms_norm_f64, rope_f64, swiglu_f64};
@@ -83,6 +83,33 @@ fn rms_norm_matches_the_reference() {
         };
         panic!("RmsNorm differs from the reference by {diff:.2e}: {why}");
     }
+}
+
+#[test]
+fn rows_of_zeros_and_of_tiny_values_stay_finite() {
+    // ε keeps the division finite where a row's mean square is 0 or below ε.
+    let params = SeededVarMap::new(1);
+    let norm = RmsNorm::new(4, params.var_builder(&device())).expect("RmsNorm::new");
+    let x = Tensor::new(
+        &[[0.0f32, 0.0, 0.0, 0.0], [1e-4, -1e-4, 2e-4, 0.0]],
+        &device(),
+    )
+    .unwrap();
+    let got = values(&norm.forward(&x).expect("RmsNorm::forward"));
+    let want = rms_norm_f64(&values(&x), 4, &[1.0; 4]);
+    let diff = max_abs_diff(&got, &want);
+    assert!(
+        diff < 1e-5,
+        "RmsNorm of a row of zeros and of a row of values near 1e-4 gives {got:?}, the reference \
+         {want:?}: {}",
+        if got.iter().any(|v| !v.is_finite()) {
+            "not finite: ε goes inside the square root and is added, √(mean(x²) + ε), so that \
+             a row of zeros divides by √ε, not by 0"
+        } else {
+            "with a mean square far below ε = 1e-6, the root is about √ε and these rows stay \
+             small: add ε to the mean square before the square root, not after it"
+        }
+    );
 }
 
 #[test]
@@ -181,39 +208,18 @@ fn swiglu_matches_the_reference() {
 
 #[test]
 fn each_part_matches_the_jax_fixture() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/fixtures/task7_modern_block.json"
-    );
-    let text = std::fs::read_to_string(path).expect("data/fixtures/task7_modern_block.json");
-    let fixture: serde_json::Value = serde_json::from_str(&text).expect("valid fixture JSON");
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|x| x.as_f64().expect("number") as f32)
-            .collect()
-    };
-    let shape = |v: &serde_json::Value| -> Vec<usize> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect()
-    };
-    let tensor = |case: &serde_json::Value, key: &str, dims: &[usize]| {
-        Tensor::from_vec(floats(&case[key]), dims, &device()).unwrap()
-    };
+    let fixture = fixture::load("task7_modern_block.json");
+    let tensor =
+        |case: &serde_json::Value, key: &str, dims: &[usize]| fixture::tensor(&case[key], dims);
     let compare = |what: &str, got: &Tensor, case: &serde_json::Value| {
-        let want: Vec<f64> = floats(&case["y"]).into_iter().map(f64::from).collect();
-        let diff = max_abs_diff(&values(got), &want);
+        let diff = max_abs_diff(&values(got), &fixture::floats(&case["y"]));
         assert!(
             diff < 1e-4,
             "{what} differs from the JAX fixture's by {diff:.2e}"
         );
     };
     let case = &fixture["rms_norm"];
-    let dims = shape(&case["x_shape"]);
+    let dims = fixture::dims(&case["x_shape"]);
     let c = dims[dims.len() - 1];
     let weights = HashMap::from([("weight".to_string(), tensor(case, "weight", &[c]))]);
     let norm = RmsNorm::new(c, VarBuilder::from_tensors(weights, DType::F32, &device())).unwrap();
@@ -226,7 +232,7 @@ fn each_part_matches_the_jax_fixture() {
     );
 
     let case = &fixture["rope"];
-    let dims = shape(&case["x_shape"]);
+    let dims = fixture::dims(&case["x_shape"]);
     let start = case["start"].as_u64().unwrap() as usize;
     let rope = Rope::new(dims[3]);
     compare(
@@ -238,7 +244,7 @@ fn each_part_matches_the_jax_fixture() {
     );
 
     let case = &fixture["swiglu"];
-    let dims = shape(&case["x_shape"]);
+    let dims = fixture::dims(&case["x_shape"]);
     let (c, f) = (dims[2], case["width"].as_u64().unwrap() as usize);
     let weights = HashMap::from([
         (
@@ -394,7 +400,7 @@ fn past_block_size_the_sliding_cache_is_sliding_window_attention() {
         ));
     }
     assert_eq!(
-        model.cached(&cache),
+        cache.kept(),
         SMALL.block_size,
         "the cache keeps block_size positions"
     );

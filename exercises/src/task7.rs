@@ -47,7 +47,6 @@
 
 use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
-use kit::decode::Decoder;
 use kit::nn::{Dense, dense_no_bias, embedding};
 use kit::{GptConfig, Sampler};
 
@@ -171,6 +170,13 @@ impl LayerCache {
 pub struct Cache {
     layers: Vec<LayerCache>,
     pub position: usize,
+}
+
+impl Cache {
+    /// Positions whose keys and values are kept: block_size at most.
+    pub fn kept(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::positions)
+    }
 }
 
 /// Causal multi-head self-attention with rotary position embeddings.
@@ -308,25 +314,5 @@ impl Module for MiniLlama {
     /// The whole of `idx` at once: one step from an empty cache, positions 0..T.
     fn forward(&self, idx: &Tensor) -> Result<Tensor> {
         self.forward_step(idx, &mut self.new_cache())
-    }
-}
-
-impl Decoder for MiniLlama {
-    type Cache = Cache;
-
-    fn new_cache(&self) -> Cache {
-        MiniLlama::new_cache(self)
-    }
-
-    fn cached(&self, cache: &Cache) -> usize {
-        cache.layers.first().map_or(0, LayerCache::positions)
-    }
-
-    fn block_size(&self) -> usize {
-        self.block_size
-    }
-
-    fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
-        MiniLlama::forward_step(self, tokens, cache)
     }
 }

@@ -1,5 +1,5 @@
 //! Generation a position at a time, on top of a cache of the earlier positions: what a model
-//! offers a generation loop (Task 6's and Task 7's models).
+//! offers a generation loop such as Task 6's `generate_cached`.
 
 use candle_core::{Result, Tensor};
 
