@@ -27,6 +27,7 @@ pub use workbook::config::{EvalScreen, Graded, TrainConfig};
 
 use crate::adam::{Adam, ParamsAdam};
 use crate::data::{Batch, Dataset};
+use crate::ops::on_pool;
 use anyhow::Context as _;
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Optimizer as _, VarMap};
@@ -64,8 +65,9 @@ pub fn train_with_step<'a, M: Module + Sync + ?Sized>(
 }
 
 /// A training step other than kit's: given the step's number (from 1) and its batch, it
-/// updates the model and returns the batch's mean loss.
-pub type OwnStep<'a> = Box<dyn FnMut(usize, &Batch) -> candle_core::Result<f32> + 'a>;
+/// updates the model and returns the batch's mean loss. It runs on kit's thread pool (so
+/// `Send`), where kit's ops split their work without handing it to another thread first.
+pub type OwnStep<'a> = Box<dyn FnMut(usize, &Batch) -> candle_core::Result<f32> + Send + 'a>;
 
 /// How a run updates the model at each step.
 enum Updater<'a> {
@@ -167,7 +169,7 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             )?;
             let loss = match &mut self.updater {
                 Updater::Kit(adam) => step(self.model, adam, &batch, &self.device),
-                Updater::Own(own) => own(n, &batch),
+                Updater::Own(own) => on_pool(|| own(n, &batch)),
             }
             .with_context(|| format!("training step {n} failed"))?;
             if !loss.is_finite() {
