@@ -17,6 +17,12 @@ use reference::{HeadLayout, RefGpt};
 /// The task `bench train` times unless `--task` says otherwise.
 pub const BENCH_DEFAULT: &str = "task1";
 
+/// Whether `task`'s model has MiniGPT's dense layers, the products `bench products` lists
+/// (MiniLlama's feed-forward has three matrices of another width).
+pub fn has_minigpt_products(task: &str) -> bool {
+    matches!(task, "task1" | "task3" | "task4")
+}
+
 /// A trained model that writes text.
 pub trait TextModel: Module + Sync {
     fn generate(
