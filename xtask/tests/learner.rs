@@ -242,6 +242,50 @@ fn each_learner_fault_is_one_readable_verdict_and_the_other_checks_still_run() {
 }
 
 #[test]
+fn an_endless_loop_without_a_time_limit_of_its_own_is_stopped() {
+    let book = workbook();
+    let state = tempfile::tempdir().unwrap();
+    // Task 4's Adam never returns: no check of Task 4 guards it with a time limit of its own.
+    let looping = book.solution("task4").replacen(
+        "        self.t += 1;\n",
+        "        self.t += 1;\n        while self.t > 0 {\n            std::hint::black_box(&self.t);\n        }\n",
+        1,
+    );
+    assert_ne!(looping, book.solution("task4"), "the loop went in");
+    book.write_exercise("task4", &looping);
+    let out = book
+        .xtask(state.path(), &["check", "task4"])
+        .env("MINIGPT_CHECK_LIMIT", "5")
+        .output()
+        .expect("run xtask");
+    book.write_exercise("task4", &book.stub("task4"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let v = verdict(&text, "adam matches optax over ten steps");
+    assert!(v[0].contains('✗'), "{text}");
+    assert!(
+        v.iter().any(|l| l.contains("did not finish within 5 s")
+            && l.contains("a loop in your code that never ends")),
+        "{v:?}"
+    );
+    let v = verdict(
+        &text,
+        "cross entropy matches the reference on random logits",
+    );
+    assert!(v[0].contains('✓'), "{text}");
+    let v = verdict(
+        &text,
+        "graded training with your step reaches eval loss below 1.9",
+    );
+    assert!(v[0].contains('–'), "{text}");
+    assert!(text.contains("Next: "), "{text}");
+}
+
+#[test]
 fn reset_restores_the_stub_and_keeps_the_learners_file() {
     let book = workbook();
     let state = tempfile::tempdir().unwrap();

@@ -1,5 +1,7 @@
 //! Running the checks of a test binary, each in a process of its own: side by side for the
-//! quick ones, with a live progress line for a graded training.
+//! quick ones, with a live progress line for a graded training. A check that stops making
+//! progress is stopped and fails, so a loop that never ends in the learner's code is a verdict,
+//! not a hang.
 
 use crate::interrupt::{self, Interrupted};
 use crate::verdict::{Outcome, Printer, Verdict, parse_libtest, readable};
@@ -7,9 +9,46 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Mutex, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use workbook::progress_line::GradedProgress;
 use workbook::style;
+
+/// How long a quick check may run, in all, before it counts as stuck.
+const QUICK_LIMIT_S: u64 = 60;
+/// How long a graded training may go without a line of progress (it writes one at every
+/// evaluation, a few seconds apart) before it counts as stuck.
+const SILENCE_LIMIT_S: u64 = 300;
+
+/// `default_s` seconds, unless `MINIGPT_CHECK_LIMIT` gives another number of seconds (the
+/// workbook's own tests shorten the wait with it).
+fn limit(default_s: u64) -> Duration {
+    let seconds = std::env::var("MINIGPT_CHECK_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_s);
+    Duration::from_secs(seconds)
+}
+
+/// The verdict of a check stopped for running too long.
+fn stuck(name: &str, what: String) -> Verdict {
+    Verdict {
+        name: name.to_string(),
+        outcome: Outcome::Failed,
+        message: Some(format!(
+            "{what}, so it was stopped: look for a loop in your code that never ends (a `while` \
+             whose condition never changes, an index that never moves)"
+        )),
+    }
+}
+
+/// Reads all of `pipe` on a thread of its own, so that the child never blocks on a full pipe.
+fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
 
 /// The names of the checks in a test binary.
 pub fn list(executable: &Path) -> anyhow::Result<Vec<String>> {
@@ -67,13 +106,33 @@ impl Runner {
     }
 
     fn run_one(&self, name: &str) -> anyhow::Result<Verdict> {
-        let out = self.command(name).stderr(Stdio::null()).output()?;
+        let mut child = self
+            .command(name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = read_all(child.stdout.take().expect("piped"));
+        let (limit, start) = (limit(QUICK_LIMIT_S), Instant::now());
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         interrupt::check()?;
-        Ok(Self::verdict(
-            name,
-            out.status,
-            &String::from_utf8_lossy(&out.stdout),
-        ))
+        let stdout = stdout.join().unwrap_or_default();
+        Ok(match status {
+            Some(status) => Self::verdict(name, status, &stdout),
+            None => stuck(
+                name,
+                format!("it did not finish within {} s", limit.as_secs()),
+            ),
+        })
     }
 
     /// Runs `names`, one per core at a time, printing each verdict, in order, as soon as it
@@ -121,28 +180,43 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let mut stdout = child.stdout.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-            text
+        let reader = read_all(child.stdout.take().expect("piped"));
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let live = std::io::stdout().is_terminal();
-        let start = Instant::now();
+        let (limit, start) = (limit(SILENCE_LIMIT_S), Instant::now());
         let label = readable(name);
-        for line in BufReader::new(child.stderr.take().expect("piped"))
-            .lines()
-            .map_while(Result::ok)
-        {
-            if live && let Some(p) = GradedProgress::parse(&line) {
-                print!(
-                    "\r\x1b[2K  {} {label}: {}",
-                    style::dim("…"),
-                    describe(&p, start)
-                );
-                let _ = std::io::stdout().flush();
+        let mut last: Option<GradedProgress> = None;
+        let silent = loop {
+            match lines.recv_timeout(limit) {
+                Ok(line) => {
+                    let Some(p) = GradedProgress::parse(&line) else {
+                        continue;
+                    };
+                    if live {
+                        print!(
+                            "\r\x1b[2K  {} {label}: {}",
+                            style::dim("…"),
+                            describe(&p, start)
+                        );
+                        let _ = std::io::stdout().flush();
+                    }
+                    last = Some(p);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    break true;
+                }
             }
-        }
+        };
         let status = child.wait()?;
         let stdout = reader.join().unwrap_or_default();
         if live {
@@ -150,6 +224,14 @@ impl Runner {
         }
         if interrupt::requested() {
             return Err(Interrupted.into());
+        }
+        if silent {
+            let since = last.map_or("its start".to_string(), |p| format!("step {}", p.step));
+            let what = format!(
+                "the training made no progress for {} s after {since}",
+                limit.as_secs()
+            );
+            return Ok(stuck(name, what));
         }
         Ok(Self::verdict(name, status, &stdout))
     }
