@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use kit::train::{Control, EvalPoint, EvalScreen, Graded, OwnStep, TrainConfig, TrainReport};
-use kit::{Dataset, SeededVarMap};
+use kit::{Dataset, GptConfig, SeededVarMap};
 pub use reference::{param, values};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -134,6 +134,22 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
             0.0,
             |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
         )
+}
+
+/// A small model, quick to run: vocab 65, hidden 32, block 8, 2 layers of 2 heads.
+pub const SMALL: GptConfig = GptConfig {
+    vocab_size: 65,
+    hidden: 32,
+    block_size: 8,
+    num_layers: 2,
+    num_heads: 2,
+};
+
+/// One sequence of token ids as a batch of one, (1, T).
+pub fn ids(tokens: &[u32]) -> Tensor {
+    Tensor::new(tokens, &device())
+        .and_then(|t| t.unsqueeze(0))
+        .expect("token ids")
 }
 
 /// Logits of a model on a batch of token ids (B, T).

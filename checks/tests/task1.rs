@@ -4,20 +4,11 @@ use candle_core::{Module, Tensor};
 use checks::learner::task1::{DecoderBlock, MiniGPT, MultiHeadAttention};
 
 use checks::support::{
-    self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param,
+    self, SMALL, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff, param,
     values, within,
 };
 use kit::{GptConfig, Sampler, SeededVarMap};
 use std::time::Duration;
-
-/// A small model, quick to run: vocab 65, hidden 32, block 8, 2 layers of 2 heads.
-const SMALL: GptConfig = GptConfig {
-    vocab_size: 65,
-    hidden: 32,
-    block_size: 8,
-    num_layers: 2,
-    num_heads: 2,
-};
 
 fn minigpt(cfg: GptConfig, seed: u64) -> (MiniGPT, SeededVarMap) {
     let params = SeededVarMap::new(seed);

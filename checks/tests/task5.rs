@@ -12,7 +12,8 @@ use checks::diagnose::layer_norm as diagnose;
 use checks::fixture;
 use checks::learner::task5::LayerNorm;
 use checks::support::{
-    self, assert_every_parameter_learns, dataset, device, max_abs_diff, move_off_init, values,
+    self, SMALL, assert_every_parameter_learns, dataset, device, max_abs_diff, move_off_init,
+    values,
 };
 use kit::{GptConfig, SeededVarMap};
 use proptest::prelude::*;
@@ -265,15 +266,6 @@ fn a_small_backward_snapshot() {
         ));
     });
 }
-
-/// A small MiniGPT of the checks with `norm` in every LayerNorm.
-const SMALL: GptConfig = GptConfig {
-    vocab_size: 65,
-    hidden: 32,
-    block_size: 8,
-    num_layers: 2,
-    num_heads: 2,
-};
 
 #[test]
 fn in_minigpt_every_parameter_receives_a_gradient() {

@@ -14,7 +14,8 @@ use candle_nn::VarBuilder;
 use checks::fixture;
 use checks::learner::task6::{CachedAttention, CachedGpt, LayerCache, generate_cached};
 use checks::support::{
-    self, assert_every_parameter_learns, device, max_abs_diff, move_off_init, values, within,
+    self, SMALL, assert_every_parameter_learns, device, ids, max_abs_diff, move_off_init, values,
+    within,
 };
 use kit::decode::Decoder;
 use kit::nn::LayerNorm;
@@ -24,15 +25,6 @@ use reference::{FusedHeads, RefGpt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A small model, quick to run: vocab 65, hidden 32, block 8, 2 layers of 2 heads.
-const SMALL: GptConfig = GptConfig {
-    vocab_size: 65,
-    hidden: 32,
-    block_size: 8,
-    num_layers: 2,
-    num_heads: 2,
-};
 
 /// Your cached model and the checks' uncached one, on the same parameters, moved off their
 /// initial values so that every part shows.
@@ -44,13 +36,6 @@ fn models(seed: u64) -> (CachedGpt, RefGpt<FusedHeads>, SeededVarMap) {
         RefGpt::with_norm(SMALL, vb, FusedHeads::new, LayerNorm::new).expect("the reference");
     move_off_init(&params, seed + 100);
     (mine, theirs, params)
-}
-
-fn ids(tokens: &[u32]) -> Tensor {
-    Tensor::new(tokens, &device())
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap()
 }
 
 fn prompt(seed: u64, len: usize) -> Vec<u32> {

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use checks::fixture;
 use checks::learner::task7::{LayerCache, MiniLlama, RmsNorm, Rope, SwiGlu};
 use checks::support::{
-    self, assert_every_parameter_learns, assert_shape, dataset, device, max_abs_diff,
+    self, SMALL, assert_every_parameter_learns, assert_shape, dataset, device, ids, max_abs_diff,
     move_off_init, param, values,
 };
 use kit::{GptConfig, SeededVarMap};
@@ -19,26 +19,10 @@ use proptest::prelude::*;
 use reference::llama::{llama_f64, rms_norm_f64, rope_f64, swiglu_f64};
 use std::collections::HashMap;
 
-/// A small MiniLlama, quick to run: vocab 65, hidden 32, block 8, 2 layers of 2 heads.
-const SMALL: GptConfig = GptConfig {
-    vocab_size: 65,
-    hidden: 32,
-    block_size: 8,
-    num_layers: 2,
-    num_heads: 2,
-};
-
 fn minillama(cfg: GptConfig, seed: u64) -> (MiniLlama, SeededVarMap) {
     let params = SeededVarMap::new(seed);
     let model = MiniLlama::new(cfg, params.var_builder(&device())).expect("MiniLlama::new");
     (model, params)
-}
-
-fn ids(tokens: &[u32]) -> Tensor {
-    Tensor::new(tokens, &device())
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap()
 }
 
 fn tokens(seed: u64, len: usize) -> Vec<u32> {
