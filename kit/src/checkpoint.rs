@@ -14,10 +14,10 @@ use crate::GptConfig;
 use crate::train::{Progress, RunState, TrainConfig};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
+use common::files::{WriteError, write_atomically, write_atomically_with};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use workbook::files::{WriteError, write_atomically, write_atomically_with};
 
 pub const WEIGHTS: &str = "model.safetensors";
 pub const META: &str = "model.json";

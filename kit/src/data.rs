@@ -2,9 +2,9 @@
 
 use crate::tokenizer::Tokenizer;
 use candle_core::{Device, Tensor};
+use common::config::{SettingError, check_windows};
+use common::corpus::{self, CorpusError};
 use rand::Rng;
-use workbook::config::{SettingError, check_windows};
-use workbook::corpus::{self, CorpusError};
 
 /// Fraction of the tokens used for training; the rest is the eval split.
 pub const TRAIN_FRACTION: f64 = 0.9;
@@ -20,7 +20,7 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads tiny Shakespeare (see [`workbook::corpus::load`]) and splits it.
+    /// Reads tiny Shakespeare (see [`common::corpus::load`]) and splits it.
     pub fn load() -> Result<Self, CorpusError> {
         Ok(Self::from_text(&corpus::load()?))
     }

@@ -16,7 +16,7 @@
 //! - [`checkpoint`]: a trained model, or a run that can go on, on disk.
 //!
 //! The settings ([`GptConfig`], [`train::TrainConfig`]), the corpus and the files written whole
-//! come from the `workbook` crate, which the command line shares.
+//! come from the `common` crate, which the command line shares.
 //!
 //! The layers follow candle's shape: a struct, a constructor that takes its sizes and a
 //! [`candle_nn::VarBuilder`], and `impl Module`.
@@ -32,8 +32,8 @@ pub mod sample;
 pub mod tokenizer;
 pub mod train;
 
+pub use common::config::GptConfig;
 pub use data::Dataset;
 pub use init::SeededVarMap;
 pub use sample::Sampler;
 pub use tokenizer::Tokenizer;
-pub use workbook::config::GptConfig;

@@ -24,11 +24,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     std::panic::set_hook(Box::new(panicked));
     let result = match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => with_corpus().and_then(|()| train::run(args)),
         Command::Generate(args) => generate::run(args),
         Command::Attention(args) => attention::run(args),
-        Command::ReferenceCurves(args) => reference::write(args),
-        Command::Bench(args) => bench::run(args),
+        Command::ReferenceCurves(args) => with_corpus().and_then(|()| reference::write(args)),
+        Command::Bench(args) => with_corpus().and_then(|()| bench::run(args)),
         _ => Err(anyhow::anyhow!(
             "this runner takes train, generate, attention, bench and reference-curves; run `cargo xtask` for the rest"
         )),
@@ -40,6 +40,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Downloads the corpus if it is nowhere to be found, before a command that reads it: kit only
+/// reads it.
+fn with_corpus() -> anyhow::Result<()> {
+    workbook::corpus::ensure()?;
+    Ok(())
 }
 
 /// A panic in the learner's code (a `todo!()` not yet filled in, an index out of range) said

@@ -3,21 +3,18 @@
 //! - [`tasks`]: the task list, `tasks.toml`, the one place that names a task;
 //! - [`state`]: what the workbook remembers of you between commands;
 //! - [`cli`]: the arguments of `cargo xtask` (and of the model runner, which takes the same);
-//! - [`config`]: the settings of a model and of a training run, checked in one place;
-//! - [`corpus`]: finding, downloading and verifying tiny Shakespeare;
-//! - [`files`]: files written whole or not at all;
-//! - [`bars`], [`progress_line`] and [`style`]: progress bars, the graded training's progress
-//!   line, and colour on a terminal.
+//! - [`corpus`]: downloading or installing tiny Shakespeare, and reading it;
+//! - [`style`]: colour on a terminal.
 //!
-//! It compiles in seconds: `cargo xtask hint` and `doctor` need nothing else, so they answer on
-//! a fresh clone before candle is built. `kit` builds on it.
+//! The settings, the corpus reader, files written whole and progress display are the `common`
+//! crate's, which `kit` builds on too; they are re-exported here. This crate compiles in
+//! seconds: `cargo xtask hint` and `doctor` need nothing else, so they answer on a fresh clone
+//! before candle is built. Nothing of the model code depends on it.
 
-pub mod bars;
+pub use common::{bars, config, files, progress_line};
+
 pub mod cli;
-pub mod config;
 pub mod corpus;
-pub mod files;
-pub mod progress_line;
 pub mod state;
 pub mod style;
 pub mod tasks;

@@ -58,7 +58,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     // Fetch the corpus here, where its progress bar and any error reach the terminal, rather
     // than inside a check.
-    workbook::corpus::load()
+    workbook::corpus::ensure()
         .map_err(|e| anyhow::anyhow!("{e}\n(`cargo xtask doctor` checks this machine)"))?;
     let graded = if args.solutions {
         "the reference solutions"

@@ -5,11 +5,12 @@ use anyhow::Context as _;
 use std::path::Path;
 
 /// What a copy needs: the workspace without its build outputs, runs and corpus.
-pub const PARTS: [&str; 15] = [
+pub const PARTS: [&str; 16] = [
     "Cargo.toml",
     "Cargo.lock",
     ".cargo",
     "tasks.toml",
+    "common",
     "workbook",
     "kit",
     "reference",
@@ -70,7 +71,7 @@ impl Purpose {
     fn shares(self) -> &'static [&'static str] {
         match self {
             Purpose::Learner | Purpose::Author => {
-                &["workbook", "kit", "reference", "workspace-hack"]
+                &["common", "workbook", "kit", "reference", "workspace-hack"]
             }
             Purpose::Mutants => &[],
         }

@@ -4,9 +4,9 @@ use super::step::loss;
 use crate::data::Batch;
 use crate::ops::pool::on_pool;
 use candle_core::{Device, Module, Result};
+use common::config::{EvalScreen, TrainConfig};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use workbook::config::{EvalScreen, TrainConfig};
 
 /// One evaluation: the mean loss of a model over `batches` random batches of `data`.
 #[derive(Debug, Clone)]

@@ -19,11 +19,11 @@ mod report;
 mod resume;
 mod step;
 
+pub use common::config::{EvalScreen, Graded, TrainConfig};
 pub use eval::Evaluation;
 pub use report::{Control, EvalPoint, TrainError, TrainReport};
 pub use resume::{Progress, RunState};
 pub use step::{loss, step};
-pub use workbook::config::{EvalScreen, Graded, TrainConfig};
 
 use crate::adam::{Adam, ParamsAdam};
 use crate::data::{Batch, Dataset};
@@ -31,10 +31,10 @@ use crate::ops::on_pool;
 use anyhow::Context as _;
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::{Optimizer as _, VarMap};
+use common::bars::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
-use workbook::bars::ProgressBar;
 
 /// Trains `model`, whose variables live in `varmap`, on `data` with `config`.
 ///
@@ -146,7 +146,7 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             eval_rng: ChaCha8Rng::seed_from_u64(config.seed ^ EVAL_STREAM),
             report: TrainReport::default(),
             best_weights: None,
-            bar: workbook::bars::steps(config.steps as u64, "training", config.progress),
+            bar: common::bars::steps(config.steps as u64, "training", config.progress),
             started: Instant::now(),
         })
     }

@@ -67,7 +67,7 @@ impl Workbench {
         xtask::copy::workbook(&root, &tree, xtask::copy::Purpose::Mutants)?;
         // The copy has no corpus of its own: every check reads this workspace's (fetched now if
         // need be), so that no check fails for want of data and counts a mutant as caught.
-        workbook::corpus::load()?;
+        workbook::corpus::ensure()?;
         let (corpus, _) = workbook::corpus::configured_path()?;
         Ok(Self {
             root,

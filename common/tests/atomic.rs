@@ -3,7 +3,7 @@
 //! The test starts this same binary again as a child that begins replacing a file through
 //! `write_atomically_with`, writes half of the new content, says so, and waits; the parent then
 //! kills it with SIGKILL, the way a crash or a pulled plug would end it.
-//! (A test binary with its own `main`: `harness = false` in workbook/Cargo.toml.)
+//! (A test binary with its own `main`: `harness = false` in common/Cargo.toml.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +24,7 @@ fn main() {
 
 /// Writes half of the new content into the temporary file, announces its path, then hangs.
 fn child(dest: &Path) {
-    workbook::files::write_atomically_with(dest, |tmp| {
+    common::files::write_atomically_with(dest, |tmp| {
         std::fs::write(tmp, vec![b'n'; HALF])?;
         std::fs::write(ready_marker(dest), tmp.as_os_str().as_encoded_bytes())?;
         std::thread::sleep(Duration::from_secs(120));
@@ -79,6 +79,6 @@ fn a_save_killed_midway_leaves_the_previous_file_intact() {
     );
 
     // The next save replaces the file whole.
-    workbook::files::write_atomically(&dest, b"new checkpoint").unwrap();
+    common::files::write_atomically(&dest, b"new checkpoint").unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"new checkpoint");
 }
