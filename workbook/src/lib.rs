@@ -1,6 +1,7 @@
 //! # workbook: what the minigpt-candle command line needs, without candle
 //!
 //! - [`tasks`]: the task list, `tasks.toml`, the one place that names a task;
+//! - [`answers`]: each part's code, its last hint, read from the reference solution;
 //! - [`state`]: what the workbook remembers of you between commands;
 //! - [`cli`]: the arguments of `cargo xtask` (and of the model runner, which takes the same);
 //! - [`corpus`]: downloading or installing tiny Shakespeare, and reading it;
@@ -13,6 +14,7 @@
 
 pub use common::{bars, config, files, progress_line};
 
+pub mod answers;
 pub mod cli;
 pub mod corpus;
 pub mod state;

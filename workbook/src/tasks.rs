@@ -82,12 +82,28 @@ pub struct Part {
     /// What `cargo xtask hint TASK PART` takes.
     pub id: String,
     /// The start of the part's `todo!()` message: a check that stops on it is about this part.
+    /// It opens with the name of the function the part fills in (`Type::method`, or a free
+    /// function's name), which is where [`crate::answers`] finds the part's code.
     pub todo: String,
     /// The checks that grade this part first: a failure of one of them is about this part.
     #[serde(default)]
     pub checks: Vec<String>,
-    /// From a nudge, to the concept, to the candle calls and their docs, to the code.
+    /// A nudge, the concept, the candle calls and their docs. The last hint, the code, is not
+    /// written here: it is read from the solution (see [`Part::code`]).
     pub hints: Vec<String>,
+}
+
+impl Part {
+    /// How many hints the part has, its code included.
+    pub fn hint_count(&self) -> usize {
+        self.hints.len() + 1
+    }
+
+    /// The part's code, its last hint: its function's body in the solution `solution`, the
+    /// text of `task.solution`.
+    pub fn code(&self, solution: &str) -> Result<String, String> {
+        crate::answers::part_code(solution, &self.todo)
+    }
 }
 
 impl Task {

@@ -29,9 +29,13 @@ pub fn run(args: HintArgs) -> anyhow::Result<ExitCode> {
         .hints_shown
         .entry(format!("{name}/{}", part.id))
         .or_insert(0);
-    let total = part.hints.len();
+    let total = part.hint_count();
     let index = (*shown).min(total - 1);
     *shown = (*shown + 1).min(total);
+    let hint = match part.hints.get(index) {
+        Some(text) => text.trim_matches('\n').to_string(),
+        None => code(task, part)?,
+    };
     state.save()?;
     let which = if task.parts.len() > 1 {
         format!(", part {} ({})", part.id, part.todo)
@@ -44,7 +48,7 @@ pub fn run(args: HintArgs) -> anyhow::Result<ExitCode> {
         task.exercise,
         index + 1
     );
-    for line in part.hints[index].trim_matches('\n').lines() {
+    for line in hint.lines() {
         println!("  {line}");
     }
     let again = if args.part.is_some() || task.parts.len() > 1 {
@@ -74,6 +78,20 @@ pub fn run(args: HintArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The part's code, read from the reference solution: its last hint.
+fn code(task: &Task, part: &Part) -> anyhow::Result<String> {
+    let path = workbook::workspace_root().join(&task.solution);
+    let solution = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read the reference {}: {e}", path.display()))?;
+    part.code(&solution).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; `git checkout -- {}` restores the reference",
+            task.solution,
+            task.solution
+        )
+    })
 }
 
 /// The part the last check of `task` stopped at: the part of the `todo!()` it hit, else the

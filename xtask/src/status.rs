@@ -31,7 +31,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Some(_) => style::bad(&line),
             None => line,
         };
-        let hints = task.parts.iter().map(|p| p.hints.len()).sum::<usize>();
+        let hints = task.parts.iter().map(|p| p.hint_count()).sum::<usize>();
         let seen = state.hints_of(&task.name);
         println!(
             "{:<8} {:<w$} {line} {seen} of {hints}",
