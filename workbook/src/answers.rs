@@ -213,9 +213,9 @@ impl<'a> Code<'a> {
             }
             return Some(self.len());
         }
-        if rest.starts_with('\'') {
+        if let Some(after) = rest.strip_prefix('\'') {
             // A character literal ('x', '\n', '\u{7f}'), not a lifetime ('a).
-            let mut chars = rest[1..].char_indices();
+            let mut chars = after.char_indices();
             return match chars.next() {
                 Some((_, '\\')) => rest[2..].find('\'').map(|n| i + 2 + n + 1),
                 Some((_, _)) => match chars.next() {
