@@ -217,76 +217,12 @@ fn minigpt_f64_staged(
     on_block: &mut dyn FnMut(BlockStages),
 ) -> Vec<f64> {
     let (b, t, c) = (ids.len(), ids[0].len(), cfg.hidden);
-    let (n, d) = (cfg.num_heads, cfg.head_dim());
     let p = |name: &str| param(params, name);
-    let (wte, wpe) = (p("wte.weight"), p("wpe.weight"));
-    let mut x = Vec::with_capacity(b * t * c);
-    for row in ids {
-        for (pos, &tok) in row.iter().enumerate() {
-            let tok = tok as usize;
-            x.extend((0..c).map(|i| wte[tok * c + i] + wpe[pos * c + i]));
-        }
-    }
+    let mut x = embed_f64(&p("wte.weight"), &p("wpe.weight"), ids, c);
     for l in 0..cfg.num_layers {
-        let pre = format!("h.{l}");
-        let norm = |x: &[f64], name: &str| {
-            layer_norm_f64(
-                x,
-                c,
-                &p(&format!("{pre}.{name}.weight")),
-                &p(&format!("{pre}.{name}.bias")),
-            )
-        };
-        let dense = |x: &[f64], name: &str, n_out: usize| {
-            dense_f64(
-                x,
-                b * t,
-                &p(&format!("{pre}.{name}.weight")),
-                Some(&p(&format!("{pre}.{name}.bias"))),
-                n_out,
-            )
-        };
-        let h = norm(&x, "ln_1");
-        let heads: Vec<Vec<f64>> = (0..n)
-            .map(|j| {
-                let w = |m: &str| match layout {
-                    HeadLayout::PerHead => p(&format!("{pre}.attn.heads.{j}.{m}.weight")),
-                    HeadLayout::Fused => head_rows(&p(&format!("{pre}.attn.{m}.weight")), j, d, c),
-                };
-                let q = dense_f64(&h, b * t, &w("query"), None, d);
-                let k = dense_f64(&h, b * t, &w("key"), None, d);
-                let v = dense_f64(&h, b * t, &w("value"), None, d);
-                let mut out = vec![0.0; b * t * d];
-                for bi in 0..b {
-                    let r = bi * t * d..(bi + 1) * t * d;
-                    let weights = causal_weights_f64(
-                        &q[r.clone()],
-                        &k[r.clone()],
-                        t,
-                        d,
-                        1.0 / (d as f64).sqrt(),
-                    );
-                    on_weights(l, j, bi, &weights);
-                    mix_values(&weights, &v[r.clone()], t, d, &mut out[r]);
-                }
-                out
-            })
-            .collect();
-        let attn = dense(&concat_heads(&heads, b * t, d), "attn.proj", n * d);
-        let after_attn = add(&x, &attn);
-        let up: Vec<f64> = dense(&norm(&after_attn, "ln_2"), "mlp.fc", 4 * c)
-            .into_iter()
-            .map(|v| v.max(0.0))
-            .collect();
-        let output = add(&after_attn, &dense(&up, "mlp.proj", c));
-        on_block(BlockStages {
-            input: x,
-            ln_1: h,
-            attn,
-            after_attn,
-            output: output.clone(),
-        });
-        x = output;
+        let stages = block_f64(params, cfg, l, &x, (b, t), layout, on_weights);
+        x = stages.output.clone();
+        on_block(stages);
     }
     let h = layer_norm_f64(&x, c, &p("ln_f.weight"), &p("ln_f.bias"));
     dense_f64(
@@ -296,6 +232,96 @@ fn minigpt_f64_staged(
         Some(&p("lm_head.bias")),
         cfg.vocab_size,
     )
+}
+
+/// Token plus position embeddings: ids (B, T) → (B, T, C).
+fn embed_f64(wte: &[f64], wpe: &[f64], ids: &[Vec<u32>], c: usize) -> Vec<f64> {
+    let mut x = Vec::with_capacity(ids.len() * ids[0].len() * c);
+    for row in ids {
+        for (pos, &tok) in row.iter().enumerate() {
+            let tok = tok as usize;
+            x.extend((0..c).map(|i| wte[tok * c + i] + wpe[pos * c + i]));
+        }
+    }
+    x
+}
+
+/// Block `l` on x (B, T, C): `x + attn(ln_1(x))`, then `+ mlp(ln_2(·))`, every stage kept.
+fn block_f64(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    l: usize,
+    x: &[f64],
+    (b, t): (usize, usize),
+    layout: HeadLayout,
+    on_weights: &mut WeightsSink,
+) -> BlockStages {
+    let c = cfg.hidden;
+    let p = |name: &str| param(params, &format!("h.{l}.{name}"));
+    let norm = |x: &[f64], name: &str| {
+        layer_norm_f64(
+            x,
+            c,
+            &p(&format!("{name}.weight")),
+            &p(&format!("{name}.bias")),
+        )
+    };
+    let dense = |x: &[f64], name: &str, n_out: usize| {
+        let bias = p(&format!("{name}.bias"));
+        dense_f64(x, b * t, &p(&format!("{name}.weight")), Some(&bias), n_out)
+    };
+    let ln_1 = norm(x, "ln_1");
+    let heads = heads_f64(params, cfg, l, &ln_1, (b, t), layout, on_weights);
+    let attn = dense(&heads, "attn.proj", cfg.num_heads * cfg.head_dim());
+    let after_attn = add(x, &attn);
+    let up: Vec<f64> = dense(&norm(&after_attn, "ln_2"), "mlp.fc", 4 * c)
+        .into_iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    let output = add(&after_attn, &dense(&up, "mlp.proj", c));
+    BlockStages {
+        input: x.to_vec(),
+        ln_1,
+        attn,
+        after_attn,
+        output,
+    }
+}
+
+/// Block `l`'s heads on h (B, T, C), side by side before the output projection:
+/// (B, T, heads·head_dim). Each head's (T, T) weights go to `on_weights` on the way.
+fn heads_f64(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    l: usize,
+    h: &[f64],
+    (b, t): (usize, usize),
+    layout: HeadLayout,
+    on_weights: &mut WeightsSink,
+) -> Vec<f64> {
+    let (n, d, c) = (cfg.num_heads, cfg.head_dim(), cfg.hidden);
+    let p = |name: &str| param(params, &format!("h.{l}.attn.{name}"));
+    let heads: Vec<Vec<f64>> = (0..n)
+        .map(|j| {
+            let w = |m: &str| match layout {
+                HeadLayout::PerHead => p(&format!("heads.{j}.{m}.weight")),
+                HeadLayout::Fused => head_rows(&p(&format!("{m}.weight")), j, d, c),
+            };
+            let q = dense_f64(h, b * t, &w("query"), None, d);
+            let k = dense_f64(h, b * t, &w("key"), None, d);
+            let v = dense_f64(h, b * t, &w("value"), None, d);
+            let mut out = vec![0.0; b * t * d];
+            for bi in 0..b {
+                let r = bi * t * d..(bi + 1) * t * d;
+                let scale = 1.0 / (d as f64).sqrt();
+                let weights = causal_weights_f64(&q[r.clone()], &k[r.clone()], t, d, scale);
+                on_weights(l, j, bi, &weights);
+                mix_values(&weights, &v[r.clone()], t, d, &mut out[r]);
+            }
+            out
+        })
+        .collect();
+    concat_heads(&heads, b * t, d)
 }
 
 /// A MiniGPT held by the checks, whose blocks use attention modules made by `make_attention`

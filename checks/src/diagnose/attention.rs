@@ -129,79 +129,16 @@ fn attend(
     n: usize,
     d: usize,
 ) -> Vec<f64> {
-    let c = w.c;
     let width = n * d;
-    // Row r of head i's projection: the row of the fused (n·d, C) weight it takes.
-    let row = |i: usize, r: usize| {
-        if way.split_interleaved {
-            r * n + i
-        } else {
-            i * d + r
-        }
-    };
-    let project = |weights: &[f64], i: usize, pos: usize| -> Vec<f64> {
-        (0..d)
-            .map(|r| {
-                let wr = &weights[row(i, r) * c..(row(i, r) + 1) * c];
-                let xr = &x[pos * c..(pos + 1) * c];
-                wr.iter().zip(xr).map(|(a, b)| a * b).sum()
-            })
-            .collect()
-    };
-    let scale = way.scale.factor(d, c);
-    let visible = |qi: usize, kj: usize| match way.mask {
-        Mask::Causal | Mask::Zero | Mask::AfterSoftmax => kj <= qi,
-        Mask::None => true,
-        Mask::HidesSelf => kj < qi,
-        Mask::SeesNext => kj <= qi + 1,
-        Mask::Transposed => kj >= qi,
-    };
+    let scale = way.scale.factor(d, w.c);
     let mut merged = vec![0.0; b * t * width];
     for bi in 0..b {
+        let x = &x[bi * t * w.c..(bi + 1) * t * w.c];
         for i in 0..n {
-            let [qw, kw, vw] = way.roles.map(|r| &w.qkv[r]);
-            let q: Vec<Vec<f64>> = (0..t).map(|p| project(qw, i, bi * t + p)).collect();
-            let k: Vec<Vec<f64>> = (0..t).map(|p| project(kw, i, bi * t + p)).collect();
-            let v: Vec<Vec<f64>> = (0..t).map(|p| project(vw, i, bi * t + p)).collect();
-            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-            // score[qi][kj], None where hidden by −∞.
-            let score = |qi: usize, kj: usize| -> Option<f64> {
-                let s = dot(&q[qi], &k[kj]) * scale;
-                match way.mask {
-                    Mask::Zero => Some(if kj <= qi { s } else { 0.0 }),
-                    Mask::AfterSoftmax => Some(s),
-                    _ => visible(qi, kj).then_some(s),
-                }
-            };
-            let mut weights = vec![vec![0.0; t]; t];
-            // Softmax along one line of the (T, T) scores: a query's row, or a key's column.
-            for a in 0..t {
-                let line: Vec<(usize, usize)> = (0..t)
-                    .map(|o| if way.over_queries { (o, a) } else { (a, o) })
-                    .collect();
-                let kept: Vec<((usize, usize), f64)> = line
-                    .iter()
-                    .filter_map(|&(qi, kj)| score(qi, kj).map(|s| ((qi, kj), s)))
-                    .collect();
-                let max = kept
-                    .iter()
-                    .map(|(_, s)| *s)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let total: f64 = kept.iter().map(|(_, s)| (s - max).exp()).sum();
-                for &((qi, kj), s) in &kept {
-                    weights[qi][kj] = (s - max).exp() / total;
-                }
-                if kept.is_empty() {
-                    for &(qi, kj) in &line {
-                        weights[qi][kj] = f64::NAN;
-                    }
-                }
-            }
-            if way.mask == Mask::AfterSoftmax {
-                for (qi, row) in weights.iter_mut().enumerate() {
-                    row[qi + 1..].fill(0.0);
-                }
-            }
+            let [q, k, v] = way
+                .roles
+                .map(|r| project_head(way, &w.qkv[r], x, w.c, (n, d), i));
+            let weights = attention_weights(way, &q, &k, scale);
             for (qi, row) in weights.iter().enumerate() {
                 for j in 0..d {
                     let o: f64 = row.iter().zip(&v).map(|(w, vk)| w * vk[j]).sum();
@@ -219,6 +156,87 @@ fn attend(
         (Some((pw, pb)), true) => reference::dense_f64(&merged, b * t, pw, Some(pb), width),
         _ => merged,
     }
+}
+
+/// Head `i`'s projection of one sequence x (T, C) by the fused (n·d, C) `weights`, split
+/// `way`: one d-vector a position.
+fn project_head(
+    way: Way,
+    weights: &[f64],
+    x: &[f64],
+    c: usize,
+    (n, d): (usize, usize),
+    i: usize,
+) -> Vec<Vec<f64>> {
+    // Row r of head i's projection: the row of the fused weight it takes.
+    let row = |r: usize| {
+        if way.split_interleaved {
+            r * n + i
+        } else {
+            i * d + r
+        }
+    };
+    x.chunks(c)
+        .map(|xr| {
+            (0..d)
+                .map(|r| {
+                    let wr = &weights[row(r) * c..(row(r) + 1) * c];
+                    wr.iter().zip(xr).map(|(a, b)| a * b).sum()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The (T, T) attention weights of one head, masked and normalised `way`: row qi, column kj.
+fn attention_weights(way: Way, q: &[Vec<f64>], k: &[Vec<f64>], scale: f64) -> Vec<Vec<f64>> {
+    let t = q.len();
+    let visible = |qi: usize, kj: usize| match way.mask {
+        Mask::Causal | Mask::Zero | Mask::AfterSoftmax => kj <= qi,
+        Mask::None => true,
+        Mask::HidesSelf => kj < qi,
+        Mask::SeesNext => kj <= qi + 1,
+        Mask::Transposed => kj >= qi,
+    };
+    // score[qi][kj], None where hidden by −∞.
+    let score = |qi: usize, kj: usize| -> Option<f64> {
+        let s = q[qi].iter().zip(&k[kj]).map(|(x, y)| x * y).sum::<f64>() * scale;
+        match way.mask {
+            Mask::Zero => Some(if kj <= qi { s } else { 0.0 }),
+            Mask::AfterSoftmax => Some(s),
+            _ => visible(qi, kj).then_some(s),
+        }
+    };
+    let mut weights = vec![vec![0.0; t]; t];
+    // Softmax along one line of the (T, T) scores: a query's row, or a key's column.
+    for a in 0..t {
+        let line: Vec<(usize, usize)> = (0..t)
+            .map(|o| if way.over_queries { (o, a) } else { (a, o) })
+            .collect();
+        let kept: Vec<((usize, usize), f64)> = line
+            .iter()
+            .filter_map(|&(qi, kj)| score(qi, kj).map(|s| ((qi, kj), s)))
+            .collect();
+        let max = kept
+            .iter()
+            .map(|(_, s)| *s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = kept.iter().map(|(_, s)| (s - max).exp()).sum();
+        for &((qi, kj), s) in &kept {
+            weights[qi][kj] = (s - max).exp() / total;
+        }
+        if kept.is_empty() {
+            for &(qi, kj) in &line {
+                weights[qi][kj] = f64::NAN;
+            }
+        }
+    }
+    if way.mask == Mask::AfterSoftmax {
+        for (qi, row) in weights.iter_mut().enumerate() {
+            row[qi + 1..].fill(0.0);
+        }
+    }
+    weights
 }
 
 /// Every way the catalogue allows, simplest first (fewest mistakes).
@@ -273,72 +291,12 @@ fn catalogue(multi: bool) -> Vec<Way> {
 
 /// What `way` does differently from the right way, each in a sentence.
 fn mistakes(way: &Way, multi: bool) -> Vec<String> {
-    let mut said = Vec::new();
-    match way.scale {
-        Scale::InvSqrtD => {}
-        Scale::One => said.push("scores that are not scaled: divide them by √head_dim".into()),
-        Scale::InvD if multi => said.push(
-            "scores scaled by 1/head_dim instead of 1/√head_dim: kit::ops::causal_softmax \
-             applies the scale you pass it, so pass 1/√h and do not divide the scores yourself \
-             as well"
-                .into(),
-        ),
-        Scale::InvD => {
-            said.push("scores divided by head_dim: divide by its square root instead".into())
-        }
-        Scale::InvSqrtC => said.push(
-            "scores divided by √C, the width of the input, instead of √head_dim, the width of \
-             a query"
-                .into(),
-        ),
-        Scale::SqrtD => said.push("scores multiplied by √head_dim instead of divided by it".into()),
-        Scale::Other(f) => said.push(format!("scores scaled by {f:.3}")),
-    }
-    let mask = match way.mask {
-        Mask::Causal => None,
-        Mask::None => Some("attention without the causal mask: hide every key after the query"),
-        Mask::HidesSelf => Some(
-            "a mask that hides each position from itself: keep keys j ≤ i, the diagonal included",
-        ),
-        Mask::SeesNext => {
-            Some("a mask that lets each position see one step ahead: keep keys j ≤ i")
-        }
-        Mask::Transposed => Some(
-            "the mask the wrong way round: query i sees keys j ≥ i, the future, instead of j ≤ i",
-        ),
-        Mask::Zero => Some(
-            "hidden scores set to 0 instead of −∞: softmax still gives them a weight of e⁰ \
-             against the others",
-        ),
-        Mask::AfterSoftmax => Some(
-            "the mask applied after the softmax: the weights of later keys set to 0 without \
-             renormalising, so a row no longer sums to 1; mask the scores, then softmax",
-        ),
-    };
-    said.extend(mask.map(String::from));
+    let mut said: Vec<String> = scale_mistake(way.scale, multi).into_iter().collect();
+    said.extend(mask_mistake(way.mask).map(String::from));
     if way.over_queries {
         said.push("a softmax over the queries: normalise over the keys, the last dimension".into());
     }
-    let names = ["query", "key", "value"];
-    match way.roles {
-        [0, 1, 2] => {}
-        [1, 0, 2] => said.push("k qᵀ: the scores are q kᵀ, row i for query i".into()),
-        [0, 2, 1] => said.push(
-            "keys and values swapped: the key projection's output is mixed, and the value \
-             projection's is scored"
-                .into(),
-        ),
-        [0, 1, r] => said.push(format!(
-            "the {} projection's output mixed by the weights: the weighted sum is over the \
-             values, v = x Wvᵀ",
-            names[r]
-        )),
-        [r0, r1, r2] => said.push(format!(
-            "projections in the wrong roles: the {} weights make the queries, the {} weights \
-             the keys and the {} weights the values",
-            names[r0], names[r1], names[r2]
-        )),
-    }
+    said.extend(roles_mistake(way.roles));
     if way.split_interleaved {
         said.push(
             "heads split the other way round: head i should take the consecutive columns \
@@ -358,6 +316,71 @@ fn mistakes(way: &Way, multi: bool) -> Vec<String> {
         said.push("no output projection: apply proj to the merged heads".into());
     }
     said
+}
+
+/// What a wrong factor on the scores is, in a sentence; nothing for the right one.
+fn scale_mistake(scale: Scale, multi: bool) -> Option<String> {
+    Some(match scale {
+        Scale::InvSqrtD => return None,
+        Scale::One => "scores that are not scaled: divide them by √head_dim".into(),
+        Scale::InvD if multi => "scores scaled by 1/head_dim instead of 1/√head_dim: \
+             kit::ops::causal_softmax applies the scale you pass it, so pass 1/√h and do not \
+             divide the scores yourself as well"
+            .into(),
+        Scale::InvD => "scores divided by head_dim: divide by its square root instead".into(),
+        Scale::InvSqrtC => "scores divided by √C, the width of the input, instead of \
+             √head_dim, the width of a query"
+            .into(),
+        Scale::SqrtD => "scores multiplied by √head_dim instead of divided by it".into(),
+        Scale::Other(f) => format!("scores scaled by {f:.3}"),
+    })
+}
+
+/// What a wrong mask is, in a sentence; nothing for the causal one.
+fn mask_mistake(mask: Mask) -> Option<&'static str> {
+    match mask {
+        Mask::Causal => None,
+        Mask::None => Some("attention without the causal mask: hide every key after the query"),
+        Mask::HidesSelf => Some(
+            "a mask that hides each position from itself: keep keys j ≤ i, the diagonal included",
+        ),
+        Mask::SeesNext => {
+            Some("a mask that lets each position see one step ahead: keep keys j ≤ i")
+        }
+        Mask::Transposed => Some(
+            "the mask the wrong way round: query i sees keys j ≥ i, the future, instead of j ≤ i",
+        ),
+        Mask::Zero => Some(
+            "hidden scores set to 0 instead of −∞: softmax still gives them a weight of e⁰ \
+             against the others",
+        ),
+        Mask::AfterSoftmax => Some(
+            "the mask applied after the softmax: the weights of later keys set to 0 without \
+             renormalising, so a row no longer sums to 1; mask the scores, then softmax",
+        ),
+    }
+}
+
+/// What projections in the wrong roles do, in a sentence; nothing for the right roles.
+fn roles_mistake(roles: [usize; 3]) -> Option<String> {
+    let names = ["query", "key", "value"];
+    Some(match roles {
+        [0, 1, 2] => return None,
+        [1, 0, 2] => "k qᵀ: the scores are q kᵀ, row i for query i".into(),
+        [0, 2, 1] => "keys and values swapped: the key projection's output is mixed, and the \
+             value projection's is scored"
+            .into(),
+        [0, 1, r] => format!(
+            "the {} projection's output mixed by the weights: the weighted sum is over the \
+             values, v = x Wvᵀ",
+            names[r]
+        ),
+        [r0, r1, r2] => format!(
+            "projections in the wrong roles: the {} weights make the queries, the {} weights \
+             the keys and the {} weights the values",
+            names[r0], names[r1], names[r2]
+        ),
+    })
 }
 
 /// Why the learner's attention differs from the reference: what it matches, or what the probes
