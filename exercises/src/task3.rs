@@ -4,26 +4,31 @@
 //! and `num_heads` small attention products. Here all heads run at once: one projection each
 //! for queries, keys and values, of width num_heads·head_dim, split into heads, and the
 //! attention maths written as einsum equations over all heads together. Working out those
-//! equations is the task.
+//! equations is the task: `cargo xtask hint task3` gives them when you want them (hint 2 the
+//! index equations, hint 3 the macro calls).
 //!
 //! Letters used: `b` batch, `t` query position, `s` key position, `n` head, `h` dimension
-//! within a head. Each step below says what its result holds, element by element; a sum sign
-//! Σ runs over the letter under it.
+//! within a head. Each step below says what its result holds, which axes it keeps and which it
+//! sums over; writing it as an equation is your part.
 //!
 //! 1. project: `q`, `k`, `v` = Dense(C → n·h) without bias, each (b, t, n·h). Head `i` owns
 //!    the columns `i·h .. (i+1)·h` of each;
-//! 2. split the heads: `q_heads[b, i, t, j] = q[b, t, i·h + j]`, (b, n, t, h), and the same for
-//!    `k` and `v`;
-//! 3. scores: `scores[b, i, t, s] = Σ_j q_heads[b, i, t, j] · k_heads[b, i, s, j]`,
-//!    (b, n, t, s), not yet scaled;
-//! 4. scale, mask and softmax: row `t` of `weights[b, i]` is the softmax, over the keys `s ≤ t`,
-//!    of `scores[b, i, t, s] / √h`. You wrote all three in Task 2; here
-//!    `kit::ops::causal_softmax(&scores, scale)` does them in one fused op, and applies `scale`
-//!    itself;
-//! 5. weighted sum: `out[b, i, t, j] = Σ_s weights[b, i, t, s] · v_heads[b, i, s, j]`,
-//!    (b, n, t, h);
-//! 6. merge the heads: `merged[b, t, i·h + j] = out[b, i, t, j]`, (b, t, n·h), then the output
-//!    Dense(n·h → n·h) with a bias.
+//! 2. split the heads: each of `q`, `k`, `v` becomes (b, n, t, h). The n·h columns of every
+//!    position are cut into n groups of h, group `i` going to head `i`, and the head axis moves
+//!    before the positions, so that each head of each batch row holds a (t, h) matrix of its
+//!    own;
+//! 3. scores, (b, n, t, s), not yet scaled: for every batch row and head, how well query `t`
+//!    matches key `s`, their dot product over the head's h dimensions. The head dimension is
+//!    summed away; both positions stay;
+//! 4. scale, mask and softmax: each row `t` of a head's scores, divided by √h, becomes weights
+//!    over the keys `s ≤ t` that sum to 1; later keys get 0. You wrote all three in Task 2;
+//!    here `kit::ops::causal_softmax(&scores, scale)` does them in one fused op, and applies
+//!    `scale` itself;
+//! 5. weighted sum, (b, n, t, h): for every batch row, head and query `t`, the values of the
+//!    keys mixed by row `t`'s weights. The key position is summed away; the head dimension comes
+//!    back, from the values;
+//! 6. merge the heads: back to (b, t, n·h), head `i` in columns `i·h .. (i+1)·h` again (step 2
+//!    undone), then the output Dense(n·h → n·h) with a bias.
 //!
 //! `candle_einops::einsum!` writes such a sum with the Σ left out: the letters of each input, an
 //! arrow, the letters of the result; a letter missing from the result is summed over. A
@@ -33,8 +38,8 @@
 //! flattens them into one, `r` the outer factor. Both macros check the equation when you
 //! compile, and return `candle_core::Result<Tensor>`.
 //!
-//! Check your work with `cargo xtask check task3`, and measure the speed-up with
-//! `cargo xtask bench attention`.
+//! Check your work with `cargo xtask check task3`, and compare its speed with one head at a
+//! time with `cargo xtask bench attention`.
 
 use candle_core::{Module, Result, Tensor};
 use candle_einops::{einops, einsum};
@@ -72,9 +77,9 @@ impl Module for MultiHeadAttention {
     /// # Shapes
     /// (B, T, C) → (B, T, num_heads·head_dim)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        // TODO: the six steps at the top of this file, each element-wise formula as one macro
-        // call: split the heads, the scores, mask and softmax, the weighted sum, merge the
-        // heads, proj.
+        // TODO: the six steps at the top of this file. Write steps 2, 3, 5 and 6 as equations
+        // first; each is then one macro call. Step 4 is kit's causal_softmax, and the last
+        // Dense is proj.
         todo!(
             "MultiHeadAttention::forward (einsum): split heads, scores, mask + softmax, weighted sum, merge, proj"
         )

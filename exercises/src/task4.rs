@@ -17,10 +17,13 @@
 //!    m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
 //!    θ ← θ − lr · m̂ / (√v̂ + ε)          β₁ 0.9, β₂ 0.999, ε 1e-8
 //!    ```
-//!    A parameter without a gradient in the store is left as it is, and so are its moments.
+//!    A parameter without a gradient in the store is left as it is, and so are its moments: the
+//!    convention of candle-nn's `AdamW`. optax never meets the case, since `jax.grad` gives it a
+//!    gradient for every parameter.
 //! 3. **the step**: forward, cross-entropy, backward, one Adam update; it returns the loss.
-//! 4. **a learning-rate schedule**, nanoGPT's: a linear warm-up, then a cosine decay to a floor.
-//!    For step s = 0, 1, 2, …
+//! 4. **a learning-rate schedule**: a linear warm-up, then a cosine decay to a floor, as
+//!    Karpathy's build-nanogpt and llm.c write it (nanoGPT's own `train.py` divides its warm-up
+//!    by `warmup_iters + 1` instead). For step s = 0, 1, 2, …
 //!    ```text
 //!    s < warmup:   lr = peak · (s + 1) / warmup
 //!    s ≥ total:    lr = floor
@@ -108,8 +111,8 @@ pub fn train_step<M: Module + ?Sized>(
     todo!("train_step: forward, cross_entropy, backward, adam.step; return the loss")
 }
 
-/// nanoGPT's learning-rate schedule: a linear warm-up over `warmup` steps to `peak`, then a
-/// cosine decay to `floor` at step `total`, and `floor` after it.
+/// The learning-rate schedule of build-nanogpt and llm.c: a linear warm-up over `warmup` steps
+/// to `peak`, then a cosine decay to `floor` at step `total`, and `floor` after it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
     pub warmup: usize,

@@ -1,8 +1,9 @@
 //! # Task 7: a modern block
 //!
-//! MiniGPT's block is GPT-2's. The models you will meet next (Llama, Mistral, Qwen: all in
-//! candle-transformers) changed three of its parts, and here you write them and build a
-//! "MiniLlama" with them, with Llama's parameter names:
+//! MiniGPT's block has the layout of GPT-2's (its feed-forward layer uses ReLU where GPT-2's
+//! uses GELU). The models you will meet next (Llama, Mistral, Qwen: all in candle-transformers)
+//! changed three of its parts, and here you write them and build a "MiniLlama" with them, with
+//! Llama's parameter names:
 //!
 //! 1. **RMSNorm** instead of LayerNorm: no mean subtracted, no shift. For a row `x` of C values
 //!    with the scale γ: `yᵢ = γᵢ · xᵢ / √(mean(x²) + ε)`, ε = 1e-6.
@@ -14,16 +15,22 @@
 //!    out[i]       = x[i] · cos(p·θᵢ) − x[i + h/2] · sin(p·θᵢ)      for i < h/2
 //!    out[i + h/2] = x[i] · sin(p·θᵢ) + x[i + h/2] · cos(p·θᵢ)
 //!    ```
-//!    The score of a query at position m and a key at position n then depends on m − n only.
+//!    The score of a query at position m and a key at position n then depends on the two
+//!    positions only through m − n.
 //! 3. **SwiGLU** instead of Dense, ReLU, Dense: `down(silu(gate(x)) ⊙ up(x))`, three matrices
 //!    without bias, `silu(z) = z · sigmoid(z)`. Its width F = (8C + 5)/3 gives the three as many
 //!    parameters as MiniGPT's two with their biases (343 for C = 128).
 //!
 //! The attention is Task 3's (one projection each for queries, keys and values, `o_proj` after
 //! the heads, no bias anywhere), with the queries and keys rotated, and a cache as in Task 6.
-//! With RoPE the cache can *slide*: once it holds block_size positions, drop the oldest and go
-//! on, since a key rotated at its position stays right however far the window has moved.
-//! Shapes: `B` batch, `T` new positions, `S` cached, `n` heads, `h` head size, `C` hidden.
+//! This cache *slides*: once it holds block_size positions, it drops the oldest and goes on.
+//! What it then computes is sliding-window attention, as Mistral's: each query sees the last
+//! block_size keys up to its own position. A step of T new tokens that overflows the cache drops
+//! the oldest keys before any of its queries attend: with a full cache, new query `i` (from 0)
+//! sees block_size − T + 1 + i keys, not block_size, so only steps of one token are
+//! sliding-window attention exactly, and `generate` steps one token at a time after the prompt.
+//! Shapes: `B` batch, `T` new positions, `S` positions cached before the step, `K` kept after
+//! it, min(S + T, block_size), `n` heads, `h` head size, `C` hidden.
 //!
 //! 4. `LayerCache::append`: the new keys and values after the cached ones, keeping the last
 //!    `max` positions at most.
@@ -31,19 +38,26 @@
 //!    at their positions `start..start + T`; k and v appended to the cache; each new query
 //!    against the cached keys up to its own position (`kit::ops::causal_softmax`), the weighted
 //!    values, the heads merged, `o_proj`.
-//! 6. `MiniLlama::forward_step`: the token embeddings (no position embeddings: RoPE is in the
+//! 6. `MiniLlama::new`: the parts, named as Llama's: `embed_tokens`, the blocks `layers.{i}`
+//!    with their two RMSNorms, attention and SwiGLU, `norm`, and `lm_head` without bias; no
+//!    table of positions.
+//! 7. `MiniLlama::forward_step`: the token embeddings (no position embeddings: RoPE is in the
 //!    attention); each block, `x + attn(input_layernorm(x))` then
 //!    `x + mlp(post_attention_layernorm(x))`; `norm`; `lm_head`. The new tokens' positions start
 //!    where the tokens seen so far end, `cache.position`.
 //!
-//! Every part must be differentiable: candle-nn 0.11's `rms_norm`, `RmsNorm` and fused `rope`
-//! have no backward pass. `Tensor::sqr`, `mean_keepdim`, `sqrt`, `broadcast_mul`, `narrow`,
-//! `cat` and `candle_nn::ops::silu` all have one.
+//! Every part must be differentiable. candle-nn 0.11 has RMSNorm and RoPE, but
+//! `candle_nn::ops::rms_norm` and the fused `candle_nn::rotary_emb::rope` record no backward,
+//! and the `RmsNorm` module calls `ops::rms_norm` on any contiguous input, falling back to
+//! differentiable ops only for an input that is not (its `forward_diff` always takes them).
+//! Write each part with candle's tensor ops; hint 3 of each part names the calls.
 //!
 //! Check your work with `cargo xtask check task7`; its last check trains MiniLlama.
 //!
 //! **Think about it.** Why does rotating both the query and the key make their score depend on
-//! m − n only? And why can MiniGPT's cache not slide, when MiniLlama's can?
+//! the positions only through m − n? Why can MiniLlama's cache slide when MiniGPT's cannot? And
+//! why, past the first layer, is the sliding-window attention it computes not MiniLlama run on
+//! the last block_size tokens alone?
 
 use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};

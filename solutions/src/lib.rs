@@ -3,19 +3,19 @@
 //! The same files and public API as `exercises/`, filled in. The checks grade this crate with
 //! `cargo test --features solutions` (or `cargo xtask check <task> --solutions`).
 //!
-//! Work through the tasks in order:
+//! Work through the tasks in order. Part I, a GPT from its parts, and attention by hand:
 //!
-//! 1. [`warmup`]: a bigram model, greedy generation.
-//! 2. [`task1`]: MiniGPT from given parts, trained on tiny Shakespeare.
-//! 3. [`task2`]: causal self-attention, written by hand.
-//! 4. [`task3`]: multi-head attention with einsum.
+//! - Warm-up, [`warmup`]: a bigram model, greedy generation.
+//! - Task 1, [`task1`]: MiniGPT from given parts, trained on tiny Shakespeare.
+//! - Task 2, [`task2`]: causal self-attention, written by hand.
+//! - Task 3, [`task3`]: multi-head attention with einsum.
 //!
 //! Part II, how a model is trained and how a transformer is built today:
 //!
-//! 5. [`task4`]: the training step by hand: cross-entropy, Adam, a schedule, clipping.
-//! 6. [`task5`]: a backward pass by hand: LayerNorm as a custom op.
-//! 7. [`task6`]: generation with a KV cache.
-//! 8. [`task7`]: a modern block: RMSNorm, rotary position embeddings, SwiGLU.
+//! - Task 4, [`task4`]: the training step by hand: cross-entropy, Adam, a schedule, clipping.
+//! - Task 5, [`task5`]: a backward pass by hand: LayerNorm as a custom op.
+//! - Task 6, [`task6`]: generation with a KV cache.
+//! - Task 7, [`task7`]: a modern block: RMSNorm, rotary position embeddings, SwiGLU.
 
 pub mod task1;
 pub mod task2;

@@ -2,9 +2,13 @@
 //!
 //! candle differentiates every op it knows. A *custom op* computes its forward pass however it
 //! likes, on plain slices of numbers, and has to say itself how to differentiate it: candle
-//! calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. candle-nn's fast
-//! `LayerNorm` is a custom op without a `bwd`: every gradient stops there, without an error.
-//! Here you write LayerNorm's maths both ways; the op around it is given, below.
+//! calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. How the op is applied
+//! decides what a missing `bwd` does. `LayerNorm::forward` below applies your op with
+//! `apply_op3`: had the op kept the trait's default `bwd`, `backward()` would fail with
+//! "backward is not supported for task5-layer-norm". `LayerNormOp::bwd` below applies its
+//! helper with `apply_op3_no_bwd`, which records nothing: a gradient would stop there, without
+//! an error. candle-nn applies its fused LayerNorm (`candle_nn::ops::layer_norm`) that second
+//! way. Here you write LayerNorm's maths both ways; the op around it is given, below.
 //!
 //! **Forward**, for each row `x` of C values, with the scale γ and the shift β (C each):
 //!
@@ -21,14 +25,20 @@
 //!   *adds* its part into them.
 //!
 //! Two identities hold for every row of a right `dx`, and make good tests of your own:
-//! Σⱼ dxⱼ = 0 (shifting a row by a constant changes nothing after normalising), and
-//! Σⱼ dxⱼ x̂ⱼ = 0 (neither does scaling it), exactly so when ε is negligible against σ².
+//! Σⱼ dxⱼ = 0 exactly (shifting a row by a constant changes nothing after normalising), and
+//! Σⱼ dxⱼ x̂ⱼ = 0 (neither does scaling it), exactly only at ε = 0 and closely when ε is
+//! negligible against σ².
+//!
+//! A third test needs nothing but your `forward_row`: finite differences. For a row x and any
+//! dy, the number L = Σᵢ dyᵢ yᵢ has ∂L/∂xⱼ = dxⱼ. Move one xⱼ by +h and by −h (h = 1e-2 suits
+//! f32 and a row spread over about 1), run `forward_row` on both, and (L₊ − L₋) / 2h should
+//! match your dxⱼ to about three digits; moving one γᵢ instead checks dγᵢ.
 //!
 //! Check your work with `cargo xtask check task5`: against finite differences, against
 //! candle's autograd through the composed LayerNorm, against JAX's, and in MiniGPT.
 //!
-//! **Think about it.** candle-nn's `LayerNorm` computes the right values and has no backward.
-//! Why can candle not work out the backward of a custom op by itself, when it can for
+//! **Think about it.** candle-nn's fused LayerNorm computes the right values and records no
+//! backward. Why can candle not work out the backward of a custom op by itself, when it can for
 //! `(x - mean) / sqrt(var + eps)` written with its own ops? And which parameters of MiniGPT
 //! would stop learning if only the final LayerNorm, `ln_f`, were candle-nn's?
 

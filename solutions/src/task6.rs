@@ -1,10 +1,10 @@
 //! # Task 6: generation with a KV cache
 //!
 //! Task 1's `generate` runs the whole context through the model for every new token: to write
-//! the 100th character, it computes the queries, keys and values of the 99 before it again,
-//! though none of them has changed. In a causal model the key and the value of a position depend
-//! on that position and earlier ones only, so they can be kept: a **KV cache**. With it, each new
-//! token costs one position through the model.
+//! the 20th character it runs the 19 before it, though 18 of them went through the model in the
+//! step before and their keys and values have not changed. In a causal model the key and the
+//! value of a position depend on that position and earlier ones only, so they can be kept: a
+//! **KV cache**. With it, each new token costs one position through the model.
 //!
 //! The model is MiniGPT with Task 3's kind of attention: one projection each for queries, keys
 //! and values, head `i` owning their columns `i·h .. (i+1)·h`, then `proj`. Its parameters have
@@ -23,18 +23,24 @@
 //!    `ln_f`; `lm_head`: (B, T, V). More than block_size positions in all is an error.
 //! 4. `generate_cached`: the prompt (its last block_size tokens at most) through the model once,
 //!    which fills the cache; then each new token, sampled from the last logits, runs alone, one
-//!    position. The model has position embeddings for block_size positions only: once the cache
-//!    is full, the next token would need position block_size, which does not exist, and if the
-//!    window slides every token's position changes, so every cached key and value is stale.
-//!    Then rebuild the cache from the last block_size tokens.
+//!    position, except the last: nothing asks for the logits after it, so it is sampled and not
+//!    run (with a prompt of 3 and 4 new tokens, the calls run 3, 1, 1 and 1 positions, and the
+//!    checks count them). The model has position embeddings for block_size positions only:
+//!    once the cache is full, the next token would need position block_size, which does not
+//!    exist. Then rebuild the cache from the last block_size tokens. `generate_cached` sees the
+//!    model only through kit's `Decoder` trait, which gives no device: make your token tensors
+//!    on `candle_core::Device::Cpu`, where every model of the workbook lives.
 //!
-//! Check your work with `cargo xtask check task6`, and measure what the cache is worth with
-//! `cargo xtask bench generate`.
+//! Check your work with `cargo xtask check task6`. `cargo xtask bench generate` shows what a
+//! cache is worth, timed on the reference solution's cache. To write with yours,
+//! `cargo xtask generate --cache --checkpoint runs/task3` needs a Task 3 model: train one with
+//! `cargo xtask train task3`, or with `cargo xtask train task3 --solutions` (the reference's
+//! attention) until your Task 3 passes.
 //!
 //! **Think about it.** Past block_size your cache must be rebuilt for every new token, which
 //! costs as much as no cache at all. Why can it not simply drop its oldest position and go on?
-//! What would a model need for its keys not to depend on where the window starts? Task 7 has an
-//! answer.
+//! What would a model need for its keys not to depend on where the window starts? Task 7 comes
+//! back to this.
 
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
