@@ -17,11 +17,36 @@ const EVAL: &str = "#d62728";
 /// Train loss (a running mean per evaluation interval) and eval loss against the step, over
 /// the `reference` band (the reference solution's spread over a few seeds) where given.
 pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> String {
-    let steps = report.steps_run.max(1) as f64;
     let reference: Vec<&Band> = reference
         .iter()
         .filter(|b| b.step <= report.steps_run)
         .collect();
+    let (lo, hi) = loss_range(report, &reference);
+    let scale = Scale {
+        steps: report.steps_run.max(1) as f64,
+        lo,
+        hi,
+    };
+    let mut svg = String::new();
+    write_title(&mut svg, title);
+    write_axes(&mut svg, &scale);
+    // The bands first, so that the run's lines lie on top.
+    if reference.len() > 1 {
+        let _ = writeln!(svg, "{}", scale.band(&reference, |b| b.train, TRAIN));
+        let _ = writeln!(svg, "{}", scale.band(&reference, |b| b.eval, EVAL));
+    }
+    let train = report.evals.iter().map(|e| (e.step, e.train_loss));
+    let eval = report.evals.iter().map(|e| (e.step, e.eval_loss));
+    let _ = writeln!(svg, "{}", scale.line(train, TRAIN));
+    let _ = writeln!(svg, "{}", scale.line(eval, EVAL));
+    write_legend(&mut svg, reference.len() > 1);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The losses' axis, from the lowest to the highest loss drawn, the run's and the reference's,
+/// 0.1 beyond each (not below 0); 0 to 5 when they give no range.
+fn loss_range(report: &TrainReport, reference: &[&Band]) -> (f64, f64) {
     let losses: Vec<f32> = report
         .evals
         .iter()
@@ -38,10 +63,58 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> 
     if !(lo.is_finite() && hi.is_finite()) || lo >= hi {
         (lo, hi) = (0.0, 5.0);
     }
-    let (lo, hi) = ((lo - 0.1).max(0.0) as f64, (hi + 0.1) as f64);
-    let x = |step: f64| LEFT + step / steps * (W - LEFT - RIGHT);
-    let y = |loss: f64| TOP + (hi - loss) / (hi - lo) * (H - TOP - BOTTOM);
-    let mut svg = String::new();
+    ((lo - 0.1).max(0.0) as f64, (hi + 0.1) as f64)
+}
+
+/// Where a step and a loss fall in the image: steps 0 to `steps` left to right, losses `lo` to
+/// `hi` bottom to top.
+struct Scale {
+    steps: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Scale {
+    /// How far right `step` is.
+    fn x(&self, step: f64) -> f64 {
+        LEFT + step / self.steps * (W - LEFT - RIGHT)
+    }
+
+    /// How far down `loss` is.
+    fn y(&self, loss: f64) -> f64 {
+        TOP + (self.hi - loss) / (self.hi - self.lo) * (H - TOP - BOTTOM)
+    }
+
+    /// The SVG points of (step, loss) pairs.
+    fn points(&self, points: impl Iterator<Item = (usize, f32)>) -> String {
+        let d: Vec<String> = points
+            .map(|(s, l)| format!("{:.1},{:.1}", self.x(s as f64), self.y(l as f64)))
+            .collect();
+        d.join(" ")
+    }
+
+    /// A loss curve, in `colour`.
+    fn line(&self, points: impl Iterator<Item = (usize, f32)>, colour: &str) -> String {
+        format!(
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+            self.points(points)
+        )
+    }
+
+    /// The band of `side` (train or eval), in `colour`: the reference's lowest losses left to
+    /// right, then its highest right to left.
+    fn band(&self, reference: &[&Band], side: fn(&Band) -> (f32, f32), colour: &str) -> String {
+        let lows = reference.iter().map(|b| (b.step, side(b).0));
+        let highs = reference.iter().rev().map(|b| (b.step, side(b).1));
+        format!(
+            r#"<polygon points="{}" fill="{colour}" fill-opacity="0.18"/>"#,
+            self.points(lows.chain(highs))
+        )
+    }
+}
+
+/// The image's opening, its white background and its title.
+fn write_title(svg: &mut String, title: &str) {
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
@@ -52,7 +125,10 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> 
         r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}: loss against step</text>"#,
         W / 2.0
     );
-    // Axes, with five ticks on each.
+}
+
+/// The axes, with five ticks on each, and the steps' label.
+fn write_axes(svg: &mut String, scale: &Scale) {
     let _ = writeln!(
         svg,
         r#"<path d="M{LEFT},{TOP} V{} H{}" stroke="black" fill="none"/>"#,
@@ -60,20 +136,20 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> 
         W - RIGHT
     );
     for i in 0..=4 {
-        let loss = lo + (hi - lo) * i as f64 / 4.0;
-        let step = steps * i as f64 / 4.0;
+        let loss = scale.lo + (scale.hi - scale.lo) * i as f64 / 4.0;
+        let step = scale.steps * i as f64 / 4.0;
         let _ = writeln!(
             svg,
             r##"<text x="{0}" y="{1}" text-anchor="end">{loss:.2}</text><line x1="{LEFT}" x2="{3}" y1="{2}" y2="{2}" stroke="#ddd"/>"##,
             LEFT - 6.0,
-            y(loss) + 4.0,
-            y(loss),
+            scale.y(loss) + 4.0,
+            scale.y(loss),
             W - RIGHT
         );
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">{step:.0}</text>"#,
-            x(step),
+            scale.x(step),
             H - BOTTOM + 18.0
         );
     }
@@ -83,51 +159,15 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> 
         (LEFT + W - RIGHT) / 2.0,
         H - 10.0
     );
-    let line = |points: Vec<(f64, f64)>, colour: &str| -> String {
-        let d: Vec<String> = points
-            .iter()
-            .map(|(s, l)| format!("{:.1},{:.1}", x(*s), y(*l)))
-            .collect();
-        format!(
-            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-            d.join(" ")
-        )
-    };
-    // The band: the reference's lowest losses left to right, then its highest right to left.
-    let band = |side: fn(&Band) -> (f32, f32), colour: &str| -> String {
-        let lows = reference.iter().map(|b| (b.step, side(b).0));
-        let highs = reference.iter().rev().map(|b| (b.step, side(b).1));
-        let d: Vec<String> = lows
-            .chain(highs)
-            .map(|(s, l)| format!("{:.1},{:.1}", x(s as f64), y(l as f64)))
-            .collect();
-        format!(
-            r#"<polygon points="{}" fill="{colour}" fill-opacity="0.18"/>"#,
-            d.join(" ")
-        )
-    };
-    if reference.len() > 1 {
-        let _ = writeln!(svg, "{}", band(|b| b.train, TRAIN));
-        let _ = writeln!(svg, "{}", band(|b| b.eval, EVAL));
-    }
-    let train: Vec<(f64, f64)> = report
-        .evals
-        .iter()
-        .map(|e| (e.step as f64, e.train_loss as f64))
-        .collect();
-    let eval: Vec<(f64, f64)> = report
-        .evals
-        .iter()
-        .map(|e| (e.step as f64, e.eval_loss as f64))
-        .collect();
-    let _ = writeln!(svg, "{}", line(train, TRAIN));
-    let _ = writeln!(svg, "{}", line(eval, EVAL));
-    // The legend, top right: one row per entry.
+}
+
+/// The legend, top right: one row per entry, the reference's band last where it is drawn.
+fn write_legend(svg: &mut String, with_band: bool) {
     let mut legend = vec![
         (format!(r#"height="3" fill="{TRAIN}""#), "train"),
         (format!(r#"height="3" fill="{EVAL}""#), "eval"),
     ];
-    if reference.len() > 1 {
+    if with_band {
         let swatch = r##"height="10" fill="#888" fill-opacity="0.3""##.to_string();
         legend.push((swatch, "reference (band)"));
     }
@@ -141,8 +181,6 @@ pub fn loss_curve_svg(report: &TrainReport, title: &str, reference: &[Band]) -> 
             row + 4.0
         );
     }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 #[cfg(test)]

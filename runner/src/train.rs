@@ -1,14 +1,15 @@
 //! `cargo xtask train`: the challenge's "play with the parameters" cell, as a command. It saves
 //! a checkpoint that can go on at every evaluation and on Ctrl-C; `--resume` goes on.
 
-use crate::models;
+use crate::models::{self, TextModel};
 use crate::reference::{self, Band, Standing};
 use anyhow::Context as _;
 use candle_core::Device;
+use candle_nn::VarMap;
 use kit::checkpoint::{Meta, Saved};
-use kit::train::{Next, Run, TrainConfig};
+use kit::train::{EvalPoint, Next, OwnStep, Run, RunState, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use workbook::cli::TrainArgs;
@@ -23,24 +24,73 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
-    let list = TaskList::here()?;
-    let task = list.get(&args.task).map_err(anyhow::Error::msg)?;
-    let task_name = task.name.as_str();
-    let steps = task
-        .model
-        .as_ref()
-        .with_context(|| format!("{task_name} has no model to train"))?
-        .steps;
+    let task_name = args.task.as_str();
+    let steps = task_steps(task_name)?;
     let data = Dataset::load()?;
-    let cfg = GptConfig {
+    let mut meta = settings(&args, steps, &data)?;
+    let dir = out_dir(&args);
+
+    let params = SeededVarMap::new(args.seed);
+    let vb = params.var_builder(&device);
+    let model =
+        models::build(task_name, args.solutions, meta.model, vb).context("building the model")?;
+    let own = own_step(&args, &meta, model.as_ref(), &params)?;
+    let resume = args.resume.as_deref();
+    let mut run = start_or_resume(resume, &meta, model.as_ref(), &params, &data, &device, own)?;
+    print_banner(&meta, &params);
+    // What the model writes before it has learned anything: the gibberish the samples after
+    // training are to be read against.
+    let prompt = data
+        .tokenizer
+        .encode("K")
+        .expect("K is in tiny Shakespeare");
+    if resume.is_none() {
+        let text = sample(model.as_ref(), &data, &prompt, args.seed, UNTRAINED_SAMPLE)?;
+        println!("Before training, from \"K\": {text:?}");
+    }
+    let bands = reference_bands(task_name, &meta.model, &meta.train);
+    catch_ctrl_c()?;
+    if !train(&mut run, &mut meta, &params, &dir, &bands)? {
+        return Ok(ExitCode::from(130));
+    }
+    let report = run.finish()?;
+    print_done(&report);
+    let weights = save(&report, &mut meta, &params, &dir, None)?;
+    let curve = plot(&report, task_name, &bands, &dir)?;
+    println!("Checkpoint: {}", weights.display());
+    println!("Loss curve: {}", curve.display());
+
+    let chars = args.sample as usize;
+    let text = sample(model.as_ref(), &data, &prompt, args.seed, chars)?;
+    println!("\nSample:\n{text}\n");
+    println!(
+        "Next: cargo xtask generate --checkpoint {} --prompt \"ROMEO:\"",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The steps tasks.toml gives `task`'s model, which `--steps` overrides: an error for a task
+/// with no model.
+fn task_steps(task: &str) -> anyhow::Result<usize> {
+    let list = TaskList::here()?;
+    let task = list.get(task).map_err(anyhow::Error::msg)?;
+    let no_model = || format!("{} has no model to train", task.name);
+    Ok(task.model.as_ref().with_context(no_model)?.steps)
+}
+
+/// The run's settings from the command line's, `steps` unless `--steps`, as the checkpoint
+/// records them.
+fn settings(args: &TrainArgs, steps: usize, data: &Dataset) -> anyhow::Result<Meta> {
+    let model = GptConfig {
         vocab_size: data.vocab_size(),
         hidden: args.hidden as usize,
         block_size: args.block as usize,
         num_layers: args.layers as usize,
         num_heads: args.heads as usize,
     };
-    cfg.validate()?;
-    let train_cfg = TrainConfig {
+    model.validate()?;
+    let train = TrainConfig {
         steps: args.steps.map_or(steps, |s| s as usize),
         learning_rate: args.lr,
         batch_size: args.batch as usize,
@@ -50,159 +100,119 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         ..TrainConfig::CHALLENGE
     };
-    let mut meta = Meta {
-        task: task_name.to_string(),
+    Ok(Meta {
+        task: args.task.clone(),
         solutions: args.solutions,
-        model: cfg,
+        model,
         vocabulary: data.tokenizer.chars().iter().collect(),
-        train: train_cfg.clone(),
+        train,
         steps_run: 0,
         best_eval_loss: None,
-    };
-    let dir = args
-        .out
+    })
+}
+
+/// Where the run is saved: `--out`, else the `--resume` folder, else runs/<task>/.
+fn out_dir(args: &TrainArgs) -> PathBuf {
+    args.out
         .clone()
         .or(args.resume.clone())
-        .unwrap_or_else(|| workspace_root().join("runs").join(task_name));
+        .unwrap_or_else(|| workspace_root().join("runs").join(&args.task))
+}
 
-    let params = SeededVarMap::new(args.seed);
-    let model = models::build(task_name, args.solutions, cfg, params.var_builder(&device))
-        .context("building the model")?;
+/// The task's own training step, if it has one (Task 4's): `--schedule` and `--clip` need it.
+fn own_step<'a>(
+    args: &TrainArgs,
+    meta: &Meta,
+    model: &'a dyn TextModel,
+    params: &SeededVarMap,
+) -> anyhow::Result<Option<OwnStep<'a>>> {
+    let task_name = meta.task.as_str();
     let options = models::StepOptions {
-        lr: train_cfg.learning_rate,
-        steps: train_cfg.steps,
+        lr: meta.train.learning_rate,
+        steps: meta.train.steps,
         schedule: args.schedule,
         clip: args.clip,
     };
     let vars = params.varmap().all_vars();
-    let own = models::own_step(task_name, args.solutions, model.as_ref(), vars, options)?;
+    let own = models::own_step(task_name, args.solutions, model, vars, options)?;
     anyhow::ensure!(
         own.is_some() || !(args.schedule || args.clip.is_some()),
         "--schedule and --clip change a training step of your own, and {task_name} trains with \
          kit's: use them with a task whose step you write"
     );
-    let mut run = match &args.resume {
-        None if own.is_some() => {
-            let varmap = params.varmap();
-            Run::start_with(model.as_ref(), varmap, &data, &train_cfg, &device, own)?
-        }
-        None => Run::start(model.as_ref(), params.varmap(), &data, &train_cfg, &device)?,
-        Some(_) if own.is_some() => anyhow::bail!(
-            "a run of {task_name} trains with your own Adam, whose moments are not saved, so it \
-             cannot be resumed: train it again without --resume"
+    Ok(own)
+}
+
+/// The run at step 0, or the one saved in `resume`, which a run with a step of its own cannot
+/// go on from.
+fn start_or_resume<'a, M: candle_core::Module + Sync + ?Sized>(
+    resume: Option<&Path>,
+    meta: &Meta,
+    model: &'a M,
+    params: &'a SeededVarMap,
+    data: &'a Dataset,
+    device: &Device,
+    own: Option<OwnStep<'a>>,
+) -> anyhow::Result<Run<'a, M>> {
+    let varmap = params.varmap();
+    match (resume, own) {
+        (None, own) => Run::start_with(model, varmap, data, &meta.train, device, own),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "a run of {} trains with your own Adam, whose moments are not saved, so it cannot be \
+             resumed: train it again without --resume",
+            meta.task
         ),
-        Some(from) => {
-            let (saved_meta, weights) = kit::checkpoint::read_meta(from)?;
-            saved_meta.same_run_as(&meta, from)?;
-            let saved = Saved::read(&weights)?;
-            saved.load_weights(params.varmap())?;
-            let state = saved.state(saved_meta.steps_run)?;
-            let steps = state.progress.report.steps_run;
-            println!("Resuming from step {steps} of {}", from.display());
-            let varmap = params.varmap();
-            Run::resume(model.as_ref(), varmap, &data, &train_cfg, &device, &state)?
-        }
-    };
-    let who = if args.solutions { "reference" } else { "your" };
+        (Some(from), None) => resume_from(from, meta, model, varmap, data, device),
+    }
+}
+
+/// The run saved in `from`, its weights loaded into `varmap`, if it has `meta`'s settings.
+fn resume_from<'a, M: candle_core::Module + Sync + ?Sized>(
+    from: &Path,
+    meta: &Meta,
+    model: &'a M,
+    varmap: &'a VarMap,
+    data: &'a Dataset,
+    device: &Device,
+) -> anyhow::Result<Run<'a, M>> {
+    let (saved_meta, weights) = kit::checkpoint::read_meta(from)?;
+    saved_meta.same_run_as(meta, from)?;
+    let saved = Saved::read(&weights)?;
+    saved.load_weights(varmap)?;
+    let state = saved.state(saved_meta.steps_run)?;
+    let steps = state.progress.report.steps_run;
+    println!("Resuming from step {steps} of {}", from.display());
+    Run::resume(model, varmap, data, &meta.train, device, &state)
+}
+
+/// The run's first line: whose model, its size and the training settings.
+fn print_banner(meta: &Meta, params: &SeededVarMap) {
+    let who = if meta.solutions { "reference" } else { "your" };
     println!(
-        "Training {who} {task_name} model: {} parameters, {} steps, lr {}, batch {}, block {}",
+        "Training {who} {} model: {} parameters, {} steps, lr {}, batch {}, block {}",
+        meta.task,
         params
             .named_vars()
             .iter()
             .map(|(_, v)| v.elem_count())
             .sum::<usize>(),
-        train_cfg.steps,
-        train_cfg.learning_rate,
-        train_cfg.batch_size,
-        train_cfg.block_size
+        meta.train.steps,
+        meta.train.learning_rate,
+        meta.train.batch_size,
+        meta.train.block_size
     );
-    // What the model writes before it has learned anything: the gibberish the samples after
-    // training are to be read against.
-    let prompt = data
-        .tokenizer
-        .encode("K")
-        .expect("K is in tiny Shakespeare");
-    if args.resume.is_none() {
-        let tokens = model.write(&mut Sampler::new(args.seed), &prompt, UNTRAINED_SAMPLE)?;
-        println!(
-            "Before training, from \"K\": {:?}",
-            data.tokenizer.decode(&tokens)
-        );
-    }
-    let bands = reference_bands(task_name, &cfg, &train_cfg);
-    // The first Ctrl-C stops the run after the current step, which then saves; a second one
-    // leaves at once, with the checkpoint of the last evaluation.
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            println!("\nStopped at once: --resume goes on from the last evaluation.");
-            std::process::exit(130);
-        }
-    })
-    .context("cannot catch Ctrl-C")?;
-    loop {
-        match run.next(&|| STOP.load(Ordering::SeqCst))? {
-            Next::Evaluated(p) => {
-                let mut line = p.to_string();
-                if let Some(band) = bands.iter().find(|b| b.step == p.step) {
-                    let standing = match band.standing(p.train_loss) {
-                        Standing::Ahead => "ahead of",
-                        Standing::Within => "within",
-                        Standing::Behind => "behind",
-                    };
-                    let (lo, hi) = band.train;
-                    line += &format!("; {standing} the reference (train {lo:.3}–{hi:.3})");
-                }
-                run.println(&line);
-                save_resumable(&mut run, &mut meta, &params, &dir)?;
-            }
-            Next::Interrupted => {
-                save_resumable(&mut run, &mut meta, &params, &dir)?;
-                println!(
-                    "\nStopped at step {} of {}; the run is saved in {}.",
-                    meta.steps_run,
-                    train_cfg.steps,
-                    dir.display()
-                );
-                if run.resumable() {
-                    println!(
-                        "Next: the same command with --resume {} goes on from there.",
-                        dir.display()
-                    );
-                }
-                return Ok(ExitCode::from(130));
-            }
-            Next::Finished => break,
-        }
-    }
-    let report = run.finish()?;
-    if let Some(b) = report.best {
-        println!(
-            "Done in {:.1} s. Best eval loss {:.3} at step {} (train loss {:.3}); the model keeps those weights.",
-            report.elapsed.as_secs_f32(),
-            b.eval_loss,
-            b.step,
-            b.train_loss
-        );
-    }
-    meta.steps_run = report.steps_run;
-    meta.best_eval_loss = report.best.map(|b| b.eval_loss);
-    let weights = kit::checkpoint::save(&dir, params.varmap(), &meta, None)?;
-    let curve = dir.join("loss.svg");
-    workbook::files::write_atomically(
-        &curve,
-        crate::plot::loss_curve_svg(&report, task_name, &bands).as_bytes(),
-    )?;
-    println!("Checkpoint: {}", weights.display());
-    println!("Loss curve: {}", curve.display());
+}
 
-    let mut sampler = Sampler::new(args.seed);
-    let tokens = model.write(&mut sampler, &prompt, args.sample as usize)?;
-    println!("\nSample:\n{}\n", data.tokenizer.decode(&tokens));
-    println!(
-        "Next: cargo xtask generate --checkpoint {} --prompt \"ROMEO:\"",
-        dir.display()
-    );
-    Ok(ExitCode::SUCCESS)
+/// `chars` characters the model writes after `prompt`, sampled with `seed`.
+fn sample(
+    model: &dyn TextModel,
+    data: &Dataset,
+    prompt: &[u32],
+    seed: u64,
+    chars: usize,
+) -> anyhow::Result<String> {
+    let tokens = model.write(&mut Sampler::new(seed), prompt, chars)?;
+    Ok(data.tokenizer.decode(&tokens))
 }
 
 /// The reference's band at each evaluation, when this run has the settings the reference
@@ -221,6 +231,75 @@ fn reference_bands(task: &str, model: &GptConfig, train: &TrainConfig) -> Vec<Ba
     }
 }
 
+/// The first Ctrl-C stops the run after the current step, which then saves; a second one
+/// leaves at once, with the checkpoint of the last evaluation.
+fn catch_ctrl_c() -> anyhow::Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            println!("\nStopped at once: --resume goes on from the last evaluation.");
+            std::process::exit(130);
+        }
+    })
+    .context("cannot catch Ctrl-C")
+}
+
+/// Trains to the end or to Ctrl-C, saving into `dir` at every evaluation and on Ctrl-C. Whether
+/// it ran to the end.
+fn train<M: candle_core::Module + Sync + ?Sized>(
+    run: &mut Run<M>,
+    meta: &mut Meta,
+    params: &SeededVarMap,
+    dir: &Path,
+    bands: &[Band],
+) -> anyhow::Result<bool> {
+    loop {
+        match run.next(&|| STOP.load(Ordering::SeqCst))? {
+            Next::Evaluated(p) => {
+                run.println(&eval_line(&p, bands));
+                save_resumable(run, meta, params, dir)?;
+            }
+            Next::Interrupted => {
+                save_resumable(run, meta, params, dir)?;
+                print_stopped(meta, dir, run.resumable());
+                return Ok(false);
+            }
+            Next::Finished => return Ok(true),
+        }
+    }
+}
+
+/// An evaluation's line, with where its train loss stands against the reference's band at
+/// that step, if there is one.
+fn eval_line(p: &EvalPoint, bands: &[Band]) -> String {
+    let mut line = p.to_string();
+    if let Some(band) = bands.iter().find(|b| b.step == p.step) {
+        let standing = match band.standing(p.train_loss) {
+            Standing::Ahead => "ahead of",
+            Standing::Within => "within",
+            Standing::Behind => "behind",
+        };
+        let (lo, hi) = band.train;
+        line += &format!("; {standing} the reference (train {lo:.3}–{hi:.3})");
+    }
+    line
+}
+
+/// Where a run stopped by Ctrl-C is saved, and how to go on from there if it can.
+fn print_stopped(meta: &Meta, dir: &Path, resumable: bool) {
+    println!(
+        "\nStopped at step {} of {}; the run is saved in {}.",
+        meta.steps_run,
+        meta.train.steps,
+        dir.display()
+    );
+    if resumable {
+        println!(
+            "Next: the same command with --resume {} goes on from there.",
+            dir.display()
+        );
+    }
+}
+
 /// Saves the weights and the state of `run` into `dir`: a checkpoint `--resume` can go on from,
 /// or the weights alone for a run that trains with a step of its own.
 fn save_resumable<M: candle_core::Module + Sync + ?Sized>(
@@ -235,8 +314,43 @@ fn save_resumable<M: candle_core::Module + Sync + ?Sized>(
         None
     };
     let report = state.as_ref().map_or(run.report(), |s| &s.progress.report);
+    save(report, meta, params, dir, state.as_ref())?;
+    Ok(())
+}
+
+/// How long the run took, and the evaluation whose weights the model keeps.
+fn print_done(report: &TrainReport) {
+    if let Some(b) = report.best {
+        println!(
+            "Done in {:.1} s. Best eval loss {:.3} at step {} (train loss {:.3}); the model keeps those weights.",
+            report.elapsed.as_secs_f32(),
+            b.eval_loss,
+            b.step,
+            b.train_loss
+        );
+    }
+}
+
+/// Records in `meta` how far `report` got, and saves it with the weights, and `state` if given,
+/// into `dir`. The weights' file.
+fn save(
+    report: &TrainReport,
+    meta: &mut Meta,
+    params: &SeededVarMap,
+    dir: &Path,
+    state: Option<&RunState>,
+) -> anyhow::Result<PathBuf> {
     meta.steps_run = report.steps_run;
     meta.best_eval_loss = report.best.map(|b| b.eval_loss);
-    kit::checkpoint::save(dir, params.varmap(), meta, state.as_ref())?;
-    Ok(())
+    Ok(kit::checkpoint::save(dir, params.varmap(), meta, state)?)
+}
+
+/// Writes the loss curve of `report` into `dir`, as loss.svg. Its file.
+fn plot(report: &TrainReport, task: &str, bands: &[Band], dir: &Path) -> anyhow::Result<PathBuf> {
+    let curve = dir.join("loss.svg");
+    workbook::files::write_atomically(
+        &curve,
+        crate::plot::loss_curve_svg(report, task, bands).as_bytes(),
+    )?;
+    Ok(curve)
 }

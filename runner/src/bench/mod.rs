@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use workbook::cli::{
     BenchArgs, BenchAttentionArgs, BenchGenerateArgs, BenchLayerNormArgs, BenchTrainArgs, BenchWhat,
 };
-use workbook::tasks::{ModelCommand, TaskList};
+use workbook::tasks::{ModelCommand, Task, TaskList};
 
 mod products;
 
@@ -193,27 +193,91 @@ fn step(
     Ok((loss, phases))
 }
 
+/// `bench train`: the median training step of a task's reference model at its graded
+/// settings, its dense products' rate and an evaluation's time, as text and, with `--json`, as
+/// one JSON object.
 fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let list = TaskList::here()?;
-    let task = list
-        .get(args.task.as_deref().unwrap_or(models::BENCH_DEFAULT))
-        .map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        task.allows(ModelCommand::Bench),
-        "{} has no bench in tasks.toml: its model is not one `bench train` times",
-        task.name
-    );
+    let task = bench_task(&list, args.task.as_deref())?;
     let data = Dataset::load()?;
     let cfg = GptConfig::graded(data.vocab_size());
     let graded = task
         .graded
         .map(|g| g.graded().config)
         .unwrap_or(TrainConfig::CHALLENGE);
-    let (batch_size, block_size, lr) = (graded.batch_size, graded.block_size, graded.learning_rate);
     let params = SeededVarMap::new(0);
     let model = models::build(&task.name, true, cfg, params.var_builder(&device))?;
-    let mut optimiser = Optimiser::new(params.varmap().all_vars(), lr, args.composed)?;
+    let vars = params.varmap().all_vars();
+    let mut optimiser = Optimiser::new(vars, graded.learning_rate, args.composed)?;
+    let parts = args.parts as usize;
+    let steps = time_steps(model.as_ref(), &mut optimiser, &data, &graded, &args)?;
+    let ops = if args.composed { "composed" } else { "fused" };
+    print_steps(&task.title, &graded, &args, ops, &steps);
+    let (gflop, gflops) = dense_products(&task.name, &cfg, &graded, parts, steps.ms);
+    let eval_ms = time_evaluation(model.as_ref(), &data, &graded, args.eval_repeats)?;
+    if args.breakdown {
+        breakdown(model.as_ref(), &mut optimiser, &data, &graded, args.steps)?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ms_per_step": steps.ms,
+                "eval_100_batches_ms": eval_ms,
+                "mean_ms_per_step": steps.mean,
+                "tokens_per_s": steps.tokens_per_s,
+                "dense_gflop_per_step": gflop,
+                "dense_gflops": gflops,
+                "steps": args.steps,
+                "threads": steps.threads,
+                "op_threads": steps.op_threads,
+                "parts": parts,
+                "task": task.name,
+                "ops": ops,
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The task `bench train` times: `--task`, else [`models::BENCH_DEFAULT`], if tasks.toml gives
+/// it a bench.
+fn bench_task<'a>(list: &'a TaskList, task: Option<&str>) -> anyhow::Result<&'a Task> {
+    let task = list
+        .get(task.unwrap_or(models::BENCH_DEFAULT))
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        task.allows(ModelCommand::Bench),
+        "{} has no bench in tasks.toml: its model is not one `bench train` times",
+        task.name
+    );
+    Ok(task)
+}
+
+/// What the timed steps of `bench train` came to, and the threads they ran on.
+struct StepTimes {
+    /// The median and the mean milliseconds of a step.
+    ms: f64,
+    mean: f64,
+    /// Tokens a second at the median step.
+    tokens_per_s: f64,
+    last_loss: f32,
+    /// candle's threads, and kit's fused ops'.
+    threads: usize,
+    op_threads: usize,
+}
+
+/// Times `args.steps` training steps after `args.warmup` untimed ones, each on a batch of the
+/// graded size cut into `args.parts` parts.
+fn time_steps(
+    model: &dyn TextModel,
+    optimiser: &mut Optimiser,
+    data: &Dataset,
+    graded: &TrainConfig,
+    args: &BenchTrainArgs,
+) -> anyhow::Result<StepTimes> {
+    let (batch_size, block_size) = (graded.batch_size, graded.block_size);
     let parts = args.parts as usize;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut times = Vec::with_capacity(args.steps as usize);
@@ -221,31 +285,56 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     for i in 0..args.warmup + args.steps {
         let batch = Batch::sample(&mut rng, &data.train, batch_size, block_size)?;
         let start = Instant::now();
-        last_loss = step(model.as_ref(), &mut optimiser, &batch, parts, &device)?.0;
+        last_loss = step(model, optimiser, &batch, parts, &Device::Cpu)?.0;
         if i >= args.warmup {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let ms = median(&mut times);
-    let tokens_per_s = (batch_size * block_size) as f64 / (ms / 1e3);
-    let threads = candle_core::utils::get_num_threads();
-    let op_threads = kit::ops::threads();
-    let ops = if args.composed { "composed" } else { "fused" };
+    Ok(StepTimes {
+        ms,
+        mean,
+        tokens_per_s: (batch_size * block_size) as f64 / (ms / 1e3),
+        last_loss,
+        threads: candle_core::utils::get_num_threads(),
+        op_threads: kit::ops::threads(),
+    })
+}
+
+/// What was timed, and how its steps went.
+fn print_steps(
+    title: &str,
+    graded: &TrainConfig,
+    args: &BenchTrainArgs,
+    ops: &str,
+    steps: &StepTimes,
+) {
+    let (batch_size, block_size, lr) = (graded.batch_size, graded.block_size, graded.learning_rate);
+    let (threads, op_threads, parts) = (steps.threads, steps.op_threads, args.parts);
     println!(
-        "{} (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
+        "{title} (4 layers, 4 heads, hidden 128), batch {batch_size}, block {block_size}, Adam {lr}: \
          {ops} ops, {threads} candle thread(s), {op_threads} fused-op thread(s), \
-         batch in {parts} part(s)",
-        task.title
+         batch in {parts} part(s)"
     );
     println!(
-        "{} steps after {} warm-up: median {ms:.2} ms/step (mean {mean:.2}), {tokens_per_s:.0} tokens/s, last loss {last_loss:.3}",
-        args.steps, args.warmup
+        "{} steps after {} warm-up: median {:.2} ms/step (mean {:.2}), {:.0} tokens/s, last loss {:.3}",
+        args.steps, args.warmup, steps.ms, steps.mean, steps.tokens_per_s, steps.last_loss
     );
-    // The dense products are most of a step's work: their rate against `bench products`'.
-    let rows = batch_size / parts * block_size;
-    let gflop = models::has_minigpt_products(&task.name).then(|| {
-        products::of_a_step(&cfg, rows)
+}
+
+/// The dense products are most of a step's work: their GFLOP a step and, at the median step of
+/// `ms`, their rate against `bench products`'. Printed, and returned where counted.
+fn dense_products(
+    task: &str,
+    cfg: &GptConfig,
+    graded: &TrainConfig,
+    parts: usize,
+    ms: f64,
+) -> (Option<f64>, Option<f64>) {
+    let rows = graded.batch_size / parts * graded.block_size;
+    let gflop = models::has_minigpt_products(task).then(|| {
+        products::of_a_step(cfg, rows)
             .iter()
             .map(products::Product::flops)
             .sum::<f64>()
@@ -260,41 +349,27 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => println!("dense products: not counted (`bench products` lists MiniGPT's only)"),
     }
-    // The graded checks evaluate 100 batches every 250 steps: part of their time too.
-    let evaluation = Evaluation::after_step(&graded, &data.eval, graded.steps);
-    let eval_ms = time_ms(args.eval_repeats, || {
+    (gflop, gflops)
+}
+
+/// The graded checks evaluate 100 batches every 250 steps: part of their time too. The median
+/// ms of such an evaluation over `repeats` runs, printed and returned.
+fn time_evaluation(
+    model: &dyn TextModel,
+    data: &Dataset,
+    graded: &TrainConfig,
+    repeats: u64,
+) -> anyhow::Result<f64> {
+    let evaluation = Evaluation::after_step(graded, &data.eval, graded.steps);
+    let eval_ms = time_ms(repeats, || {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        evaluation
-            .run(model.as_ref(), &mut rng, &device)
-            .map(|_| ())
+        evaluation.run(model, &mut rng, &Device::Cpu).map(|_| ())
     })?;
     println!(
         "evaluation of {} batches: median {eval_ms:.0} ms",
         graded.eval_batches
     );
-    if args.breakdown {
-        breakdown(model.as_ref(), &mut optimiser, &data, &graded, args.steps)?;
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "ms_per_step": ms,
-                "eval_100_batches_ms": eval_ms,
-                "mean_ms_per_step": mean,
-                "tokens_per_s": tokens_per_s,
-                "dense_gflop_per_step": gflop,
-                "dense_gflops": gflops,
-                "steps": args.steps,
-                "threads": threads,
-                "op_threads": op_threads,
-                "parts": parts,
-                "task": task.name,
-                "ops": ops,
-            })
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(eval_ms)
 }
 
 /// Median ms of the forward pass (with the loss), the backward pass and the Adam update, the
