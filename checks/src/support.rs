@@ -2,7 +2,8 @@
 //! to look at next.
 
 use candle_core::{DType, Device, Module, Tensor};
-use kit::train::{Control, EvalPoint, EvalScreen, Graded, OwnStep, TrainConfig, TrainReport};
+use candle_nn::Optimizer;
+use kit::train::{Control, EvalPoint, EvalScreen, Graded, Run, Step, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, SeededVarMap};
 pub use reference::{param, values};
 use std::sync::OnceLock;
@@ -235,25 +236,20 @@ pub fn graded_training(
     })
 }
 
-/// [`graded_training`] with a training step of the learner's own in place of kit's (Task 4).
-pub fn graded_training_with_step<'a>(
+/// [`graded_training`] with a training step and an optimiser of the learner's own in place of
+/// kit's (Task 4).
+pub fn graded_training_with_step<'a, O: Optimizer + Send>(
     label: &str,
-    model: &'a (dyn Module + Sync),
+    model: &'a (dyn Module + Sync + 'static),
     params: &'a SeededVarMap,
     graded: &Graded,
-    own: OwnStep<'a>,
+    optimiser: O,
+    step: Step<dyn Module + Sync, O>,
 ) -> EvalPoint {
     graded_run(label, graded, |config, on_eval| {
-        let data = dataset();
-        kit::train::train_with_step(
-            model,
-            params.varmap(),
-            data,
-            config,
-            &device(),
-            own,
-            on_eval,
-        )
+        let (varmap, data) = (params.varmap(), dataset());
+        Run::with_step(model, varmap, data, config, &device(), optimiser, step)?
+            .train_to_the_end(on_eval)
     })
 }
 

@@ -343,7 +343,7 @@ fn one_step_of_yours_leaves_the_weights_of_kits_trainer() {
         ..Default::default()
     };
     let mut kit_adam = kit::adam::Adam::new(kits_params.varmap().all_vars(), params).unwrap();
-    let kit_loss = kit::train::step(&kits, &mut kit_adam, &batch, &device()).unwrap();
+    let kit_loss = kit::train::step(&kits, &mut kit_adam, &x, &y).unwrap();
     assert!(
         (my_loss - kit_loss).abs() < 1e-4,
         "train_step returned loss {my_loss:.5}, kit's step {kit_loss:.5} on the same batch: \
@@ -454,14 +454,10 @@ proptest! {
 fn graded_training_with_your_step_reaches_eval_loss_below_1_9() {
     let (model, params) = minigpt(0);
     let graded = support::graded("task4");
-    let mut adam =
+    let adam =
         Adam::new(params.varmap().all_vars(), graded.config.learning_rate).expect("Adam::new");
-    let model_ref = &model;
-    let own = Box::new(move |_step: usize, batch: &kit::data::Batch| {
-        let (x, y) = batch.to_tensors(&device())?;
-        train_step(model_ref, &mut adam, &x, &y)
-    });
-    let last = support::graded_training_with_step("task4", &model, &params, &graded, own);
+    let last =
+        support::graded_training_with_step("task4", &model, &params, &graded, adam, train_step);
     assert!(
         last.eval_loss < graded.bar,
         "trained by your step, after {} steps the mean eval loss over 100 batches is {:.3}, not \

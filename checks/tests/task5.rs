@@ -305,7 +305,8 @@ fn fifty_losses<N: Module + Sync>(
     let losses = (0..50)
         .map(|_| {
             let batch = kit::data::Batch::sample(&mut rng, &dataset().train, 16, 32).unwrap();
-            kit::train::step(&model, &mut adam, &batch, &device()).expect("a training step")
+            let (x, y) = batch.to_tensors(&device()).unwrap();
+            kit::train::step(&model, &mut adam, &x, &y).expect("a training step")
         })
         .collect();
     (losses, params, model)

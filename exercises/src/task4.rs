@@ -21,6 +21,10 @@
 //!    convention of candle-nn's `AdamW`. optax never meets the case, since `jax.grad` gives it a
 //!    gradient for every parameter.
 //! 3. **the step**: forward, cross-entropy, backward, one Adam update; it returns the loss.
+//!    It has the signature of kit's own, `kit::train::step`: a run trains with either (`cargo
+//!    xtask train task4` with yours), and in your own code one replaces the other in one line.
+//!    Your `Adam` implements candle-nn's `Optimizer` (the given `impl` below), the trait kit's
+//!    step and training loop update through.
 //! 4. **a learning-rate schedule**: a linear warm-up, then a cosine decay to a floor, as
 //!    Karpathy's build-nanogpt and llm.c write it (nanoGPT's own `train.py` divides its warm-up
 //!    by `warmup_iters + 1` instead). For step s = 0, 1, 2, …
@@ -45,6 +49,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, Module, Result, Tensor, Var};
+use candle_nn::Optimizer;
 
 /// Mean cross-entropy of `logits` against `targets`, computed stably.
 ///
@@ -95,20 +100,43 @@ impl Adam {
     }
 }
 
+/// Your Adam as candle-nn's optimisers are, so that kit's training loop, and `kit::train::step`,
+/// can update with it. Given: it calls your `new` and `step`, and reads and sets `lr`.
+impl Optimizer for Adam {
+    type Config = f64;
+
+    fn new(vars: Vec<Var>, lr: f64) -> Result<Self> {
+        Adam::new(vars, lr)
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        Adam::step(self, grads)
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
+
 /// One training step of `model` on the batch (x, y): forward, cross-entropy, backward, one
-/// Adam update. Returns the loss before the update.
+/// update by `optimiser` (your `Adam`, or any of candle-nn's). Returns the loss before the
+/// update. The signature of `kit::train::step`.
 ///
 /// # Shapes
 /// x and y (B, T) u32
-pub fn train_step<M: Module + ?Sized>(
+pub fn train_step<M: Module + ?Sized, O: Optimizer>(
     model: &M,
-    adam: &mut Adam,
+    optimiser: &mut O,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<f32> {
     // TODO: the logits of x, their cross-entropy against y (yours, above), the gradients of
-    // that loss, one update of `adam`; return the loss as an f32.
-    todo!("train_step: forward, cross_entropy, backward, adam.step; return the loss")
+    // that loss, one update of `optimiser`; return the loss as an f32.
+    todo!("train_step: forward, cross_entropy, backward, optimiser.step; return the loss")
 }
 
 /// The learning-rate schedule of build-nanogpt and llm.c: a linear warm-up over `warmup` steps

@@ -1,17 +1,40 @@
 //! Adam, fused: one pass over each parameter per step, updated in place.
 //!
-//! candle-nn's `AdamW` spells the update as a dozen tensor operations per parameter, each of
-//! which allocates and writes a new tensor the size of the parameter. This optimizer keeps the
-//! moments in plain vectors and updates parameter and moments in one loop, inside the
-//! parameter's own storage. The maths is the same (it is tested against `AdamW` with weight
-//! decay 0): the challenge's `optax.adam`.
+//! [`update`] is Adam's rule on one parameter, the challenge's `optax.adam`. [`Adam`] is the
+//! optimiser that applies it to every parameter after each backward pass: candle-nn's `AdamW`
+//! spells the same update as a dozen tensor operations per parameter, each of which allocates
+//! and writes a new tensor the size of the parameter; this one keeps the moments in plain
+//! vectors and runs [`update`] inside the parameter's own storage. It is tested against
+//! `AdamW` with weight decay 0.
 
 use crate::ops;
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Var};
 use candle_nn::Optimizer;
 use rayon::prelude::*;
 use std::cell::RefCell;
+
+/// Adam's update of one parameter θ with gradient g, at update `t` (from 1), in place:
+///
+/// ```text
+/// m ← β₁ m + (1 − β₁) g              the moments start at 0
+/// v ← β₂ v + (1 − β₂) g²
+/// θ ← θ − lr · m̂ / (√v̂ + ε)          m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)
+/// ```
+pub fn update(theta: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], p: &ParamsAdam, t: i32) {
+    let (b1, b2, lr, eps) = (p.beta1 as f32, p.beta2 as f32, p.lr as f32, p.eps as f32);
+    // The bias corrections, 1 / (1 − βᵗ): large at first, when the moments are still close to
+    // their zero start.
+    let scale_m = (1.0 / (1.0 - p.beta1.powi(t))) as f32;
+    let scale_v = (1.0 / (1.0 - p.beta2.powi(t))) as f32;
+    // Zipped slices rather than indices: no bounds checks, so the loop vectorises.
+    let state = m.iter_mut().zip(v.iter_mut());
+    for ((theta, &g), (m, v)) in theta.iter_mut().zip(g).zip(state) {
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        *theta -= lr * (*m * scale_m) / ((*v * scale_v).sqrt() + eps);
+    }
+}
 
 /// Adam's settings; the defaults are optax's and PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,35 +67,6 @@ pub struct Adam {
     slots: Vec<Slot>,
     params: ParamsAdam,
     step_t: i32,
-}
-
-impl Adam {
-    /// One update with, for each variable, the sum of its gradients in `grads`: the step of a
-    /// batch whose parts were differentiated separately (see [`crate::train::parallel`]).
-    ///
-    /// The variables are updated in parallel on kit's thread pool.
-    pub fn step_sum(&mut self, grads: &[GradStore]) -> Result<()> {
-        self.step_t += 1;
-        let (p, t) = (self.params, self.step_t);
-        let update = |slot: &mut Slot| -> Result<()> {
-            let Some(g) = summed_gradient(&slot.var, grads)? else {
-                return Ok(());
-            };
-            let g = g.contiguous()?;
-            let update = AdamUpdate {
-                m: RefCell::new(&mut slot.m),
-                v: RefCell::new(&mut slot.v),
-                lr: p.lr as f32,
-                beta1: p.beta1 as f32,
-                beta2: p.beta2 as f32,
-                eps: p.eps as f32,
-                scale_m: (1.0 / (1.0 - p.beta1.powi(t))) as f32,
-                scale_v: (1.0 / (1.0 - p.beta2.powi(t))) as f32,
-            };
-            slot.var.as_tensor().inplace_op2(&g, &update)
-        };
-        ops::pool::on_pool(|| self.slots.par_iter_mut().try_for_each(update))
-    }
 }
 
 impl Adam {
@@ -109,15 +103,6 @@ impl Adam {
     }
 }
 
-/// The sum of `var`'s gradients in `grads`, or `None` where no store has one.
-fn summed_gradient(var: &Var, grads: &[GradStore]) -> Result<Option<Tensor>> {
-    let mut parts = grads.iter().filter_map(|g| g.get(var));
-    let Some(first) = parts.next() else {
-        return Ok(None);
-    };
-    parts.try_fold(first.clone(), |sum, g| sum + g).map(Some)
-}
-
 impl Optimizer for Adam {
     type Config = ParamsAdam;
 
@@ -141,8 +126,24 @@ impl Optimizer for Adam {
         })
     }
 
+    /// One update of every variable that has a gradient in `grads`, the variables side by side
+    /// on kit's thread pool.
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step_sum(std::slice::from_ref(grads))
+        self.step_t += 1;
+        let (params, t) = (self.params, self.step_t);
+        let update = |slot: &mut Slot| -> Result<()> {
+            let Some(g) = grads.get(&slot.var) else {
+                return Ok(());
+            };
+            let op = AdamUpdate {
+                m: RefCell::new(&mut slot.m),
+                v: RefCell::new(&mut slot.v),
+                params,
+                t,
+            };
+            slot.var.as_tensor().inplace_op2(&g.contiguous()?, &op)
+        };
+        ops::pool::on_pool(|| self.slots.par_iter_mut().try_for_each(update))
     }
 
     fn learning_rate(&self) -> f64 {
@@ -154,15 +155,12 @@ impl Optimizer for Adam {
     }
 }
 
+/// [`update`] as an in-place op on a parameter's storage, with the gradient as second input.
 struct AdamUpdate<'a> {
     m: RefCell<&'a mut Vec<f32>>,
     v: RefCell<&'a mut Vec<f32>>,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    scale_m: f32,
-    scale_v: f32,
+    params: ParamsAdam,
+    t: i32,
 }
 
 impl InplaceOp2 for AdamUpdate<'_> {
@@ -185,8 +183,7 @@ impl InplaceOp2 for AdamUpdate<'_> {
             candle_core::bail!("kit's Adam needs contiguous parameters and gradients")
         };
         let (theta, grad) = (&mut theta[t0..t1], &grad[g0..g1]);
-        let mut m = self.m.borrow_mut();
-        let mut v = self.v.borrow_mut();
+        let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
         if theta.len() != grad.len() || theta.len() != m.len() {
             candle_core::bail!(
                 "kit's Adam: parameter of {} values, gradient of {}, state of {}",
@@ -195,16 +192,8 @@ impl InplaceOp2 for AdamUpdate<'_> {
                 m.len()
             )
         }
-        let (b1, b2) = (self.beta1, self.beta2);
         // Memory-bound: one thread streams it as fast as two on this size of model.
-        // Zipped slices rather than indices: no bounds checks, so the loop vectorises.
-        let (lr, eps, scale_m, scale_v) = (self.lr, self.eps, self.scale_m, self.scale_v);
-        let state = m.iter_mut().zip(v.iter_mut());
-        for ((t, &g), (m, v)) in theta.iter_mut().zip(grad).zip(state) {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *t -= lr * (*m * scale_m) / ((*v * scale_v).sqrt() + eps);
-        }
+        update(theta, grad, &mut m, &mut v, &self.params, self.t);
         Ok(())
     }
 }
@@ -216,7 +205,7 @@ mod tests {
     use candle_nn::{AdamW, ParamsAdamW};
 
     #[test]
-    fn a_step_on_several_stores_is_a_step_on_their_sum() {
+    fn a_step_on_accumulated_stores_is_a_step_on_their_sum() {
         let dev = Device::Cpu;
         let start = Tensor::new(&[[0.5f32, -1.0, 2.0], [0.1, 0.0, -0.3]], &dev).unwrap();
         let (ours, theirs) = (
@@ -234,7 +223,9 @@ mod tests {
                 cube(&ours).backward().unwrap(),
                 sine(&ours).backward().unwrap(),
             ];
-            a.step_sum(&parts).unwrap();
+            let [mut sum, second] = parts;
+            sum.extend(second).unwrap();
+            a.step(&sum).unwrap();
             let whole = (cube(&theirs) + sine(&theirs)).unwrap();
             b.step(&whole.backward().unwrap()).unwrap();
         }

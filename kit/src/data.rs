@@ -92,27 +92,6 @@ impl Batch {
             Tensor::from_slice(&self.y, shape, device)?,
         ))
     }
-
-    /// The batch cut into at most `parts` batches of consecutive rows, as even as they can be
-    /// (the first ones one row longer), none empty.
-    pub fn split(&self, parts: usize) -> Vec<Batch> {
-        let parts = parts.clamp(1, self.batch_size.max(1));
-        let (base, extra) = (self.batch_size / parts, self.batch_size % parts);
-        let mut start = 0;
-        (0..parts)
-            .map(|i| {
-                let rows = base + usize::from(i < extra);
-                let cells = start * self.block_size..(start + rows) * self.block_size;
-                start += rows;
-                Batch {
-                    x: self.x[cells.clone()].to_vec(),
-                    y: self.y[cells].to_vec(),
-                    batch_size: rows,
-                    block_size: self.block_size,
-                }
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -158,33 +137,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn split_keeps_every_row_in_order_in_even_parts(
-            batch in 1usize..20,
-            block in 1usize..5,
-            parts in 1usize..6,
-        ) {
-            let b = Batch {
-                x: (0..(batch * block) as u32).collect(),
-                y: (1..=(batch * block) as u32).collect(),
-                batch_size: batch,
-                block_size: block,
-            };
-            let split = b.split(parts);
-            prop_assert_eq!(split.len(), parts.min(batch));
-            let sizes: Vec<usize> = split.iter().map(|p| p.batch_size).collect();
-            prop_assert!(sizes.iter().all(|&n| n >= 1));
-            prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
-            for p in &split {
-                prop_assert_eq!(p.block_size, block);
-                prop_assert_eq!(p.x.len(), p.batch_size * block);
-            }
-            let x: Vec<u32> = split.iter().flat_map(|p| p.x.clone()).collect();
-            let y: Vec<u32> = split.iter().flat_map(|p| p.y.clone()).collect();
-            prop_assert_eq!(x, b.x);
-            prop_assert_eq!(y, b.y);
-        }
-
         #[test]
         fn targets_are_inputs_shifted_by_one(
             (data, block) in (2usize..300).prop_flat_map(|len| {

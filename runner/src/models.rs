@@ -6,12 +6,12 @@
 //! A task that ends in a model needs an arm in [`build`]; one whose heads `attention` draws, an
 //! arm in [`attention_tracer`]. A test checks both against tasks.toml.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Module, Result, Tensor, Var};
-use candle_nn::VarBuilder;
-use kit::data::Batch;
+use candle_nn::{Optimizer, VarBuilder, VarMap};
 use kit::nn::LayerNorm;
-use kit::train::OwnStep;
-use kit::{GptConfig, Sampler};
+use kit::train::{Run, TrainConfig};
+use kit::{Dataset, GptConfig, Sampler};
 use reference::{HeadLayout, RefGpt};
 
 /// The task `bench train` times unless `--task` says otherwise.
@@ -96,50 +96,147 @@ pub struct StepOptions {
     pub clip: Option<f64>,
 }
 
-/// The training step `task` trains its model with, when it is not kit's: Task 4's, made of the
-/// learner's (or the reference's) cross-entropy, Adam, schedule and clipping.
-pub fn own_step<'a>(
+/// What goes on with a run once it has started, whichever step and optimiser it trains with:
+/// `cargo xtask train`'s loop and the reference curves.
+pub trait WithRun<'a> {
+    type Output;
+
+    /// A run with kit's step and Adam, which can be saved to go on later.
+    fn kit(self, run: Run<'a, dyn TextModel>) -> anyhow::Result<Self::Output>;
+
+    /// A run with a step and an optimiser of the task's own (Task 4's: the learner's).
+    fn own<O: Optimizer + Send>(
+        self,
+        run: Run<'a, dyn TextModel, O>,
+    ) -> anyhow::Result<Self::Output>;
+}
+
+/// Starts the run of `task`'s model: Task 4's with the learner's (or the reference's)
+/// `train_step`, `Adam`, schedule and clipping; every other with kit's step and Adam. Then
+/// hands it to `then`.
+#[allow(clippy::too_many_arguments)]
+pub fn start_run<'a, W: WithRun<'a>>(
     task: &str,
     solutions: bool,
-    model: &'a dyn TextModel,
-    vars: Vec<Var>,
+    model: &'a (dyn TextModel + 'static),
+    varmap: &'a VarMap,
+    data: &'a Dataset,
+    config: &TrainConfig,
     options: StepOptions,
-) -> Result<Option<OwnStep<'a>>> {
-    macro_rules! task4 {
-        ($task:ident) => {{
-            use $task::task4 as t;
-            let mut adam = t::Adam::new(vars.clone(), options.lr)?;
-            let schedule = options.schedule.then(|| t::Schedule {
-                warmup: (options.steps / 20).max(1),
-                total: options.steps,
-                peak: options.lr,
-                floor: options.lr / 10.0,
-            });
-            let step = move |n: usize, batch: &Batch| -> Result<f32> {
-                let (x, y) = batch.to_tensors(&Device::Cpu)?;
-                if schedule.is_none() && options.clip.is_none() {
-                    return t::train_step(model, &mut adam, &x, &y);
-                }
-                // train_step's four lines, with the schedule and the clip between them.
-                if let Some(schedule) = &schedule {
-                    adam.lr = schedule.lr(n - 1);
-                }
-                let loss = t::cross_entropy(&model.forward(&x)?, &y)?;
-                let mut grads = loss.backward()?;
-                if let Some(max_norm) = options.clip {
-                    t::clip_grad_norm(&mut grads, &vars, max_norm)?;
-                }
-                adam.step(&grads)?;
-                loss.to_scalar::<f32>()
+    then: W,
+) -> anyhow::Result<W::Output> {
+    let device = Device::Cpu;
+    let (lr, steps, max_norm) = (options.lr, options.steps, options.clip);
+    let (warmup, floor) = ((steps / 20).max(1), lr / 10.0);
+    let vars = varmap.all_vars();
+    // Each Task 4 arm names the learner's (or the reference's) types; the rest is `task4`'s.
+    match (task, solutions) {
+        ("task4", false) => {
+            use exercises::task4 as t;
+            let schedule = t::Schedule {
+                warmup,
+                total: steps,
+                peak: lr,
+                floor,
             };
-            Some(Box::new(step) as OwnStep<'a>)
-        }};
+            let adam = t::Adam::new(vars.clone(), lr)?;
+            let adam = Clipped::new(adam, vars, max_norm, t::clip_grad_norm);
+            let run = Run::with_step(model, varmap, data, config, &device, adam, t::train_step)?;
+            then.own(task4(
+                run,
+                options.schedule.then_some(move |s| schedule.lr(s)),
+            ))
+        }
+        ("task4", true) => {
+            use solutions::task4 as t;
+            let schedule = t::Schedule {
+                warmup,
+                total: steps,
+                peak: lr,
+                floor,
+            };
+            let adam = t::Adam::new(vars.clone(), lr)?;
+            let adam = Clipped::new(adam, vars, max_norm, t::clip_grad_norm);
+            let run = Run::with_step(model, varmap, data, config, &device, adam, t::train_step)?;
+            then.own(task4(
+                run,
+                options.schedule.then_some(move |s| schedule.lr(s)),
+            ))
+        }
+        _ => {
+            anyhow::ensure!(
+                !(options.schedule || options.clip.is_some()),
+                "--schedule and --clip change a training step of your own, and {task} trains \
+                 with kit's: use them with a task whose step you write"
+            );
+            then.kit(Run::start(model, varmap, data, config, &device)?)
+        }
     }
-    Ok(match (task, solutions) {
-        ("task4", false) => task4!(exercises),
-        ("task4", true) => task4!(solutions),
-        _ => None,
-    })
+}
+
+/// Task 4's run, its learning rate set by `schedule` before each step if there is one.
+fn task4<'a, O: Optimizer + Send>(
+    run: Run<'a, dyn TextModel, O>,
+    schedule: Option<impl Fn(usize) -> f64 + Send + 'a>,
+) -> Run<'a, dyn TextModel, O> {
+    match schedule {
+        Some(schedule) => run.with_schedule(Box::new(schedule)),
+        None => run,
+    }
+}
+
+/// Task 4's `clip_grad_norm`: scales the gradients of the variables so that their norm is at
+/// most the limit, and returns the norm before.
+type Clip = fn(&mut GradStore, &[Var], f64) -> Result<f64>;
+
+/// An optimiser whose gradients are clipped to a norm first (none: not clipped), as optax
+/// chains `clip_by_global_norm` before `adam`: `cargo xtask train task4 --clip`.
+pub struct Clipped<O> {
+    inner: O,
+    vars: Vec<Var>,
+    max_norm: Option<f64>,
+    clip: Clip,
+}
+
+impl<O> Clipped<O> {
+    fn new(inner: O, vars: Vec<Var>, max_norm: Option<f64>, clip: Clip) -> Self {
+        Self {
+            inner,
+            vars,
+            max_norm,
+            clip,
+        }
+    }
+}
+
+impl<O: Optimizer> Optimizer for Clipped<O> {
+    type Config = O::Config;
+
+    fn new(_: Vec<Var>, _: O::Config) -> Result<Self> {
+        candle_core::bail!("a Clipped optimiser is built around another one")
+    }
+
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let Some(max_norm) = self.max_norm else {
+            return self.inner.step(grads);
+        };
+        let mut clipped = GradStore::default();
+        for var in &self.vars {
+            if let Some(g) = grads.get(var) {
+                clipped.insert(var, g.clone());
+            }
+        }
+        (self.clip)(&mut clipped, &self.vars, max_norm)?;
+        self.inner.step(&clipped)
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.inner.learning_rate()
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.inner.set_learning_rate(lr);
+    }
 }
 
 /// How `attention` recomputes every head's weights of `task`'s model in f64 from its

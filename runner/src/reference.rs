@@ -2,8 +2,9 @@
 //! every `cargo xtask train` is drawn against in `loss.svg` and compared with at each
 //! evaluation. `cargo xtask reference-curves` trains them again and rewrites the file.
 
-use crate::models;
-use kit::train::{EvalPoint, TrainConfig};
+use crate::models::{self, TextModel};
+use candle_nn::Optimizer;
+use kit::train::{Control, EvalPoint, Run, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, SeededVarMap};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -196,17 +197,18 @@ fn curves_of(
             schedule: false,
             clip: None,
         };
-        let vars = params.varmap().all_vars();
-        let own = models::own_step(&task.name, true, built.as_ref(), vars, options)?;
-        let run = kit::train::Run::start_with(
+        let (varmap, name) = (params.varmap(), &task.name);
+        let to_the_end = ToTheEnd;
+        let report = models::start_run(
+            name,
+            true,
             built.as_ref(),
-            params.varmap(),
+            varmap,
             data,
             &train,
-            &device,
-            own,
+            options,
+            to_the_end,
         )?;
-        let report = run.train_to_the_end(|_| kit::train::Control::Continue)?;
         let last = report.last_eval().map_or(f32::NAN, |p| p.eval_loss);
         println!(
             "{} seed {seed}: {} steps in {:.0} s, last eval loss {last:.3}",
@@ -223,6 +225,24 @@ fn curves_of(
         seeds,
         runs,
     })
+}
+
+/// A run trained to its end, whichever its optimiser.
+struct ToTheEnd;
+
+impl<'a> models::WithRun<'a> for ToTheEnd {
+    type Output = TrainReport;
+
+    fn kit(self, run: Run<'a, dyn TextModel>) -> anyhow::Result<TrainReport> {
+        self.own(run)
+    }
+
+    fn own<O: Optimizer + Send>(
+        self,
+        run: Run<'a, dyn TextModel, O>,
+    ) -> anyhow::Result<TrainReport> {
+        run.train_to_the_end(|_| Control::Continue)
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@ use crate::models::{self, TextModel};
 use crate::reference::{self, Band, Standing};
 use anyhow::Context as _;
 use candle_core::Device;
+use candle_nn::Optimizer;
 use candle_nn::VarMap;
 use kit::checkpoint::{Meta, Saved};
-use kit::train::{EvalPoint, Next, OwnStep, Run, RunState, TrainConfig, TrainReport};
+use kit::train::{EvalPoint, Next, Run, RunState, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,26 +35,34 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let vb = params.var_builder(&device);
     let model =
         models::build(task_name, args.solutions, meta.model, vb).context("building the model")?;
-    let own = own_step(&args, &meta, model.as_ref(), &params)?;
-    let resume = args.resume.as_deref();
-    let mut run = start_or_resume(resume, &meta, model.as_ref(), &params, &data, &device, own)?;
-    print_banner(&meta, &params);
+    let options = models::StepOptions {
+        lr: meta.train.learning_rate,
+        steps: meta.train.steps,
+        schedule: args.schedule,
+        clip: args.clip,
+    };
     // What the model writes before it has learned anything: the gibberish the samples after
     // training are to be read against.
     let prompt = data
         .tokenizer
         .encode("K")
         .expect("K is in tiny Shakespeare");
-    if resume.is_none() {
-        let text = sample(model.as_ref(), &data, &prompt, args.seed, UNTRAINED_SAMPLE)?;
-        println!("Before training, from \"K\": {text:?}");
-    }
-    let bands = reference_bands(task_name, &meta.model, &meta.train);
-    catch_ctrl_c()?;
-    if !train(&mut run, &mut meta, &params, &dir, &bands)? {
+    let train_cfg = meta.train.clone();
+    let training = Training {
+        args: &args,
+        meta: &mut meta,
+        params: &params,
+        data: &data,
+        dir: &dir,
+        prompt: &prompt,
+    };
+    let (model_ref, varmap, solutions) = (model.as_ref(), params.varmap(), args.solutions);
+    let trained = models::start_run(
+        task_name, solutions, model_ref, varmap, &data, &train_cfg, options, training,
+    )?;
+    let Some((report, bands)) = trained else {
         return Ok(ExitCode::from(130));
-    }
-    let report = run.finish()?;
+    };
     print_done(&report);
     let weights = save(&report, &mut meta, &params, &dir, None)?;
     let curve = plot(&report, task_name, &bands, &dir)?;
@@ -119,62 +128,91 @@ fn out_dir(args: &TrainArgs) -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("runs").join(&args.task))
 }
 
-/// The task's own training step, if it has one (Task 4's): `--schedule` and `--clip` need it.
-fn own_step<'a>(
-    args: &TrainArgs,
-    meta: &Meta,
-    model: &'a dyn TextModel,
-    params: &SeededVarMap,
-) -> anyhow::Result<Option<OwnStep<'a>>> {
-    let task_name = meta.task.as_str();
-    let options = models::StepOptions {
-        lr: meta.train.learning_rate,
-        steps: meta.train.steps,
-        schedule: args.schedule,
-        clip: args.clip,
-    };
-    let vars = params.varmap().all_vars();
-    let own = models::own_step(task_name, args.solutions, model, vars, options)?;
-    anyhow::ensure!(
-        own.is_some() || !(args.schedule || args.clip.is_some()),
-        "--schedule and --clip change a training step of your own, and {task_name} trains with \
-         kit's: use them with a task whose step you write"
-    );
-    Ok(own)
+/// `cargo xtask train`'s run once it has started, whichever step and optimiser it trains with.
+struct Training<'r> {
+    args: &'r TrainArgs,
+    meta: &'r mut Meta,
+    params: &'r SeededVarMap,
+    data: &'r Dataset,
+    dir: &'r Path,
+    prompt: &'r [u32],
 }
 
-/// The run at step 0, or the one saved in `resume`, which a run with a step of its own cannot
-/// go on from.
-fn start_or_resume<'a, M: candle_core::Module + Sync + ?Sized>(
-    resume: Option<&Path>,
-    meta: &Meta,
-    model: &'a M,
-    params: &'a SeededVarMap,
-    data: &'a Dataset,
-    device: &Device,
-    own: Option<OwnStep<'a>>,
-) -> anyhow::Result<Run<'a, M>> {
-    let varmap = params.varmap();
-    match (resume, own) {
-        (None, own) => Run::start_with(model, varmap, data, &meta.train, device, own),
-        (Some(_), Some(_)) => anyhow::bail!(
+impl<'a> models::WithRun<'a> for Training<'_> {
+    /// The report and the reference's bands, or nothing if Ctrl-C stopped the run.
+    type Output = Option<(TrainReport, Vec<Band>)>;
+
+    fn kit(self, run: Run<'a, dyn TextModel>) -> anyhow::Result<Self::Output> {
+        let run = match self.args.resume.as_deref() {
+            Some(from) => resume_from(from, self.meta, run.model(), run.varmap(), self.data)?,
+            None => run,
+        };
+        self.train(run, |run| Ok(Some(run.state()?)))
+    }
+
+    fn own<O: Optimizer + Send>(
+        self,
+        run: Run<'a, dyn TextModel, O>,
+    ) -> anyhow::Result<Self::Output> {
+        anyhow::ensure!(
+            self.args.resume.is_none(),
             "a run of {} trains with your own Adam, whose moments are not saved, so it cannot be \
              resumed: train it again without --resume",
-            meta.task
-        ),
-        (Some(from), None) => resume_from(from, meta, model, varmap, data, device),
+            self.meta.task
+        );
+        self.train(run, |_| Ok(None))
+    }
+}
+
+impl Training<'_> {
+    /// The banner, the untrained sample of a fresh run, then the run to the end or to Ctrl-C,
+    /// saved at every evaluation with the state `state` gives (none: the weights alone).
+    fn train<'a, O: Optimizer + Send>(
+        self,
+        mut run: Run<'a, dyn TextModel, O>,
+        state: impl Fn(&mut Run<'a, dyn TextModel, O>) -> anyhow::Result<Option<RunState>>,
+    ) -> anyhow::Result<Option<(TrainReport, Vec<Band>)>> {
+        let (meta, args) = (self.meta, self.args);
+        print_banner(meta, self.params);
+        if args.resume.is_none() {
+            let untrained = UNTRAINED_SAMPLE;
+            let text = sample(run.model(), self.data, self.prompt, args.seed, untrained)?;
+            println!("Before training, from \"K\": {text:?}");
+        }
+        let bands = reference_bands(&meta.task, &meta.model, &meta.train);
+        catch_ctrl_c()?;
+        // Saves the weights, and the state where there is one; whether there was.
+        let save = |run: &mut Run<'a, dyn TextModel, O>, meta: &mut Meta| {
+            let state = state(run)?;
+            let report = state.as_ref().map_or(run.report(), |s| &s.progress.report);
+            save(report, meta, self.params, self.dir, state.as_ref())?;
+            anyhow::Ok(state.is_some())
+        };
+        loop {
+            match run.next(&|| STOP.load(Ordering::SeqCst))? {
+                Next::Evaluated(p) => {
+                    run.println(&eval_line(&p, &bands));
+                    save(&mut run, meta)?;
+                }
+                Next::Interrupted => {
+                    let resumable = save(&mut run, meta)?;
+                    print_stopped(meta, self.dir, resumable);
+                    return Ok(None);
+                }
+                Next::Finished => return Ok(Some((run.finish()?, bands))),
+            }
+        }
     }
 }
 
 /// The run saved in `from`, its weights loaded into `varmap`, if it has `meta`'s settings.
-fn resume_from<'a, M: candle_core::Module + Sync + ?Sized>(
+fn resume_from<'a>(
     from: &Path,
     meta: &Meta,
-    model: &'a M,
+    model: &'a (dyn TextModel + 'static),
     varmap: &'a VarMap,
     data: &'a Dataset,
-    device: &Device,
-) -> anyhow::Result<Run<'a, M>> {
+) -> anyhow::Result<Run<'a, dyn TextModel>> {
     let (saved_meta, weights) = kit::checkpoint::read_meta(from)?;
     saved_meta.same_run_as(meta, from)?;
     let saved = Saved::read(&weights)?;
@@ -182,7 +220,7 @@ fn resume_from<'a, M: candle_core::Module + Sync + ?Sized>(
     let state = saved.state(saved_meta.steps_run)?;
     let steps = state.progress.report.steps_run;
     println!("Resuming from step {steps} of {}", from.display());
-    Run::resume(model, varmap, data, &meta.train, device, &state)
+    Run::resume(model, varmap, data, &meta.train, &Device::Cpu, &state)
 }
 
 /// The run's first line: whose model, its size and the training settings.
@@ -243,31 +281,6 @@ fn catch_ctrl_c() -> anyhow::Result<()> {
     .context("cannot catch Ctrl-C")
 }
 
-/// Trains to the end or to Ctrl-C, saving into `dir` at every evaluation and on Ctrl-C. Whether
-/// it ran to the end.
-fn train<M: candle_core::Module + Sync + ?Sized>(
-    run: &mut Run<M>,
-    meta: &mut Meta,
-    params: &SeededVarMap,
-    dir: &Path,
-    bands: &[Band],
-) -> anyhow::Result<bool> {
-    loop {
-        match run.next(&|| STOP.load(Ordering::SeqCst))? {
-            Next::Evaluated(p) => {
-                run.println(&eval_line(&p, bands));
-                save_resumable(run, meta, params, dir)?;
-            }
-            Next::Interrupted => {
-                save_resumable(run, meta, params, dir)?;
-                print_stopped(meta, dir, run.resumable());
-                return Ok(false);
-            }
-            Next::Finished => return Ok(true),
-        }
-    }
-}
-
 /// An evaluation's line, with where its train loss stands against the reference's band at
 /// that step, if there is one.
 fn eval_line(p: &EvalPoint, bands: &[Band]) -> String {
@@ -298,24 +311,6 @@ fn print_stopped(meta: &Meta, dir: &Path, resumable: bool) {
             dir.display()
         );
     }
-}
-
-/// Saves the weights and the state of `run` into `dir`: a checkpoint `--resume` can go on from,
-/// or the weights alone for a run that trains with a step of its own.
-fn save_resumable<M: candle_core::Module + Sync + ?Sized>(
-    run: &mut Run<M>,
-    meta: &mut Meta,
-    params: &SeededVarMap,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let state = if run.resumable() {
-        Some(run.state()?)
-    } else {
-        None
-    };
-    let report = state.as_ref().map_or(run.report(), |s| &s.progress.report);
-    save(report, meta, params, dir, state.as_ref())?;
-    Ok(())
 }
 
 /// How long the run took, and the evaluation whose weights the model keeps.

@@ -4,7 +4,8 @@
 //! This is the challenge's loop: plain Adam, softmax cross-entropy averaged over batch and
 //! positions, evaluations on random batches of the eval split. Read it in this order:
 //!
-//! - [`step`] (`step.rs`): one step, forward → cross-entropy → backward → Adam;
+//! - [`step`] (`step.rs`): one step, forward → cross-entropy → backward → Adam; a run trains
+//!   with it, or with another [`Step`] and optimiser it is given ([`Run::with_step`]: Task 4's);
 //! - [`Run::next`] (below): the loop around it, with the evaluations;
 //! - [`train`] (below): the loop from start to end. [`Run`] is the same loop one evaluation at a
 //!   time, which can stop and, with [`Run::state`] and [`Run::resume`] (`resume.rs`), go on later
@@ -23,14 +24,14 @@ pub use common::config::{EvalScreen, Graded, TrainConfig};
 pub use eval::Evaluation;
 pub use report::{Control, EvalPoint, TrainError, TrainReport};
 pub use resume::{Progress, RunState};
-pub use step::{loss, step};
+pub use step::{Step, loss, step, step_in_parts};
 
 use crate::adam::{Adam, ParamsAdam};
 use crate::data::{Batch, Dataset};
 use crate::ops::on_pool;
 use anyhow::Context as _;
 use candle_core::{Device, Module, Tensor, Var};
-use candle_nn::{Optimizer as _, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use common::bars::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -51,30 +52,9 @@ pub fn train<M: Module + Sync + ?Sized>(
     Run::start(model, varmap, data, config, device)?.train_to_the_end(on_eval)
 }
 
-/// [`train`], with `own` instead of kit's [`step`] and Adam: Task 4 trains with the learner's.
-pub fn train_with_step<'a, M: Module + Sync + ?Sized>(
-    model: &'a M,
-    varmap: &'a VarMap,
-    data: &'a Dataset,
-    config: &TrainConfig,
-    device: &Device,
-    own: OwnStep<'a>,
-    on_eval: impl FnMut(&EvalPoint) -> Control,
-) -> anyhow::Result<TrainReport> {
-    Run::start_with(model, varmap, data, config, device, Some(own))?.train_to_the_end(on_eval)
-}
-
-/// A training step other than kit's: given the step's number (from 1) and its batch, it
-/// updates the model and returns the batch's mean loss. It runs on kit's thread pool (so
-/// `Send`), where kit's ops split their work without handing it to another thread first.
-pub type OwnStep<'a> = Box<dyn FnMut(usize, &Batch) -> candle_core::Result<f32> + Send + 'a>;
-
-/// How a run updates the model at each step.
-enum Updater<'a> {
-    /// kit's [`step`] with kit's Adam, whose moments a saved run keeps.
-    Kit(Adam),
-    Own(OwnStep<'a>),
-}
+/// A learning rate for each step, counted from 0: a schedule, set on the optimiser before the
+/// step.
+pub type Schedule<'a> = Box<dyn Fn(usize) -> f64 + Send + 'a>;
 
 /// What [`Run::next`] came to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,14 +67,17 @@ pub enum Next {
     Finished,
 }
 
-/// A training run in progress.
-pub struct Run<'a, M: Module + Sync + ?Sized> {
+/// A training run in progress: `model` trained by `step` with the optimiser `O`, kit's [`step`]
+/// and [`Adam`] unless [`Run::with_step`] gives others.
+pub struct Run<'a, M: Module + Sync + ?Sized, O: Optimizer + Send = Adam> {
     model: &'a M,
     varmap: &'a VarMap,
     data: &'a Dataset,
     config: TrainConfig,
     device: Device,
-    updater: Updater<'a>,
+    optimiser: O,
+    step: Step<M, O>,
+    schedule: Option<Schedule<'a>>,
     batch_rng: ChaCha8Rng,
     eval_rng: ChaCha8Rng,
     report: TrainReport,
@@ -104,8 +87,8 @@ pub struct Run<'a, M: Module + Sync + ?Sized> {
 }
 
 impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
-    /// A run at step 0, its random streams seeded from `config.seed`: plain Adam at the
-    /// configured learning rate over every variable of `varmap`.
+    /// A run at step 0, its random streams seeded from `config.seed`: kit's [`step`] with plain
+    /// Adam at the configured learning rate over every variable of `varmap`.
     pub fn start(
         model: &'a M,
         varmap: &'a VarMap,
@@ -113,35 +96,37 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
         config: &TrainConfig,
         device: &Device,
     ) -> anyhow::Result<Self> {
-        Self::start_with(model, varmap, data, config, device, None)
+        let params = ParamsAdam {
+            lr: config.learning_rate,
+            ..ParamsAdam::default()
+        };
+        let adam = Adam::new(varmap.all_vars(), params)?;
+        Self::with_step(model, varmap, data, config, device, adam, step)
     }
+}
 
-    /// [`Run::start`], with `own` in place of kit's step and Adam if given. A run with a step
-    /// of its own cannot be saved to go on later: its optimiser's state is not kit's.
-    pub fn start_with(
+impl<'a, M: Module + Sync + ?Sized, O: Optimizer + Send> Run<'a, M, O> {
+    /// [`Run::start`], with `step` and `optimiser` in place of kit's: Task 4 trains with the
+    /// learner's. Only a run with kit's Adam can be saved to go on later (see [`Run::state`]).
+    pub fn with_step(
         model: &'a M,
         varmap: &'a VarMap,
         data: &'a Dataset,
         config: &TrainConfig,
         device: &Device,
-        own: Option<OwnStep<'a>>,
+        optimiser: O,
+        step: Step<M, O>,
     ) -> anyhow::Result<Self> {
         config.validate(data.train.len(), data.eval.len())?;
-        let params = ParamsAdam {
-            lr: config.learning_rate,
-            ..ParamsAdam::default()
-        };
-        let updater = match own {
-            Some(own) => Updater::Own(own),
-            None => Updater::Kit(Adam::new(varmap.all_vars(), params)?),
-        };
         Ok(Self {
             model,
             varmap,
             data,
             config: config.clone(),
             device: device.clone(),
-            updater,
+            optimiser,
+            step,
+            schedule: None,
             batch_rng: ChaCha8Rng::seed_from_u64(config.seed),
             eval_rng: ChaCha8Rng::seed_from_u64(config.seed ^ EVAL_STREAM),
             report: TrainReport::default(),
@@ -149,6 +134,12 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             bar: common::bars::steps(config.steps as u64, "training", config.progress),
             started: Instant::now(),
         })
+    }
+
+    /// The run, its optimiser's learning rate set by `schedule` before each step.
+    pub fn with_schedule(mut self, schedule: Schedule<'a>) -> Self {
+        self.schedule = Some(schedule);
+        self
     }
 
     /// Trains up to the next evaluation, or until `interrupted()` is true at the start of a
@@ -167,14 +158,17 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
                 batch_size,
                 block_size,
             )?;
-            let loss = match &mut self.updater {
-                Updater::Kit(adam) => step(self.model, adam, &batch, &self.device),
-                Updater::Own(own) => on_pool(|| own(n, &batch)),
+            let (x, y) = batch.to_tensors(&self.device)?;
+            if let Some(schedule) = &self.schedule {
+                self.optimiser.set_learning_rate(schedule(n - 1));
             }
-            .with_context(|| format!("training step {n} failed"))?;
+            let (model, optimiser, step) = (self.model, &mut self.optimiser, self.step);
+            // On kit's pool, where kit's ops start at once instead of handing their work over.
+            let loss = on_pool(|| step(model, optimiser, &x, &y))
+                .with_context(|| format!("training step {n} failed"))?;
             if !loss.is_finite() {
                 self.bar.abandon();
-                let learning_rate = config.learning_rate;
+                let learning_rate = self.optimiser.learning_rate();
                 let error = TrainError::NonFinite {
                     step: n,
                     learning_rate,
@@ -224,14 +218,19 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
         self.finish()
     }
 
+    /// The model it trains.
+    pub fn model(&self) -> &'a M {
+        self.model
+    }
+
+    /// The model's variables.
+    pub fn varmap(&self) -> &'a VarMap {
+        self.varmap
+    }
+
     /// The report so far.
     pub fn report(&self) -> &TrainReport {
         &self.report
-    }
-
-    /// Whether [`Run::state`] can save this run to go on later: with kit's own step only.
-    pub fn resumable(&self) -> bool {
-        matches!(self.updater, Updater::Kit(_))
     }
 
     /// Prints `line` above the progress bar, or on its own where there is no bar.

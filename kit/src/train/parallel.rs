@@ -7,42 +7,64 @@
 //! gradients (up to float rounding). The cut does not depend on the number of cores, so a seed
 //! gives the same run on any machine. BENCHMARKS.md has the figures.
 
-use crate::data::Batch;
 use crate::ops::pool::on_pool;
-use candle_core::backprop::GradStore;
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 /// The parts a training step cuts its batch into (fewer when the batch has fewer rows).
 pub const PARTS: usize = 2;
 
-/// Cuts `batch` into at most `parts` parts of consecutive rows and runs `differentiate` on each,
-/// side by side on kit's pool, with its `x` and `y` (each (rows, T)) and its share of the
-/// batch's rows. `differentiate` returns the part's mean loss and the gradients of that loss
-/// times the share. Returns the batch's mean loss and one gradient store per part: their sum is
-/// the gradient of the batch's mean loss.
-pub fn over_parts<F>(
-    batch: &Batch,
-    parts: usize,
-    device: &Device,
-    differentiate: F,
-) -> Result<(f32, Vec<GradStore>)>
+/// Cuts the batch (x, y), each (B, T), into at most `parts` parts of consecutive rows, as even
+/// as they can be (the first ones one row longer), and runs `differentiate` on each, side by
+/// side on kit's pool, with its x and y (each (rows, T)) and its share of the batch's rows.
+/// Returns what each part returned, in order.
+pub fn side_by_side<R, F>(x: &Tensor, y: &Tensor, parts: usize, differentiate: F) -> Result<Vec<R>>
 where
-    F: Fn(&Tensor, &Tensor, f64) -> Result<(f32, GradStore)> + Sync,
+    R: Send,
+    F: Fn(&Tensor, &Tensor, f64) -> Result<R> + Sync,
 {
-    let parts = batch.split(parts);
-    let rows = batch.batch_size as f64;
+    let (rows, _) = x.dims2()?;
     on_pool(|| {
-        let done = parts
+        cuts(rows, parts)
             .par_iter()
-            .map(|part| {
-                let (x, y) = part.to_tensors(device)?;
-                let share = part.batch_size as f64 / rows;
-                let (loss, grads) = differentiate(&x, &y, share)?;
-                Ok((loss as f64 * share, grads))
+            .map(|&(start, len)| {
+                let (x, y) = (x.narrow(0, start, len)?, y.narrow(0, start, len)?);
+                differentiate(&x, &y, len as f64 / rows as f64)
             })
-            .collect::<Result<Vec<_>>>()?;
-        let (losses, grads): (Vec<f64>, Vec<GradStore>) = done.into_iter().unzip();
-        Ok((losses.iter().sum::<f64>() as f32, grads))
+            .collect()
     })
+}
+
+/// At most `parts` runs of consecutive rows out of `rows`, as (start, length): as even as they
+/// can be (the first ones one row longer), none empty.
+fn cuts(rows: usize, parts: usize) -> Vec<(usize, usize)> {
+    let parts = parts.clamp(1, rows.max(1));
+    let (base, extra) = (rows / parts, rows % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            start += len;
+            (start - len, len)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cuts_keep_every_row_in_order_in_even_parts(rows in 1usize..20, parts in 1usize..6) {
+            let cuts = cuts(rows, parts);
+            prop_assert_eq!(cuts.len(), parts.min(rows));
+            let sizes: Vec<usize> = cuts.iter().map(|&(_, len)| len).collect();
+            prop_assert!(sizes.iter().all(|&n| n >= 1));
+            prop_assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+            let covered: Vec<usize> = cuts.iter().flat_map(|&(s, len)| s..s + len).collect();
+            prop_assert_eq!(covered, (0..rows).collect::<Vec<_>>());
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! A run's state between two steps, to save and to go on from: what a resumed run needs to
 //! continue exactly as if it had not stopped.
 
-use super::{EVAL_STREAM, Run, TrainConfig, TrainReport, Updater};
+use super::{EVAL_STREAM, Run, TrainConfig, TrainReport};
 use crate::data::Dataset;
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarMap;
@@ -32,14 +32,13 @@ pub struct RunState {
     pub tensors: HashMap<String, Tensor>,
 }
 
+/// Only a run with kit's [`crate::adam::Adam`] can be saved: its state is kit's to read.
 impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
     /// Where the run stands now, between two steps.
     pub fn state(&mut self) -> anyhow::Result<RunState> {
         let names = var_names(self.varmap);
         let mut tensors = HashMap::new();
-        let Updater::Kit(adam) = &self.updater else {
-            anyhow::bail!("a run with a training step of its own cannot be saved to go on later")
-        };
+        let adam = &self.optimiser;
         for (name, var) in &names {
             let (m, v) = adam
                 .moments(var)
@@ -100,10 +99,8 @@ impl<'a, M: Module + Sync + ?Sized> Run<'a, M> {
             let v = tensor(format!("adam.v.{name}"))?;
             moments.insert(var.id(), (m, v));
         }
-        let Updater::Kit(adam) = &mut run.updater else {
-            unreachable!("Run::start uses kit's step")
-        };
-        adam.restore(state.progress.adam_steps, |var| moments.remove(&var.id()))?;
+        run.optimiser
+            .restore(state.progress.adam_steps, |var| moments.remove(&var.id()))?;
         let best: Vec<_> = names
             .iter()
             .filter_map(|(name, var)| {

@@ -2,17 +2,15 @@
 //! figures live in BENCHMARKS.md.
 
 use crate::models::{self, TextModel};
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use kit::adam::{Adam, ParamsAdam};
 use kit::data::Batch;
-use kit::train::{Evaluation, TrainConfig, parallel};
+use kit::train::{Evaluation, TrainConfig};
 use kit::{Dataset, GptConfig, SeededVarMap};
 use rand::SeedableRng;
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use workbook::cli::{
     BenchArgs, BenchAttentionArgs, BenchGenerateArgs, BenchLayerNormArgs, BenchTrainArgs, BenchWhat,
 };
@@ -111,88 +109,6 @@ fn median(xs: &mut [f64]) -> f64 {
     }
 }
 
-/// The optimiser a benchmark updates the parameters with. Both are the challenge's plain Adam;
-/// they differ in speed only.
-enum Optimiser {
-    /// kit's Adam: one in-place pass per parameter (what training uses).
-    Fused(Adam),
-    /// candle-nn's `AdamW` with weight decay 0, built from candle's elementary ops: the
-    /// "before" figure of `--composed`.
-    Candle(AdamW, Vec<Var>),
-}
-
-impl Optimiser {
-    fn new(vars: Vec<Var>, lr: f64, composed: bool) -> candle_core::Result<Self> {
-        Ok(if composed {
-            // The challenge uses plain Adam; candle's default has weight decay 0.01.
-            let params = ParamsAdamW {
-                lr,
-                weight_decay: 0.0,
-                ..ParamsAdamW::default()
-            };
-            Optimiser::Candle(AdamW::new(vars.clone(), params)?, vars)
-        } else {
-            let params = ParamsAdam {
-                lr,
-                ..ParamsAdam::default()
-            };
-            Optimiser::Fused(Adam::new(vars, params)?)
-        })
-    }
-
-    /// One update with, for each parameter, the sum of its gradients in `grads`.
-    fn step(&mut self, grads: &[GradStore]) -> candle_core::Result<()> {
-        match self {
-            Optimiser::Fused(adam) => adam.step_sum(grads),
-            Optimiser::Candle(adamw, vars) => {
-                let mut sum = GradStore::default();
-                for var in vars.iter() {
-                    let mut parts = grads.iter().filter_map(|g| g.get(var));
-                    if let Some(first) = parts.next() {
-                        sum.insert(var, parts.try_fold(first.clone(), |s, g| s + g)?);
-                    }
-                }
-                adamw.step(&sum)
-            }
-        }
-    }
-}
-
-/// How long the three phases of a step took.
-#[derive(Default)]
-struct Phases {
-    forward: Duration,
-    backward: Duration,
-    update: Duration,
-}
-
-/// kit's training step (`kit::train::step`) with the batch in `parts` parts and the given
-/// optimiser, timing its phases when the batch is in one part. Returns the batch's mean loss.
-fn step(
-    model: &dyn TextModel,
-    optimiser: &mut Optimiser,
-    batch: &Batch,
-    parts: usize,
-    device: &Device,
-) -> candle_core::Result<(f32, Phases)> {
-    let phases = Mutex::new(Phases::default());
-    let (loss, grads) = parallel::over_parts(batch, parts, device, |x, y, share| {
-        let start = Instant::now();
-        let loss = kit::ops::cross_entropy(&model.forward(x)?, y)?;
-        let forward = start.elapsed();
-        let grads = (&loss * share)?.backward()?;
-        let mut p = phases.lock().expect("the phases' lock");
-        p.forward = forward;
-        p.backward = start.elapsed() - forward;
-        Ok((loss.to_scalar::<f32>()?, grads))
-    })?;
-    let start = Instant::now();
-    optimiser.step(&grads)?;
-    let mut phases = phases.into_inner().expect("the phases' lock");
-    phases.update = start.elapsed();
-    Ok((loss, phases))
-}
-
 /// `bench train`: the median training step of a task's reference model at its graded
 /// settings, its dense products' rate and an evaluation's time, as text and, with `--json`, as
 /// one JSON object.
@@ -208,16 +124,35 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(TrainConfig::CHALLENGE);
     let params = SeededVarMap::new(0);
     let model = models::build(&task.name, true, cfg, params.var_builder(&device))?;
-    let vars = params.varmap().all_vars();
-    let mut optimiser = Optimiser::new(vars, graded.learning_rate, args.composed)?;
+    let (vars, lr) = (params.varmap().all_vars(), graded.learning_rate);
     let parts = args.parts as usize;
-    let steps = time_steps(model.as_ref(), &mut optimiser, &data, &graded, &args)?;
+    // Both are the challenge's plain Adam and differ in speed only: kit's, one in-place pass
+    // per parameter (what training uses), or candle-nn's `AdamW` without weight decay, built
+    // from candle's elementary ops (the "before" figure of `--composed`).
+    let steps = if args.composed {
+        let params = ParamsAdamW {
+            lr,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        };
+        let optimiser = AdamW::new(vars, params)?;
+        time_and_break_down(model.as_ref(), optimiser, &data, &graded, &args)?
+    } else {
+        let optimiser = Adam::new(
+            vars,
+            ParamsAdam {
+                lr,
+                ..ParamsAdam::default()
+            },
+        )?;
+        time_and_break_down(model.as_ref(), optimiser, &data, &graded, &args)?
+    };
     let ops = if args.composed { "composed" } else { "fused" };
     print_steps(&task.title, &graded, &args, ops, &steps);
     let (gflop, gflops) = dense_products(&task.name, &cfg, &graded, parts, steps.ms);
     let eval_ms = time_evaluation(model.as_ref(), &data, &graded, args.eval_repeats)?;
-    if args.breakdown {
-        breakdown(model.as_ref(), &mut optimiser, &data, &graded, args.steps)?;
+    if let Some(phases) = &steps.breakdown {
+        println!("{phases}");
     }
     if args.json {
         println!(
@@ -266,13 +201,30 @@ struct StepTimes {
     /// candle's threads, and kit's fused ops'.
     threads: usize,
     op_threads: usize,
+    /// With `--breakdown`, the line of [`breakdown`].
+    breakdown: Option<String>,
 }
 
-/// Times `args.steps` training steps after `args.warmup` untimed ones, each on a batch of the
-/// graded size cut into `args.parts` parts.
-fn time_steps(
+/// [`time_steps`] with `optimiser`, then, with `--breakdown`, [`breakdown`].
+fn time_and_break_down<O: Optimizer + Send>(
     model: &dyn TextModel,
-    optimiser: &mut Optimiser,
+    mut optimiser: O,
+    data: &Dataset,
+    graded: &TrainConfig,
+    args: &BenchTrainArgs,
+) -> anyhow::Result<StepTimes> {
+    let mut steps = time_steps(model, &mut optimiser, data, graded, args)?;
+    if args.breakdown {
+        steps.breakdown = Some(breakdown(model, &mut optimiser, data, graded, args.steps)?);
+    }
+    Ok(steps)
+}
+
+/// Times `args.steps` of kit's training steps after `args.warmup` untimed ones, each on a batch
+/// of the graded size cut into `args.parts` parts, run as the training loop runs them.
+fn time_steps<O: Optimizer + Send>(
+    model: &dyn TextModel,
+    optimiser: &mut O,
     data: &Dataset,
     graded: &TrainConfig,
     args: &BenchTrainArgs,
@@ -285,7 +237,9 @@ fn time_steps(
     for i in 0..args.warmup + args.steps {
         let batch = Batch::sample(&mut rng, &data.train, batch_size, block_size)?;
         let start = Instant::now();
-        last_loss = step(model, optimiser, &batch, parts, &Device::Cpu)?.0;
+        let (x, y) = batch.to_tensors(&Device::Cpu)?;
+        let step = || kit::train::step_in_parts(model, &mut *optimiser, &x, &y, parts);
+        last_loss = kit::ops::on_pool(step)?;
         if i >= args.warmup {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
@@ -299,6 +253,7 @@ fn time_steps(
         last_loss,
         threads: candle_core::utils::get_num_threads(),
         op_threads: kit::ops::threads(),
+        breakdown: None,
     })
 }
 
@@ -372,32 +327,37 @@ fn time_evaluation(
     Ok(eval_ms)
 }
 
-/// Median ms of the forward pass (with the loss), the backward pass and the Adam update, the
-/// whole batch in one part.
-fn breakdown(
+/// Median ms of the three phases of kit's step, each timed alone, the whole batch in one
+/// part: the forward pass with the loss (`kit::train::loss`), the backward pass, the update.
+fn breakdown<O: Optimizer>(
     model: &dyn TextModel,
-    optimiser: &mut Optimiser,
+    optimiser: &mut O,
     data: &Dataset,
     graded: &TrainConfig,
     steps: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let since = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
     let (mut f, mut b, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..steps {
         let batch = Batch::sample(&mut rng, &data.train, graded.batch_size, graded.block_size)?;
-        let (_, phases) = step(model, optimiser, &batch, 1, &Device::Cpu)?;
-        f.push(ms(phases.forward));
-        b.push(ms(phases.backward));
-        o.push(ms(phases.update));
+        let (x, y) = batch.to_tensors(&Device::Cpu)?;
+        let start = Instant::now();
+        let loss = kit::train::loss(model, &x, &y)?;
+        f.push(since(start));
+        let start = Instant::now();
+        let grads = loss.backward()?;
+        b.push(since(start));
+        let start = Instant::now();
+        optimiser.step(&grads)?;
+        o.push(since(start));
     }
-    println!(
+    Ok(format!(
         "breakdown, whole batch in one part (median ms): forward+loss {:.2}, backward {:.2}, Adam {:.2}",
         median(&mut f),
         median(&mut b),
         median(&mut o)
-    );
-    Ok(())
+    ))
 }
 
 /// Median milliseconds of `f` over `repeats` runs after one untimed run.
