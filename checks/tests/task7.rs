@@ -364,9 +364,11 @@ fn cached_steps_equal_the_full_forward_pass() {
 
 #[test]
 fn past_block_size_the_sliding_cache_is_sliding_window_attention() {
-    // With RoPE a key rotated at its position stays right when the window moves: the cache
-    // slides, and the logits are those of the whole sequence run at once with every query
-    // seeing the block_size keys up to itself (a sliding-window mask, as Mistral's).
+    // The cache slides, keeping each key as rotated once at its own position, and what it
+    // computes is sliding-window attention, as Mistral's: the logits are those of the whole
+    // sequence run at once with every query seeing the block_size keys up to itself (a
+    // sliding-window mask). Past the first layer that is not MiniLlama rerun on the window: a
+    // kept key was computed from hidden states that saw tokens now outside the window.
     let (model, params) = minillama(SMALL, 10);
     move_off_init(&params, 100);
     let t = tokens(10, 3 * SMALL.block_size);
@@ -401,8 +403,9 @@ fn past_block_size_the_sliding_cache_is_sliding_window_attention() {
         assert!(
             diff < 1e-3,
             "at position {i}, past block_size {}, the cached step's logits differ by {diff:.2e} \
-             from attention over the last {} positions: keep the last block_size keys and values \
-             (rotated at their own positions) and keep counting positions on",
+             from sliding-window attention, each query seeing the last {} keys up to itself: \
+             keep the last block_size keys and values (each rotated once, at its own position) \
+             and keep counting positions on",
             SMALL.block_size,
             SMALL.block_size
         );

@@ -14,8 +14,8 @@
 //! 5. output = weights · v, (B, T, head_dim): each position's mix of the values it may see.
 //!
 //! Every step must be differentiable, or nothing before it learns: candle-nn 0.11's
-//! `ops::softmax_last_dim` records no backward, and the gradient stops there without an error
-//! (its `ops::softmax` over a dimension is written with differentiable ops).
+//! `candle_nn::ops::softmax_last_dim` records no backward, and the gradient stops there without
+//! an error (its `candle_nn::ops::softmax` over a dimension is written with differentiable ops).
 //! `cargo xtask hint task2` gives the candle calls when you want them.
 //!
 //! Check your work with `cargo xtask check task2`.

@@ -48,8 +48,9 @@
 //!
 //! Every part must be differentiable. candle-nn 0.11 has RMSNorm and RoPE, but
 //! `candle_nn::ops::rms_norm` and the fused `candle_nn::rotary_emb::rope` record no backward,
-//! and the `RmsNorm` module calls `ops::rms_norm` on any contiguous input, falling back to
-//! differentiable ops only for an input that is not (its `forward_diff` always takes them).
+//! and the `candle_nn::RmsNorm` module calls `ops::rms_norm` on any contiguous input, falling
+//! back to differentiable ops only for an input that is not (its `forward_diff` always takes
+//! them).
 //! Write each part with candle's tensor ops; hint 3 of each part names the calls.
 //!
 //! Check your work with `cargo xtask check task7`; its last check trains MiniLlama.

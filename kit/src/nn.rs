@@ -57,7 +57,9 @@ pub fn embedding(
 }
 
 /// Layer normalisation over the last dimension, with a learned scale and shift, and a real
-/// backward pass (candle-nn 0.11's fast `LayerNorm` has none: gradients would stop there).
+/// backward pass. candle-nn 0.11's `LayerNorm` (with a bias) takes a fast path on a contiguous
+/// input, `candle_nn::ops::layer_norm`, which records no graph node: gradients would stop there
+/// without an error.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,

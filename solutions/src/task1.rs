@@ -13,8 +13,9 @@
 //!   (B, T, C) → (B, T, head_dim);
 //! - `FeedForward::new(hidden, vb)`: Dense(4·C), ReLU, Dense(C);
 //! - `LayerNorm::new(dim, vb)`: normalises the last dimension (with a working backward pass;
-//!   candle-nn's `LayerNorm` runs a fused op on a contiguous input that records none, and every
-//!   gradient would stop there without an error, so do not use it here);
+//!   candle-nn's `LayerNorm`, given a bias as `candle_nn::layer_norm` gives it one, runs the
+//!   fused `candle_nn::ops::layer_norm` on a contiguous input, which records no graph node, and
+//!   every gradient would stop there without an error, so do not use it here);
 //! - `dense(in, out, vb)`, `dense_no_bias(in, out, vb)`, `embedding(n, dim, vb)`;
 //! - `kit::Sampler`: draws a token from logits, `sampler.sample(&logits)?`.
 //!

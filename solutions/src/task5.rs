@@ -1,14 +1,14 @@
 //! # Task 5: a backward pass by hand
 //!
-//! candle differentiates every op it knows. A *custom op* computes its forward pass however it
-//! likes, on plain slices of numbers, and has to say itself how to differentiate it: candle
-//! calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. How the op is applied
-//! decides what a missing `bwd` does. `LayerNorm::forward` below applies your op with
-//! `apply_op3`: had the op kept the trait's default `bwd`, `backward()` would fail with
-//! "backward is not supported for task5-layer-norm". `LayerNormOp::bwd` below applies its
-//! helper with `apply_op3_no_bwd`, which records nothing: a gradient would stop there, without
-//! an error. candle-nn applies its fused LayerNorm (`candle_nn::ops::layer_norm`) that second
-//! way. Here you write LayerNorm's maths both ways; the op around it is given, below.
+//! candle differentiates the tensor ops you have used so far. A *custom op* computes its forward
+//! pass however it likes, on plain slices of numbers, and has to say itself how to differentiate
+//! it: candle calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. How the op is
+//! applied decides what a missing `bwd` does. `LayerNorm::forward` below applies your op with
+//! `apply_op3`: had the op kept `CustomOp3`'s default `bwd`, `backward()` would fail with "backward
+//! is not supported for task5-layer-norm". `LayerNormOp::bwd` below applies its helper with
+//! `apply_op3_no_bwd`, which records nothing: a gradient would stop there, without an error.
+//! candle-nn applies its fused LayerNorm (`candle_nn::ops::layer_norm`) that second way. Here you
+//! write LayerNorm's maths both ways; the op around it is given, below.
 //!
 //! **Forward**, for each row `x` of C values, with the scale γ and the shift β (C each):
 //!
@@ -37,10 +37,10 @@
 //! Check your work with `cargo xtask check task5`: against finite differences, against
 //! candle's autograd through the composed LayerNorm, against JAX's, and in MiniGPT.
 //!
-//! **Think about it.** candle-nn's fused LayerNorm computes the right values and records no
-//! backward. Why can candle not work out the backward of a custom op by itself, when it can for
-//! `(x - mean) / sqrt(var + eps)` written with its own ops? And which parameters of MiniGPT
-//! would stop learning if only the final LayerNorm, `ln_f`, were candle-nn's?
+//! **Think about it.** candle-nn's fused LayerNorm, `candle_nn::ops::layer_norm`, computes the
+//! right values and records no backward. Why can candle not work out the backward of a custom op by
+//! itself, when it can for `(x - mean) / sqrt(var + eps)` written with its own ops? And which
+//! parameters of MiniGPT would stop learning if only the final LayerNorm, `ln_f`, were candle-nn's?
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;

@@ -19,7 +19,8 @@
 //! the fusing is worth that way.
 //!
 //! candle-nn 0.11's own `ops::layer_norm`, `LayerNorm` fast path and `ops::softmax_last_dim`
-//! have no backward: gradients stop at them silently. Nothing here uses them.
+//! are applied with `apply_op*_no_bwd` and record no graph node: gradients stop at them
+//! silently. Nothing here uses them.
 
 // With the `composed` feature the fused kernels are compiled but not called.
 #![cfg_attr(feature = "composed", allow(dead_code))]
