@@ -8,6 +8,7 @@
 //! gives the same run on any machine. BENCHMARKS.md has the figures.
 
 use crate::ops::pool::on_pool;
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
@@ -33,6 +34,31 @@ where
             })
             .collect()
     })
+}
+
+/// The parts' gradients added up, parameter by parameter, side by side on kit's pool: what
+/// nanoGPT's micro-steps accumulate in each parameter's `.grad`. (`GradStore::extend` adds the
+/// same, one parameter after the other.)
+pub fn accumulate(parts: Vec<GradStore>) -> Result<GradStore> {
+    let mut parts = parts.into_iter();
+    let Some(mut sum) = parts.next() else {
+        return Ok(GradStore::default());
+    };
+    let rest: Vec<GradStore> = parts.collect();
+    let ids: Vec<_> = sum.get_ids().copied().collect();
+    let sums = on_pool(|| {
+        ids.par_iter()
+            .map(|&id| {
+                let first = sum.get_id(id).expect("an id of this store").clone();
+                let mut others = rest.iter().filter_map(|g| g.get_id(id));
+                Ok((id, others.try_fold(first, |total, g| total + g)?))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    for (id, total) in sums {
+        sum.insert_id(id, total);
+    }
+    Ok(sum)
 }
 
 /// At most `parts` runs of consecutive rows out of `rows`, as (start, length): as even as they

@@ -49,14 +49,10 @@ where
         let grads = loss.backward()?; // 3. ∂loss/∂θ, one gradient per parameter
         Ok((loss.to_scalar::<f32>()?, grads))
     })?;
-    let mut parts = parts.into_iter();
-    let (mut loss, mut grads) = parts.next().expect("a batch has at least one part");
-    for (part_loss, part_grads) in parts {
-        loss += part_loss;
-        grads.extend(part_grads)?; // the sum of the parts' gradients
-    }
+    let (losses, grads): (Vec<f32>, Vec<_>) = parts.into_iter().unzip();
+    let grads = parallel::accumulate(grads)?; // the sum of the parts' gradients
     optimiser.step(&grads)?; // 4. for kit's Adam: θ ← θ − lr · m̂ / (√v̂ + ε)
-    Ok(loss)
+    Ok(losses.iter().sum())
 }
 
 /// The loss of a model on one batch: mean cross-entropy of the logits against the targets.
