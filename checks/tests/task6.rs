@@ -331,12 +331,12 @@ impl Decoder for Counting {
         Decoder::new_cache(&self.model)
     }
 
-    fn cached(&self, cache: &Self::Cache) -> usize {
-        self.model.cached(cache)
-    }
-
     fn block_size(&self) -> usize {
         Decoder::block_size(&self.model)
+    }
+
+    fn has_room(&self, cache: &Self::Cache) -> bool {
+        self.model.has_room(cache)
     }
 
     fn forward_step(

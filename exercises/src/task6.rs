@@ -27,9 +27,11 @@
 //!    run (with a prompt of 3 and 4 new tokens, the calls run 3, 1, 1 and 1 positions, and the
 //!    checks count them). The model has position embeddings for block_size positions only:
 //!    once the cache is full, the next token would need position block_size, which does not
-//!    exist. Then rebuild the cache from the last block_size tokens. `generate_cached` sees the
-//!    model only through kit's `Decoder` trait, which gives no device: make your token tensors
-//!    on `candle_core::Device::Cpu`, where every model of the workbook lives.
+//!    exist, and the model's `Decoder::has_room` says so. Then rebuild the cache from the last
+//!    block_size tokens. `generate_cached` sees the model only through kit's `Decoder` trait,
+//!    which gives no device: make your token tensors on `candle_core::Device::Cpu`, where every
+//!    model of the workbook lives. Task 7's MiniLlama writes with your loop too: its cache
+//!    always has room.
 //!
 //! Check your work with `cargo xtask check task6`. `cargo xtask bench generate` shows what a
 //! cache is worth, timed on the reference solution's cache. To write with yours,
@@ -206,12 +208,12 @@ impl Decoder for CachedGpt {
         CachedGpt::new_cache(self)
     }
 
-    fn cached(&self, cache: &Cache) -> usize {
-        cache.positions()
-    }
-
     fn block_size(&self) -> usize {
         self.block_size
+    }
+
+    fn has_room(&self, cache: &Cache) -> bool {
+        cache.positions() < self.block_size
     }
 
     fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
@@ -221,7 +223,7 @@ impl Decoder for CachedGpt {
 
 /// Appends `max_new_tokens` tokens to `prompt`, each sampled from the logits of the last
 /// position, running the prompt once and then one position per token on top of the cache.
-/// Past block_size, the cache is rebuilt from the last block_size tokens.
+/// When the cache has no room left, it is rebuilt from the last block_size tokens.
 pub fn generate_cached<D: Decoder + ?Sized>(
     model: &D,
     sampler: &mut Sampler,
@@ -230,8 +232,8 @@ pub fn generate_cached<D: Decoder + ?Sized>(
 ) -> Result<Vec<u32>> {
     // TODO: refuse an empty prompt. Run the prompt's last block_size tokens at most into a new
     // cache; then, max_new_tokens times, sample from the last logits and, unless it was the
-    // last token asked for, run the new token alone on top of the cache; when the cache is
-    // full, rebuild it from the last block_size tokens instead. Tensors go on Device::Cpu.
+    // last token asked for, run the new token alone on top of the cache; when the cache has
+    // no room, rebuild it from the last block_size tokens instead. Tensors go on Device::Cpu.
     todo!(
         "generate_cached: the prompt once, then one position per new token but the last, rebuilt past block_size"
     )

@@ -28,12 +28,15 @@
 //! block_size keys up to its own position. A step of T new tokens that overflows the cache drops
 //! the oldest keys before any of its queries attend: with a full cache, new query `i` (from 0)
 //! sees block_size − T + 1 + i keys, not block_size, so only steps of one token are
-//! sliding-window attention exactly, and `generate` steps one token at a time after the prompt.
+//! sliding-window attention exactly. MiniLlama implements kit's `Decoder` like Task 6's model,
+//! with a cache that always has room, so Task 6's `generate_cached` writes with it one token at a
+//! time after the prompt, and never rebuilds.
 //! Shapes: `B` batch, `T` new positions, `S` positions cached before the step, `K` kept after
 //! it, min(S + T, block_size), `n` heads, `h` head size, `C` hidden.
 //!
 //! 4. `LayerCache::append`: the new keys and values after the cached ones, keeping the last
-//!    `max` positions at most.
+//!    `window` positions at most (`LayerCache::new(window)`). Task 6's cache has the same
+//!    `append` and `positions`; this one slides.
 //! 5. `Attention::forward_step`: q, k, v of the new positions, split into heads; q and k rotated
 //!    at their positions `start..start + T`; k and v appended to the cache; each new query
 //!    against the cached keys up to its own position (`kit::ops::causal_softmax`), the weighted
@@ -44,7 +47,8 @@
 //! 7. `MiniLlama::forward_step`: the token embeddings (no position embeddings: RoPE is in the
 //!    attention); each block, `x + attn(input_layernorm(x))` then
 //!    `x + mlp(post_attention_layernorm(x))`; `norm`; `lm_head`. The new tokens' positions start
-//!    where the tokens seen so far end, `cache.position`.
+//!    where the tokens seen so far end, `cache.seen()`, which counts every token run (the cache
+//!    keeps `cache.positions()` of them).
 //!
 //! Every part must be differentiable. candle-nn 0.11 has RMSNorm and RoPE, but
 //! `candle_nn::ops::rms_norm` and the fused `candle_nn::rotary_emb::rope` record no backward,
@@ -60,10 +64,11 @@
 //! why, past the first layer, is the sliding-window attention it computes not MiniLlama run on
 //! the last block_size tokens alone?
 
-use candle_core::{D, IndexOp, Module, Result, Tensor};
+use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
+use kit::GptConfig;
+use kit::decode::Decoder;
 use kit::nn::{Dense, dense_no_bias, embedding};
-use kit::{GptConfig, Sampler};
 
 /// RMSNorm over the last dimension: a scale, and no shift.
 #[derive(Debug, Clone)]
@@ -158,39 +163,55 @@ impl Module for SwiGlu {
     }
 }
 
-/// One layer's keys, already rotated, and values of the last positions, each (B, n, S, h).
-#[derive(Debug, Clone, Default)]
+/// One layer's keys, already rotated, and values of the last `window` positions at most, each
+/// (B, n, S, h).
+#[derive(Debug, Clone)]
 pub struct LayerCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    window: usize,
 }
 
 impl LayerCache {
+    /// An empty cache that keeps `window` positions at most.
+    pub fn new(window: usize) -> Self {
+        Self {
+            k: None,
+            v: None,
+            window,
+        }
+    }
+
     /// Positions cached.
     pub fn positions(&self) -> usize {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
     }
 
     /// Appends the keys and values (B, n, T, h) of new positions after the cached ones, keeping
-    /// the last `max` positions at most; returns the kept ones.
-    pub fn append(&mut self, k: &Tensor, v: &Tensor, max: usize) -> Result<(Tensor, Tensor)> {
+    /// the last `window` positions at most; returns the kept ones, (B, n, K, h).
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         // TODO: the new keys and values after the cached ones along the positions (dimension
-        // 2); then keep only the last `max` positions. Keep them in the cache and return them.
-        todo!("LayerCache::append: new keys and values after the cached ones, the last max kept")
+        // 2); then keep only the last `window` positions. Keep them in the cache and return them.
+        todo!("LayerCache::append: new keys and values after the cached ones, the last window kept")
     }
 }
 
-/// Every layer's cache, and how many tokens the model has seen: the position of the next.
+/// Every layer's cache, and how many tokens the model has seen.
 #[derive(Debug, Clone)]
 pub struct Cache {
     layers: Vec<LayerCache>,
-    pub position: usize,
+    seen: usize,
 }
 
 impl Cache {
     /// Positions whose keys and values are kept: block_size at most.
-    pub fn kept(&self) -> usize {
+    pub fn positions(&self) -> usize {
         self.layers.first().map_or(0, LayerCache::positions)
+    }
+
+    /// Tokens run so far: the position of the next one.
+    pub fn seen(&self) -> usize {
+        self.seen
     }
 }
 
@@ -221,7 +242,7 @@ impl Attention {
     }
 
     /// The attention of `xs`, new positions `start..start + T`, over the cached ones and
-    /// themselves; the cache keeps `max` positions at most.
+    /// themselves.
     ///
     /// # Shapes
     /// (B, T, C) → (B, T, C)
@@ -230,10 +251,9 @@ impl Attention {
         xs: &Tensor,
         cache: &mut LayerCache,
         start: usize,
-        max: usize,
     ) -> Result<Tensor> {
         // TODO: q, k, v of the new positions split into heads, (B, n, T, h); q and k rotated at
-        // positions start..start + T; k and v appended to the cache (at most `max` kept); the
+        // positions start..start + T; k and v appended to the cache (which keeps its window); the
         // scores of the new queries against the kept keys, masked causally, scaled by 1/√h and
         // normalised; the weighted values; the heads merged; o_proj.
         todo!(
@@ -273,11 +293,11 @@ impl MiniLlama {
         )
     }
 
-    /// An empty cache, one layer per block, at position 0.
+    /// An empty cache, one layer per block, each keeping the last block_size positions.
     pub fn new_cache(&self) -> Cache {
         Cache {
-            layers: vec![LayerCache::default(); self.layers.len()],
-            position: 0,
+            layers: vec![LayerCache::new(self.block_size); self.layers.len()],
+            seen: 0,
         }
     }
 
@@ -288,40 +308,11 @@ impl MiniLlama {
     /// (B, T) → (B, T, vocab_size), T at most block_size
     pub fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         // TODO: refuse more than block_size positions at once. The token embeddings; each block
-        // with its layer of the cache, its positions starting at cache.position; norm; lm_head.
-        // Then count the new tokens into cache.position.
+        // with its layer of the cache, its positions starting at cache.seen; norm; lm_head.
+        // Then count the new tokens into cache.seen.
         todo!(
             "MiniLlama::forward_step: embeddings, the blocks with rotary attention and caches, norm, lm_head"
         )
-    }
-
-    /// Appends `max_new_tokens` tokens to `prompt`, each sampled from the logits of the last
-    /// position: the prompt's last block_size tokens once, then one position per token, the
-    /// cache sliding past block_size.
-    pub fn generate(
-        &self,
-        sampler: &mut Sampler,
-        prompt: &[u32],
-        max_new_tokens: usize,
-    ) -> Result<Vec<u32>> {
-        if prompt.is_empty() {
-            candle_core::bail!("generate needs a prompt of at least one token")
-        }
-        let device = self.embed_tokens.embeddings().device();
-        let mut cache = self.new_cache();
-        let context = &prompt[prompt.len().saturating_sub(self.block_size)..];
-        let mut tokens = prompt.to_vec();
-        let mut ids = context.to_vec();
-        for _ in 0..max_new_tokens {
-            let logits = self.forward_step(
-                &Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?,
-                &mut cache,
-            )?;
-            let next = sampler.sample(&logits.i((0, ids.len() - 1))?)?;
-            tokens.push(next);
-            ids = vec![next];
-        }
-        Ok(tokens)
     }
 }
 
@@ -329,5 +320,27 @@ impl Module for MiniLlama {
     /// The whole of `idx` at once: one step from an empty cache, positions 0..T.
     fn forward(&self, idx: &Tensor) -> Result<Tensor> {
         self.forward_step(idx, &mut self.new_cache())
+    }
+}
+
+/// MiniLlama as a generation loop sees it (Task 6's `generate_cached`): its cache slides, so it
+/// always has room for the next position.
+impl Decoder for MiniLlama {
+    type Cache = Cache;
+
+    fn new_cache(&self) -> Cache {
+        MiniLlama::new_cache(self)
+    }
+
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn has_room(&self, _cache: &Cache) -> bool {
+        true
+    }
+
+    fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        MiniLlama::forward_step(self, tokens, cache)
     }
 }

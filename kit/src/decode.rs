@@ -11,11 +11,13 @@ pub trait Decoder {
     /// An empty cache.
     fn new_cache(&self) -> Self::Cache;
 
-    /// How many positions `cache` holds.
-    fn cached(&self, cache: &Self::Cache) -> usize;
-
     /// The longest context the model sees.
     fn block_size(&self) -> usize;
+
+    /// Whether one more position can run on top of `cache`. MiniGPT's cache is full once it
+    /// holds block_size positions, the last its table of positions has: a generation loop must
+    /// then rebuild it from the last tokens. A cache that slides (MiniLlama's) always has room.
+    fn has_room(&self, cache: &Self::Cache) -> bool;
 
     /// The logits of `tokens`, the positions that follow those in `cache`, whose keys and values
     /// it adds to `cache`.

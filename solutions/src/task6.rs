@@ -27,9 +27,11 @@
 //!    run (with a prompt of 3 and 4 new tokens, the calls run 3, 1, 1 and 1 positions, and the
 //!    checks count them). The model has position embeddings for block_size positions only:
 //!    once the cache is full, the next token would need position block_size, which does not
-//!    exist. Then rebuild the cache from the last block_size tokens. `generate_cached` sees the
-//!    model only through kit's `Decoder` trait, which gives no device: make your token tensors
-//!    on `candle_core::Device::Cpu`, where every model of the workbook lives.
+//!    exist, and the model's `Decoder::has_room` says so. Then rebuild the cache from the last
+//!    block_size tokens. `generate_cached` sees the model only through kit's `Decoder` trait,
+//!    which gives no device: make your token tensors on `candle_core::Device::Cpu`, where every
+//!    model of the workbook lives. Task 7's MiniLlama writes with your loop too: its cache
+//!    always has room.
 //!
 //! Check your work with `cargo xtask check task6`. `cargo xtask bench generate` shows what a
 //! cache is worth, timed on the reference solution's cache. To write with yours,
@@ -231,12 +233,12 @@ impl Decoder for CachedGpt {
         CachedGpt::new_cache(self)
     }
 
-    fn cached(&self, cache: &Cache) -> usize {
-        cache.positions()
-    }
-
     fn block_size(&self) -> usize {
         self.block_size
+    }
+
+    fn has_room(&self, cache: &Cache) -> bool {
+        cache.positions() < self.block_size
     }
 
     fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
@@ -246,7 +248,7 @@ impl Decoder for CachedGpt {
 
 /// Appends `max_new_tokens` tokens to `prompt`, each sampled from the logits of the last
 /// position, running the prompt once and then one position per token on top of the cache.
-/// Past block_size, the cache is rebuilt from the last block_size tokens.
+/// When the cache has no room left, it is rebuilt from the last block_size tokens.
 pub fn generate_cached<D: Decoder + ?Sized>(
     model: &D,
     sampler: &mut Sampler,
@@ -275,7 +277,7 @@ pub fn generate_cached<D: Decoder + ?Sized>(
         if i + 1 == max_new_tokens {
             break;
         }
-        logits = if model.cached(&cache) < block_size {
+        logits = if model.has_room(&cache) {
             last(&[next], &mut cache)? // one new position
         } else {
             // Every position would shift by one: the cached keys and values are stale.
