@@ -1,4 +1,4 @@
-//! # Task 2: causal self-attention, by hand
+//! # Task 2: causal self-attention by hand
 //!
 //! In Task 1 the attention head was given. Here you write it from candle's primitives, so that
 //! nothing about attention stays a black box.

@@ -35,7 +35,10 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
 /// [`load`], with the model that generates with a KV cache (`generate --cache`).
 pub fn load_cached(path: &Path) -> anyhow::Result<Loaded> {
     load_with(path, |meta, vb| {
-        models::cached(&meta.task, meta.solutions, meta.model, vb)?.with_context(|| {
+        let list = workbook::tasks::TaskList::here()?;
+        let task = list.get(&meta.task).map_err(anyhow::Error::msg)?;
+        let cache = task.model.as_ref().and_then(|m| m.cache.as_deref());
+        models::cached(&meta.task, cache, meta.solutions, meta.model, vb)?.with_context(|| {
             format!(
                 "--cache: the {} model has no KV cache; Task 3's model has one, your Task 6 \
                  cache (cargo xtask train task3), and Task 7's MiniLlama its own",

@@ -14,15 +14,6 @@ use kit::train::{Run, TrainConfig};
 use kit::{Dataset, GptConfig, Sampler};
 use reference::{HeadLayout, RefGpt};
 
-/// The task `bench train` times unless `--task` says otherwise.
-pub const BENCH_DEFAULT: &str = "task1";
-
-/// Whether `task`'s model has MiniGPT's dense layers, the products `bench products` lists
-/// (MiniLlama's feed-forward has three matrices of another width).
-pub fn has_minigpt_products(task: &str) -> bool {
-    matches!(task, "task1" | "task3" | "task4")
-}
-
 /// A trained model that writes text.
 pub trait TextModel: Module + Sync {
     fn generate(
@@ -284,20 +275,24 @@ pub fn attentions(
     Ok([Box::new(task2_heads), Box::new(task1), Box::new(task3)])
 }
 
-/// With `generate --cache`: the model of a checkpoint of `task`, generating with a KV cache,
-/// if it has one: a Task 3 model is Task 6's cached MiniGPT, with your cache; MiniLlama has its
-/// own.
+/// With `generate --cache`: the model of a checkpoint of `task` in the model with a KV cache of
+/// `cache`, its `cache` in tasks.toml (a Task 3 checkpoint in Task 6's model, with your cache; a
+/// task whose own model has one, that model), if it has one.
 pub fn cached(
     task: &str,
+    cache: Option<&str>,
     solutions: bool,
     cfg: GptConfig,
     vb: VarBuilder,
 ) -> Result<Option<Box<dyn TextModel>>> {
-    Ok(match task {
-        "task3" => Some(Box::new(exercises::task6::CachedGpt::new(cfg, vb)?)),
-        // MiniLlama generates with its own sliding cache anyway.
-        "task7" => Some(build(task, solutions, cfg, vb)?),
-        _ => None,
+    Ok(match cache {
+        Some("task6") => Some(Box::new(exercises::task6::CachedGpt::new(cfg, vb)?)),
+        Some(own) if own == task => Some(build(task, solutions, cfg, vb)?),
+        Some(other) => candle_core::bail!(
+            "runner/src/models.rs has no model with a KV cache for {other}, which tasks.toml \
+             names as {task}'s cache: add an arm to `cached`"
+        ),
+        None => None,
     })
 }
 
@@ -439,7 +434,19 @@ mod tests {
                 task.name
             );
         }
-        let bench = list.get(BENCH_DEFAULT).unwrap();
-        assert!(bench.allows(ModelCommand::Bench));
+        assert!(
+            list.default_bench().is_some(),
+            "no task in tasks.toml has a bench"
+        );
+        for task in list.with_model() {
+            let cache = task.model.as_ref().and_then(|m| m.cache.as_deref());
+            let params = kit::SeededVarMap::new(0);
+            let vb = params.var_builder(&candle_core::Device::Cpu);
+            assert!(
+                cached(&task.name, cache, true, cfg, vb).is_ok(),
+                "{}: tasks.toml names a cache that `cached` cannot build",
+                task.name
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! # Task 1: MiniGPT
+//! # Task 1: MiniGPT from given parts
 //!
 //! Assemble a small GPT from parts that `kit` gives you, train it on tiny Shakespeare, and
 //! watch it learn to write something like a play.

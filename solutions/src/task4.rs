@@ -43,9 +43,8 @@
 //! Check your work with `cargo xtask check task4`; its last check trains MiniGPT with your step
 //! and your Adam. `cargo xtask hint task4 adam` (or any part) gives the candle calls.
 //!
-//! **Think about it.** Adam divides by √v̂: why does its first update move every weight with a
-//! nonzero gradient by almost exactly `lr`, whatever the size of that gradient? What would the
-//! first update be without the bias correction?
+//! **Think about it.** Once it is green, this task's section of docs/guide.md ends with a
+//! question to think about: the workbook keeps its questions there.
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, Module, Result, Tensor, Var};

@@ -1,4 +1,4 @@
-//! # Task 7: a modern block
+//! # Task 7: a modern block (RMSNorm, RoPE, SwiGLU)
 //!
 //! MiniGPT's block has the layout of GPT-2's (its feed-forward layer uses ReLU where GPT-2's
 //! uses GELU). The models you will meet next (Llama, Mistral, Qwen: all in candle-transformers)
@@ -59,10 +59,8 @@
 //!
 //! Check your work with `cargo xtask check task7`; its last check trains MiniLlama.
 //!
-//! **Think about it.** Why does rotating both the query and the key make their score depend on
-//! the positions only through m − n? Why can MiniLlama's cache slide when MiniGPT's cannot? And
-//! why, past the first layer, is the sliding-window attention it computes not MiniLlama run on
-//! the last block_size tokens alone?
+//! **Think about it.** Once it is green, this task's section of docs/guide.md ends with a
+//! question to think about: the workbook keeps its questions there.
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};

@@ -47,6 +47,14 @@ pub struct Model {
     /// training step).
     #[serde(default)]
     pub commands: Vec<ModelCommand>,
+    /// Whether its dense layers are MiniGPT's, whose products `bench products` lists and
+    /// `bench train` counts.
+    #[serde(default)]
+    pub minigpt_products: bool,
+    /// The task whose model with a KV cache runs this task's checkpoints (`generate --cache`):
+    /// Task 3's checkpoints run in Task 6's model.
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -208,6 +216,11 @@ impl TaskList {
     }
 
     /// The tasks whose model the model commands may train and sample.
+    /// The task `bench train` times unless told otherwise: the first with a bench.
+    pub fn default_bench(&self) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.allows(ModelCommand::Bench))
+    }
+
     pub fn with_model(&self) -> impl Iterator<Item = &Task> {
         self.tasks.iter().filter(|t| t.model.is_some())
     }

@@ -1261,9 +1261,9 @@ fn an_embedding_looks_up_one_row_per_id_and_its_table_receives_a_gradient() {
 /// tasks.toml: task2 `forward`, hint 3 ("q.matmul(&k.t()?)? is q kᵀ (t() swaps the last two
 /// dimensions); Tensor::tril2(t, DType::U8, device)? is 1 on and below the diagonal;
 /// broadcast_as(scores.shape())? spreads it over the batch; mask.where_cond(&scores,
-/// &minus_infinity)? keeps the scores where the mask is 1"); task1 `attention-forward`, hint 3
+/// &minus_infinity)? keeps the scores where the mask is 1"); task1 `attention`, hint 3
 /// ("Tensor::cat(&outs, D::Minus1) joins tensors along the last dimension"); task1
-/// `model-forward`, hint 3 (arange, "broadcast_add adds (T, C) to every row of (B, T, C)");
+/// `model`, hint 3 (arange, "broadcast_add adds (T, C) to every row of (B, T, C)");
 /// task1 `generate`, hint 3 ("logits.i((0, t - 1))? … takes the last position"); task6
 /// `append` and task7 `cache`, hint 3 (`Tensor::cat(&[&cached, &new], 2)`, "k.narrow(2, drop,
 /// len - drop)? keeps the last len − drop positions"); task6 `attention`, hint 3

@@ -2,6 +2,7 @@
 //! figures live in BENCHMARKS.md.
 
 use crate::models::{self, TextModel};
+use anyhow::Context as _;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use kit::adam::{Adam, ParamsAdam};
@@ -149,7 +150,7 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     };
     let ops = if args.composed { "composed" } else { "fused" };
     print_steps(&task.title, &graded, &args, ops, &steps);
-    let (gflop, gflops) = dense_products(&task.name, &cfg, &graded, parts, steps.ms);
+    let (gflop, gflops) = dense_products(task, &cfg, &graded, parts, steps.ms);
     let eval_ms = time_evaluation(model.as_ref(), &data, &graded, args.eval_repeats)?;
     if let Some(phases) = &steps.breakdown {
         println!("{phases}");
@@ -176,12 +177,15 @@ fn train(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The task `bench train` times: `--task`, else [`models::BENCH_DEFAULT`], if tasks.toml gives
-/// it a bench.
+/// The task `bench train` times: `--task`, else the first in tasks.toml with a bench, if
+/// tasks.toml gives it a bench.
 fn bench_task<'a>(list: &'a TaskList, task: Option<&str>) -> anyhow::Result<&'a Task> {
-    let task = list
-        .get(task.unwrap_or(models::BENCH_DEFAULT))
-        .map_err(anyhow::Error::msg)?;
+    let task = match task {
+        Some(name) => list.get(name).map_err(anyhow::Error::msg)?,
+        None => list
+            .default_bench()
+            .context("no task in tasks.toml has a bench")?,
+    };
     anyhow::ensure!(
         task.allows(ModelCommand::Bench),
         "{} has no bench in tasks.toml: its model is not one `bench train` times",
@@ -281,14 +285,15 @@ fn print_steps(
 /// The dense products are most of a step's work: their GFLOP a step and, at the median step of
 /// `ms`, their rate against `bench products`'. Printed, and returned where counted.
 fn dense_products(
-    task: &str,
+    task: &Task,
     cfg: &GptConfig,
     graded: &TrainConfig,
     parts: usize,
     ms: f64,
 ) -> (Option<f64>, Option<f64>) {
     let rows = graded.batch_size / parts * graded.block_size;
-    let gflop = models::has_minigpt_products(task).then(|| {
+    let minigpt = task.model.as_ref().is_some_and(|m| m.minigpt_products);
+    let gflop = minigpt.then(|| {
         products::of_a_step(cfg, rows)
             .iter()
             .map(products::Product::flops)
