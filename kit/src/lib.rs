@@ -8,9 +8,10 @@
 //!   feed-forward, the Task 1 attention head);
 //! - [`ops`]: what those layers compute, each op fused with an analytic backward pass (LayerNorm,
 //!   causal softmax, cross-entropy, dense, causal attention) beside its composed twin;
-//! - [`adam`]: plain Adam, fused into one in-place pass per parameter;
-//! - [`train`]: the training loop; one step of it, forward → cross-entropy → backward → Adam,
-//!   is [`train::step`], in `train/step.rs`;
+//! - [`adam`]: plain Adam: its rule, [`adam::update`], and the optimiser that runs it in one
+//!   in-place pass per parameter;
+//! - [`train`]: the training loop; one step of it, forward → cross-entropy → backward → the
+//!   optimiser's update, is [`train::step`], in `train/step.rs`;
 //! - [`sample`]: drawing the next token from logits;
 //! - [`decode`]: what a model with a cache offers a generation loop;
 //! - [`checkpoint`]: a trained model, or a run that can go on, on disk.
