@@ -51,8 +51,14 @@ pub fn build(
             solutions::warmup::SimpleDecoder::new(cfg.vocab_size, vb)?,
             solutions::warmup::SimpleDecoder::generate,
         )),
-        ("task1", false) => Box::new(exercises::task1::MiniGPT::new(cfg, vb)?),
-        ("task1", true) => Box::new(solutions::task1::MiniGPT::new(cfg, vb)?),
+        ("task1", false) => Box::new(Writes(
+            exercises::task1::MiniGPT::new(cfg, vb)?,
+            exercises::task1::MiniGPT::generate,
+        )),
+        ("task1", true) => Box::new(Writes(
+            solutions::task1::MiniGPT::new(cfg, vb)?,
+            solutions::task1::MiniGPT::generate,
+        )),
         // Task 3 writes only the attention: the rest of the model is the checks' own.
         ("task3", false) => Box::new(RefGpt::new(
             cfg,
@@ -66,8 +72,16 @@ pub fn build(
         )?),
         // Task 4 writes the training step: the model is the checks' own MiniGPT.
         ("task4", _) => Box::new(RefGpt::minigpt(cfg, vb, LayerNorm::new)?),
-        ("task7", false) => Box::new(exercises::task7::MiniLlama::new(cfg, vb)?),
-        ("task7", true) => Box::new(solutions::task7::MiniLlama::new(cfg, vb)?),
+        // MiniLlama writes with Task 6's generation loop, the reference's, so that Task 7's model
+        // needs no Task 6 of yours: its cache always has room, so the loop never rebuilds it.
+        ("task7", false) => Box::new(Writes(
+            exercises::task7::MiniLlama::new(cfg, vb)?,
+            solutions::task6::generate_cached,
+        )),
+        ("task7", true) => Box::new(Writes(
+            solutions::task7::MiniLlama::new(cfg, vb)?,
+            solutions::task6::generate_cached,
+        )),
         _ => candle_core::bail!(
             "runner/src/models.rs builds no model for {task}: tasks.toml gives it a [task.model], \
              so add an arm to `build`"
@@ -286,7 +300,10 @@ pub fn cached(
     vb: VarBuilder,
 ) -> Result<Option<Box<dyn TextModel>>> {
     Ok(match cache {
-        Some("task6") => Some(Box::new(exercises::task6::CachedGpt::new(cfg, vb)?)),
+        Some("task6") => Some(Box::new(Writes(
+            exercises::task6::CachedGpt::new(cfg, vb)?,
+            exercises::task6::generate_cached,
+        ))),
         Some(own) if own == task => Some(build(task, solutions, cfg, vb)?),
         Some(other) => candle_core::bail!(
             "runner/src/models.rs has no model with a KV cache for {other}, which tasks.toml \
@@ -300,7 +317,10 @@ pub fn cached(
 /// checks' own), and with the reference's Task 6 cache.
 pub fn with_and_without_cache(cfg: GptConfig, vb: VarBuilder) -> Result<[Box<dyn TextModel>; 2]> {
     let without = RefGpt::with_norm(cfg, vb.clone(), reference::FusedHeads::new, LayerNorm::new)?;
-    let with = solutions::task6::CachedGpt::new(cfg, vb)?;
+    let with = Writes(
+        solutions::task6::CachedGpt::new(cfg, vb)?,
+        solutions::task6::generate_cached,
+    );
     Ok([Box::new(without), Box::new(with)])
 }
 
@@ -336,41 +356,21 @@ pub fn layer_norms(
     ])
 }
 
-impl TextModel for exercises::task6::CachedGpt {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        exercises::task6::generate_cached(self, sampler, prompt, n)
+/// A generation loop: `max_new_tokens` tokens after `prompt`, drawn by the sampler.
+type Generate<M> = fn(&M, &mut Sampler, &[u32], usize) -> Result<Vec<u32>>;
+
+/// A model and the generation loop it writes with: its own `generate`, or Task 6's.
+struct Writes<M>(M, Generate<M>);
+
+impl<M: Module> Module for Writes<M> {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.0.forward(xs)
     }
 }
 
-impl TextModel for solutions::task6::CachedGpt {
+impl<M: Module + Sync> TextModel for Writes<M> {
     fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        solutions::task6::generate_cached(self, sampler, prompt, n)
-    }
-}
-
-// MiniLlama writes with Task 6's generation loop, the reference's, so that Task 7's model needs
-// no Task 6 of yours: its cache always has room, so the loop never rebuilds it.
-impl TextModel for exercises::task7::MiniLlama {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        solutions::task6::generate_cached(self, sampler, prompt, n)
-    }
-}
-
-impl TextModel for solutions::task7::MiniLlama {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        solutions::task6::generate_cached(self, sampler, prompt, n)
-    }
-}
-
-impl TextModel for exercises::task1::MiniGPT {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        exercises::task1::MiniGPT::generate(self, sampler, prompt, n)
-    }
-}
-
-impl TextModel for solutions::task1::MiniGPT {
-    fn generate(&self, sampler: &mut Sampler, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-        solutions::task1::MiniGPT::generate(self, sampler, prompt, n)
+        (self.1)(&self.0, sampler, prompt, n)
     }
 }
 
