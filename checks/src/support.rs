@@ -2,10 +2,12 @@
 //! to look at next.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::Optimizer;
+use candle_nn::{Optimizer, VarBuilder};
 use kit::train::{Control, EvalPoint, EvalScreen, Graded, Run, Step, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, SeededVarMap};
+use reference::curves::{Band, Standing};
 pub use reference::{param, values};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 use workbook::progress_line::GradedProgress;
@@ -24,6 +26,18 @@ pub fn dataset() -> &'static Dataset {
         Ok(d) => d,
         Err(e) => panic!("the checks need the tiny Shakespeare corpus: {e}"),
     })
+}
+
+/// What `new` builds on fresh parameters drawn from `seed`, and those parameters. `what` names
+/// the constructor, should it fail.
+pub fn seeded<T>(
+    seed: u64,
+    what: &str,
+    new: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+) -> (T, SeededVarMap) {
+    let params = SeededVarMap::new(seed);
+    let built = new(params.var_builder(&device())).expect(what);
+    (built, params)
 }
 
 /// Asserts a tensor's shape, naming the part and what its shape means.
@@ -153,11 +167,88 @@ pub fn ids(tokens: &[u32]) -> Tensor {
         .expect("token ids")
 }
 
+/// Rows of token ids as a batch, (B, T).
+fn batch(rows: &[Vec<u32>]) -> Tensor {
+    Tensor::from_vec(rows.concat(), (rows.len(), rows[0].len()), &device()).expect("token ids")
+}
+
 /// Logits of a model on a batch of token ids (B, T).
 pub fn logits(model: &dyn Module, ids: &[Vec<u32>]) -> Tensor {
-    let flat: Vec<u32> = ids.concat();
-    let t = Tensor::from_vec(flat, (ids.len(), ids[0].len()), &device()).expect("token ids");
-    model.forward(&t).expect("forward pass")
+    model.forward(&batch(ids)).expect("forward pass")
+}
+
+/// `len` token ids below `vocab`, a fixed pattern that `seed` shifts. It steps by 7, which shares
+/// no factor with the checks' vocabularies (65, 11), so no id comes back before every id has
+/// come.
+pub fn tokens(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
+    (0..len as u64)
+        .map(|i| ((i * 7 + seed * 31 + 3) % vocab as u64) as u32)
+        .collect()
+}
+
+/// `b` rows of `t` [`tokens`], row i shifted by seed i: a batch (B, T).
+pub fn token_batch(b: usize, t: usize, vocab: usize) -> Vec<Vec<u32>> {
+    (0..b as u64).map(|i| tokens(i, t, vocab)).collect()
+}
+
+/// kit's training loss of `model` on the batch `inputs`, each target the id after its input's
+/// in the vocabulary: a loss every part of a language model feeds.
+pub fn next_token_loss(model: &dyn Module, inputs: &[Vec<u32>], vocab: usize) -> Tensor {
+    let targets: Vec<Vec<u32>> = inputs
+        .iter()
+        .map(|row| row.iter().map(|&id| (id + 1) % vocab as u32).collect())
+        .collect();
+    kit::train::loss(model, &batch(inputs), &batch(&targets)).expect("loss")
+}
+
+/// Fails if `model`'s logits at a position change when a later token does: for each position
+/// t of `tokens`, the tokens after it are moved 17 ids on. `look_at` says where to look.
+#[track_caller]
+pub fn assert_causal(model: &dyn Module, tokens: &[u32], vocab: usize, look_at: &str) {
+    let before = values(&logits(model, &[tokens.to_vec()]));
+    for t in 0..tokens.len() - 1 {
+        let mut changed = tokens.to_vec();
+        for id in &mut changed[t + 1..] {
+            *id = (*id + 17) % vocab as u32;
+        }
+        let after = values(&logits(model, &[changed]));
+        let diff = max_abs_diff(&before[..(t + 1) * vocab], &after[..(t + 1) * vocab]);
+        assert!(
+            diff < 1e-5,
+            "changing the tokens after position {t} changed the logits at positions 0..={t} by \
+             {diff:.2e}: information flows from the future. {look_at}"
+        );
+    }
+}
+
+/// Runs `module` on seeded random input of shape `input` and asserts the output's shape, as
+/// [`assert_shape`] does.
+#[track_caller]
+pub fn assert_output_shape(
+    what: &str,
+    module: &dyn Module,
+    input: &[usize],
+    expected: &[usize],
+    meaning: &str,
+) {
+    let out = module.forward(&random_tensor(1, input)).expect(what);
+    assert_shape(what, &out, expected, meaning);
+}
+
+/// [`assert_every_parameter_learns`] from the loss Σ y², y the output of `module` on seeded
+/// random input of shape `input`: every output feeds it.
+#[track_caller]
+pub fn assert_every_parameter_learns_through(
+    what: &str,
+    module: &dyn Module,
+    params: &SeededVarMap,
+    input: &[usize],
+) {
+    let loss = module
+        .forward(&random_tensor(6, input))
+        .and_then(|y| y.sqr()?.sum_all())
+        .expect("forward");
+    assert_every_parameter_learns(what, params, &loss);
 }
 
 /// Random floats in [-1, 1) from a seeded generator, as a tensor of `shape`.
@@ -185,14 +276,18 @@ pub fn move_off_init(params: &SeededVarMap, seed: u64) {
 
 /// The graded training of `task`, as the task list gives it.
 pub fn graded(task: &str) -> Graded {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("checks/ is inside the workbook");
-    let list = TaskList::load(root).unwrap_or_else(|e| panic!("{e}"));
+    let list = TaskList::load(workbook_root()).unwrap_or_else(|e| panic!("{e}"));
     let task = list.get(task).unwrap_or_else(|e| panic!("{e}"));
     task.graded
         .unwrap_or_else(|| panic!("tasks.toml gives {} no [task.graded]", task.name))
         .graded()
+}
+
+/// The workbook's root, where tasks.toml is.
+fn workbook_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("checks/ is inside the workbook")
 }
 
 /// How many eval batches [`graded_training`] looks at before going on with an evaluation.
@@ -208,9 +303,9 @@ fn report_progress(progress: GradedProgress) {
     let _ = writeln!(std::io::stderr().lock(), "{progress}");
 }
 
-/// The graded training run: trains `model` on tiny Shakespeare with `graded.config`, and stops
-/// at the first complete evaluation below `graded.bar`. Prints every evaluation, then `label:
-/// eval loss … at step … (… s)`, and returns the last evaluation.
+/// The graded training of `task`: trains `model` on tiny Shakespeare with the task's graded
+/// settings, and stops at the first complete evaluation below its bar. Prints every
+/// evaluation, then `task: eval loss … at step … (… s)`.
 ///
 /// An evaluation whose first [`SCREEN_BATCHES`] batches average more than [`SCREEN_MARGIN`]
 /// above the bar stops there: the mean of all of them would be below it only by a very unlikely
@@ -219,12 +314,11 @@ fn report_progress(progress: GradedProgress) {
 /// that saves most of the evaluation time, and all of it in a run that never gets close. The
 /// evaluation after the last step is always complete.
 pub fn graded_training(
-    label: &str,
+    task: &str,
     model: &(dyn Module + Sync),
     params: &SeededVarMap,
-    graded: &Graded,
-) -> EvalPoint {
-    graded_run(label, graded, |config, on_eval| {
+) -> GradedResult {
+    graded_run(task, |config, on_eval| {
         kit::train::train(
             model,
             params.varmap(),
@@ -239,30 +333,29 @@ pub fn graded_training(
 /// [`graded_training`] with a training step and an optimiser of the learner's own in place of
 /// kit's (Task 4).
 pub fn graded_training_with_step<'a, O: Optimizer + Send>(
-    label: &str,
+    task: &str,
     model: &'a (dyn Module + Sync + 'static),
     params: &'a SeededVarMap,
-    graded: &Graded,
     optimiser: O,
     step: Step<dyn Module + Sync, O>,
-) -> EvalPoint {
-    graded_run(label, graded, |config, on_eval| {
+) -> GradedResult {
+    graded_run(task, |config, on_eval| {
         let (varmap, data) = (params.varmap(), dataset());
         Run::with_step(model, varmap, data, config, &device(), optimiser, step)?
             .train_to_the_end(on_eval)
     })
 }
 
-/// The graded run of `graded`, trained by `train` with the settings and the evaluation callback
-/// it is given; returns the last evaluation.
+/// The graded run of `task`, trained by `train` with the settings and the evaluation callback
+/// it is given.
 fn graded_run(
-    label: &str,
-    graded: &Graded,
+    task: &str,
     train: impl FnOnce(
         &TrainConfig,
         &mut dyn FnMut(&EvalPoint) -> Control,
     ) -> anyhow::Result<TrainReport>,
-) -> EvalPoint {
+) -> GradedResult {
+    let graded = graded(task);
     let target = graded.bar;
     let config = TrainConfig {
         eval_screen: Some(EvalScreen {
@@ -296,10 +389,125 @@ fn graded_run(
     let report = train(&config, &mut on_eval).unwrap_or_else(|e| panic!("training failed: {e:#}"));
     let last = report.last_eval().expect("at least one evaluation");
     println!(
-        "{label}: eval loss {:.3} at step {} ({:.1} s)",
+        "{task}: eval loss {:.3} at step {} ({:.1} s)",
         last.eval_loss,
         last.step,
         report.elapsed.as_secs_f32()
     );
-    last
+    GradedResult {
+        task: task.to_string(),
+        graded,
+        last,
+    }
+}
+
+/// A graded training that has run: the task's, with its graded settings, to its last
+/// evaluation.
+#[derive(Debug)]
+pub struct GradedResult {
+    task: String,
+    graded: Graded,
+    last: EvalPoint,
+}
+
+impl GradedResult {
+    /// Fails unless the last evaluation is below the bar. The failure says where the run stood
+    /// against the reference solution's band at that step, then `still_wrong`: what, in this
+    /// task, can still be wrong when every other check of it passes. (When another check
+    /// fails, its message says more than a loss can.)
+    #[track_caller]
+    pub fn assert_below_the_bar(&self, still_wrong: &str) {
+        assert!(
+            self.last.eval_loss < self.graded.bar,
+            "{}",
+            self.shortfall(still_wrong)
+        );
+    }
+
+    /// What [`Self::assert_below_the_bar`] says of a run that missed the bar.
+    fn shortfall(&self, still_wrong: &str) -> String {
+        let last = &self.last;
+        let against = match reference_band(&self.task, &self.graded.config, last.step) {
+            Some((band, seeds)) => {
+                let (lo, hi) = band.eval;
+                format!(
+                    "; {} the reference (the reference solution from {seeds} seeds: eval loss \
+                     {lo:.3}–{hi:.3} at step {})",
+                    Standing::of(last.eval_loss, band.eval),
+                    band.step
+                )
+            }
+            None => String::new(),
+        };
+        format!(
+            "after {} steps the mean eval loss over {} batches is {:.3}, not below {}{against}.\n\
+             {still_wrong}",
+            last.step, last.eval_batches, last.eval_loss, self.graded.bar
+        )
+    }
+}
+
+/// The reference solution's band of `task` at `step`, and how many seeds it spans, if its
+/// curves were trained as `graded` trains: the same settings but for the evaluations (how
+/// often, over how many batches), which draw from a stream of their own and leave the training
+/// as it is. The graded checks build each task's model at the size of the curves,
+/// [`GptConfig::graded`].
+fn reference_band(task: &str, graded: &TrainConfig, step: usize) -> Option<(Band, usize)> {
+    let curves = reference::curves::for_task(task)?;
+    let settings = TrainConfig {
+        eval_every: curves.train.eval_every,
+        eval_screen: curves.train.eval_screen,
+        ..graded.clone()
+    };
+    if !curves.trained_like(&settings) {
+        return None;
+    }
+    let band = curves.bands().into_iter().find(|b| b.step == step)?;
+    Some((band, curves.seeds.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_graded_training_has_a_reference_band_at_its_last_step() {
+        let list = TaskList::load(workbook_root()).unwrap();
+        for task in list.tasks.iter().filter(|t| t.graded.is_some()) {
+            let graded = graded(&task.name);
+            assert!(
+                reference_band(&task.name, &graded.config, graded.config.steps).is_some(),
+                "{}: no reference band at step {}, where a graded run that misses the bar ends",
+                task.name,
+                graded.config.steps
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_that_misses_the_bar_says_where_it_stood_and_what_can_still_be_wrong() {
+        let graded = graded("task4");
+        let steps = graded.config.steps;
+        let (band, _) = reference_band("task4", &graded.config, steps).unwrap();
+        let result = |eval_loss| GradedResult {
+            task: "task4".into(),
+            graded: graded.clone(),
+            last: EvalPoint {
+                step: steps,
+                train_loss: eval_loss,
+                eval_loss,
+                eval_batches: Graded::EVAL_BATCHES,
+            },
+        };
+        let behind = result(band.eval.1 + 0.5).shortfall("What lasts across steps.");
+        assert!(
+            behind.contains("behind the reference")
+                && behind.contains(&format!("{:.3}–{:.3}", band.eval.0, band.eval.1))
+                && behind.ends_with("\nWhat lasts across steps."),
+            "{behind}"
+        );
+        let within = result(band.eval.1).shortfall("");
+        assert!(within.contains("within the reference"), "{within}");
+        result(graded.bar - 0.01).assert_below_the_bar("");
+    }
 }

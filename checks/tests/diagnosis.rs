@@ -9,32 +9,73 @@ use checks::support::{device, move_off_init};
 use kit::SeededVarMap;
 use kit::nn::{Dense, dense, dense_no_bias};
 
-/// A mistake in one head of attention, as a learner might make it in Task 2.
-#[derive(Clone, Copy, Debug)]
-enum Single {
-    MaskFilledWithZero,
-    MaskTransposed,
-    MaskAfterSoftmax,
-    ScaledBySqrtHidden,
-    ScaledUp,
-    NeitherScaledNorMasked,
-    SoftmaxOverQueriesAndDividedByD,
-    MaskHidesSelf,
-    NoMask,
-    KeysTimesQueries,
-    KeysMixedAsValues,
-    QueriesMixedAsValues,
-    QueryAndValueWeightsSwapped,
-    WeightsSquared,
-    MaskSeesTwoAhead,
-    DividedByOneMoreThanD,
+/// Declares an enum of mistakes, each a unit variant, with `ALL`, every one in order.
+macro_rules! mistakes {
+    ($(#[$doc:meta])* enum $name:ident { $($mistake:ident,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        enum $name {
+            $($mistake,)*
+        }
+
+        impl $name {
+            const ALL: &[$name] = &[$($name::$mistake,)*];
+        }
+    };
+}
+
+mistakes! {
+    /// A mistake in one head of attention, as a learner might make it in Task 2.
+    enum Single {
+        MaskFilledWithZero,
+        MaskTransposed,
+        MaskAfterSoftmax,
+        ScaledBySqrtHidden,
+        ScaledUp,
+        NeitherScaledNorMasked,
+        SoftmaxOverQueriesAndDividedByD,
+        MaskHidesSelf,
+        NoMask,
+        KeysTimesQueries,
+        KeysMixedAsValues,
+        QueriesMixedAsValues,
+        QueryAndValueWeightsSwapped,
+        WeightsSquared,
+        MaskSeesTwoAhead,
+        DividedByOneMoreThanD,
+    }
+}
+
+/// The query, key and value projections of attention, without a bias, named as Tasks 2 and 3
+/// name them.
+struct Projections {
+    query: Dense,
+    key: Dense,
+    value: Dense,
+}
+
+impl Projections {
+    fn new(hidden: usize, width: usize, vb: &VarBuilder) -> Result<Self> {
+        Ok(Self {
+            query: dense_no_bias(hidden, width, vb.pp("query"))?,
+            key: dense_no_bias(hidden, width, vb.pp("key"))?,
+            value: dense_no_bias(hidden, width, vb.pp("value"))?,
+        })
+    }
+
+    /// q, k and v of `xs`.
+    fn forward(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok((
+            self.query.forward(xs)?,
+            self.key.forward(xs)?,
+            self.value.forward(xs)?,
+        ))
+    }
 }
 
 /// One head of attention with one mistake, its weights named as Task 2's.
 struct WrongHead {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    qkv: Projections,
     head_dim: usize,
     hidden: usize,
     mistake: Single,
@@ -43,9 +84,7 @@ struct WrongHead {
 impl WrongHead {
     fn new(hidden: usize, head_dim: usize, mistake: Single, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            query: dense_no_bias(hidden, head_dim, vb.pp("query"))?,
-            key: dense_no_bias(hidden, head_dim, vb.pp("key"))?,
-            value: dense_no_bias(hidden, head_dim, vb.pp("value"))?,
+            qkv: Projections::new(hidden, head_dim, &vb)?,
             head_dim,
             hidden,
             mistake,
@@ -57,11 +96,7 @@ impl Module for WrongHead {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         use Single::*;
         let (_b, t, _c) = xs.dims3()?;
-        let (mut q, k, mut v) = (
-            self.query.forward(xs)?,
-            self.key.forward(xs)?,
-            self.value.forward(xs)?,
-        );
+        let (mut q, k, mut v) = self.qkv.forward(xs)?;
         if let QueryAndValueWeightsSwapped = self.mistake {
             (q, v) = (v, q);
         }
@@ -120,25 +155,24 @@ impl Module for WrongHead {
     }
 }
 
-/// A mistake in multi-head attention, as a learner might make it in Task 3.
-#[derive(Clone, Copy, Debug)]
-enum Multi {
-    NoOutputProjection,
-    SplitAndMergedAsHN,
-    MergedAsHN,
-    ScaledTwice,
-    ScaledBySqrtHidden,
-    SoftmaxOverQueries,
-    KeysMixedAsValues,
-    MaskAfterSoftmax,
-    NoMask,
+mistakes! {
+    /// A mistake in multi-head attention, as a learner might make it in Task 3.
+    enum Multi {
+        NoOutputProjection,
+        SplitAndMergedAsHN,
+        MergedAsHN,
+        ScaledTwice,
+        ScaledBySqrtHidden,
+        SoftmaxOverQueries,
+        KeysMixedAsValues,
+        MaskAfterSoftmax,
+        NoMask,
+    }
 }
 
 /// Multi-head attention with one mistake, its weights named as Task 3's.
 struct WrongHeads {
-    query: Dense,
-    key: Dense,
-    value: Dense,
+    qkv: Projections,
     proj: Dense,
     heads: usize,
     head_dim: usize,
@@ -156,9 +190,7 @@ impl WrongHeads {
     ) -> Result<Self> {
         let width = heads * head_dim;
         Ok(Self {
-            query: dense_no_bias(hidden, width, vb.pp("query"))?,
-            key: dense_no_bias(hidden, width, vb.pp("key"))?,
-            value: dense_no_bias(hidden, width, vb.pp("value"))?,
+            qkv: Projections::new(hidden, width, &vb)?,
             proj: dense(width, width, vb.pp("proj"))?,
             heads,
             head_dim,
@@ -182,9 +214,8 @@ impl Module for WrongHeads {
             }?
             .contiguous()
         };
-        let q = split(self.query.forward(xs)?)?;
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
+        let (q, k, v) = self.qkv.forward(xs)?;
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
         let scores = q.matmul(&k.t()?.contiguous()?)?;
         let scale = match self.mistake {
             ScaledBySqrtHidden => 1.0 / (self.hidden as f64).sqrt(),
@@ -259,39 +290,11 @@ const GENERIC: [&str; 2] = ["check the mask", "check that head i"];
 
 #[test]
 fn every_wrong_answer_gets_a_headline_that_says_what_it_does() {
-    use Single::*;
     let mut shown = String::new();
-    for mistake in [
-        MaskFilledWithZero,
-        MaskTransposed,
-        MaskAfterSoftmax,
-        ScaledBySqrtHidden,
-        ScaledUp,
-        NeitherScaledNorMasked,
-        SoftmaxOverQueriesAndDividedByD,
-        MaskHidesSelf,
-        NoMask,
-        KeysTimesQueries,
-        KeysMixedAsValues,
-        QueriesMixedAsValues,
-        QueryAndValueWeightsSwapped,
-        WeightsSquared,
-        MaskSeesTwoAhead,
-        DividedByOneMoreThanD,
-    ] {
+    for &mistake in Single::ALL {
         shown.push_str(&format!("task2 / {mistake:?}:\n{}\n\n", single(mistake)));
     }
-    for mistake in [
-        Multi::NoOutputProjection,
-        Multi::SplitAndMergedAsHN,
-        Multi::MergedAsHN,
-        Multi::ScaledTwice,
-        Multi::ScaledBySqrtHidden,
-        Multi::SoftmaxOverQueries,
-        Multi::KeysMixedAsValues,
-        Multi::MaskAfterSoftmax,
-        Multi::NoMask,
-    ] {
+    for &mistake in Multi::ALL {
         shown.push_str(&format!("task3 / {mistake:?}:\n{}\n\n", multi(mistake)));
     }
     for generic in GENERIC {

@@ -10,7 +10,8 @@ use checks::diagnose::attention::{Subject, diagnose};
 use checks::fixture;
 use checks::learner::task2::SelfAttention;
 use checks::support::{
-    self, assert_every_parameter_learns, assert_shape, device, max_abs_diff, param, values,
+    self, assert_every_parameter_learns_through, assert_output_shape, assert_shape, device,
+    max_abs_diff, param, values,
 };
 use kit::SeededVarMap;
 use proptest::prelude::*;
@@ -19,10 +20,9 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 fn head(hidden: usize, head_dim: usize, seed: u64) -> (SelfAttention, SeededVarMap) {
-    let params = SeededVarMap::new(seed);
-    let m = SelfAttention::new(hidden, head_dim, params.var_builder(&device()))
-        .expect("SelfAttention::new");
-    (m, params)
+    support::seeded(seed, "SelfAttention::new", |vb| {
+        SelfAttention::new(hidden, head_dim, vb)
+    })
 }
 
 fn forward(m: &SelfAttention, x: &Tensor) -> Vec<f64> {
@@ -95,12 +95,10 @@ fn must_match_reference(m: &SelfAttention, params: &SeededVarMap, x: &Tensor, d:
 fn output_has_one_head_dim_vector_per_position() {
     for (b, t, c, d) in [(1, 4, 8, 16), (2, 7, 6, 5), (3, 1, 4, 2)] {
         let (m, _) = head(c, d, 0);
-        let out = m
-            .forward(&support::random_tensor(1, &[b, t, c]))
-            .expect("SelfAttention::forward");
-        assert_shape(
+        assert_output_shape(
             "SelfAttention::forward",
-            &out,
+            &m,
+            &[b, t, c],
             &[b, t, d],
             "(B, T, head_dim)",
         );
@@ -169,12 +167,7 @@ fn matches_the_jax_flax_fixture() {
 #[test]
 fn every_parameter_receives_a_gradient() {
     let (m, params) = head(6, 4, 5);
-    let x = support::random_tensor(6, &[2, 5, 6]);
-    let loss = m
-        .forward(&x)
-        .and_then(|y| y.sqr()?.sum_all())
-        .expect("forward");
-    assert_every_parameter_learns("SelfAttention", &params, &loss);
+    assert_every_parameter_learns_through("SelfAttention", &m, &params, &[2, 5, 6]);
 }
 
 #[test]

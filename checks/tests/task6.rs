@@ -38,10 +38,9 @@ fn models(seed: u64) -> (CachedGpt, RefGpt<FusedHeads>, SeededVarMap) {
     (mine, theirs, params)
 }
 
+/// `len` tokens of the small model's vocabulary, a pattern that `seed` shifts.
 fn prompt(seed: u64, len: usize) -> Vec<u32> {
-    (0..len)
-        .map(|i| ((i as u64 * 11 + seed * 5 + 3) % 65) as u32)
-        .collect()
+    support::tokens(seed, len, SMALL.vocab_size)
 }
 
 #[test]
@@ -311,10 +310,7 @@ fn forward_step_refuses_more_positions_than_block_size() {
 #[test]
 fn every_parameter_receives_a_gradient() {
     let (mine, _, params) = models(4);
-    let tokens = prompt(4, 8);
-    let x = ids(&tokens);
-    let y = ids(&tokens.iter().map(|t| (t + 1) % 65).collect::<Vec<_>>());
-    let loss = kit::train::loss(&mine, &x, &y).expect("loss");
+    let loss = support::next_token_loss(&mine, &[prompt(4, 8)], SMALL.vocab_size);
     assert_every_parameter_learns("CachedGpt", &params, &loss);
 }
 

@@ -1,7 +1,7 @@
 //! The loss curve of a training run, as an SVG image.
 
-use crate::reference::Band;
 use kit::train::TrainReport;
+use reference::curves::Band;
 use std::fmt::Write as _;
 
 const W: f64 = 720.0;

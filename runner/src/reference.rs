@@ -1,126 +1,18 @@
-//! The reference solutions' loss curves at the challenge's settings, over a few seeds: the band
-//! every `cargo xtask train` is drawn against in `loss.svg` and compared with at each
-//! evaluation. `cargo xtask reference-curves` trains them again and rewrites the file.
+//! `cargo xtask reference-curves`: trains the reference solutions at the challenge's settings
+//! from a few seeds and rewrites the curves that `reference::curves` reads.
 
 use crate::models::{self, TextModel};
 use candle_nn::Optimizer;
-use kit::train::{Control, EvalPoint, Run, TrainConfig, TrainReport};
+use kit::train::{Control, Run, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, SeededVarMap};
-use serde::{Deserialize, Serialize};
+use reference::curves::{self, Curves, FILE, TaskCurves};
 use std::process::ExitCode;
 use workbook::cli::ReferenceCurvesArgs;
 use workbook::tasks::{Task, TaskList};
 
-/// Where the curves live, from the workbook's root.
-const FILE: &str = "data/reference/curves.json";
-/// The committed curves, built into the runner.
-const COMMITTED: &str = include_str!("../../data/reference/curves.json");
 /// The reference evaluations average this many batches: a steadier band than the one batch a
 /// `train` evaluation takes by default.
 const EVAL_BATCHES: usize = 10;
-
-/// The curves of every trainable task.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Curves {
-    /// How the file was made, for whoever reads it.
-    pub made_by: String,
-    pub tasks: Vec<TaskCurves>,
-}
-
-/// The reference model of one task trained from several seeds with the same settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskCurves {
-    pub task: String,
-    pub model: GptConfig,
-    pub train: TrainConfig,
-    pub seeds: Vec<u64>,
-    /// One run per seed, in the order of `seeds`: its evaluations.
-    pub runs: Vec<Vec<EvalPoint>>,
-}
-
-/// The lowest and highest loss of the reference runs at one evaluation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Band {
-    pub step: usize,
-    pub train: (f32, f32),
-    pub eval: (f32, f32),
-}
-
-/// How far outside the band a training loss may lie and still count as within it: the band is
-/// the spread of three seeds only, and other seeds of the same code stray a little beyond it
-/// (the guide gives figures). A model that is wrong is usually far more than this behind.
-pub const TOLERANCE: f32 = 0.1;
-
-/// Where a run's training loss stands against the band at the same step, give or take
-/// [`TOLERANCE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    /// Below the band: learning faster than the reference.
-    Ahead,
-    Within,
-    Behind,
-}
-
-impl Band {
-    pub fn standing(&self, train_loss: f32) -> Standing {
-        if train_loss < self.train.0 - TOLERANCE {
-            Standing::Ahead
-        } else if train_loss > self.train.1 + TOLERANCE {
-            Standing::Behind
-        } else {
-            Standing::Within
-        }
-    }
-}
-
-impl TaskCurves {
-    /// The band at each evaluation step of the reference runs.
-    pub fn bands(&self) -> Vec<Band> {
-        let Some(first) = self.runs.first() else {
-            return Vec::new();
-        };
-        let spread = |values: &mut dyn Iterator<Item = f32>| {
-            values.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
-        };
-        (0..first.len())
-            .map(|i| Band {
-                step: first[i].step,
-                train: spread(
-                    &mut self
-                        .runs
-                        .iter()
-                        .map(|r| r.get(i).map_or(f32::NAN, |p| p.train_loss)),
-                ),
-                eval: spread(
-                    &mut self
-                        .runs
-                        .iter()
-                        .map(|r| r.get(i).map_or(f32::NAN, |p| p.eval_loss)),
-                ),
-            })
-            .collect()
-    }
-
-    /// Whether a run of `model` with `train` can be compared with these curves: the same
-    /// model and settings, but for the seed, the length of the run and the eval batches.
-    pub fn compares_with(&self, model: &GptConfig, train: &TrainConfig) -> bool {
-        let ours = TrainConfig {
-            seed: self.train.seed,
-            steps: self.train.steps,
-            eval_batches: self.train.eval_batches,
-            progress: self.train.progress,
-            keep_best: self.train.keep_best,
-            ..train.clone()
-        };
-        *model == self.model && ours == self.train
-    }
-}
-
-/// The committed curves of `task`, if the file has them.
-pub fn for_task(task: &str) -> Option<TaskCurves> {
-    let curves: Curves = serde_json::from_str(COMMITTED).ok()?;
-    curves.tasks.into_iter().find(|c| c.task == task)
-}
 
 /// The settings of `cargo xtask train` for `task`'s model, by default.
 fn default_settings(task: &Task) -> Option<TrainConfig> {
@@ -134,7 +26,7 @@ pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
     let list = TaskList::here()?;
     // Tasks not retrained keep their committed curves.
     let mut kept: Vec<TaskCurves> = match &args.task {
-        Some(_) => serde_json::from_str::<Curves>(COMMITTED)?.tasks,
+        Some(_) => curves::committed()?.tasks,
         None => Vec::new(),
     };
     let mut tasks = Vec::new();
@@ -253,7 +145,7 @@ mod tests {
     fn the_committed_curves_cover_every_trainable_task_over_several_seeds() {
         let list = TaskList::here().unwrap();
         for task in list.with_model() {
-            let curves = for_task(&task.name).unwrap_or_else(|| {
+            let curves = curves::for_task(&task.name).unwrap_or_else(|| {
                 panic!(
                     "{FILE} has no {}: run `cargo xtask reference-curves`",
                     task.name
@@ -279,42 +171,5 @@ mod tests {
                 task.name
             );
         }
-    }
-
-    #[test]
-    fn a_run_is_ahead_within_or_behind_the_band() {
-        let band = Band {
-            step: 100,
-            train: (2.0, 2.1),
-            eval: (2.05, 2.2),
-        };
-        assert_eq!(band.standing(1.89), Standing::Ahead);
-        assert_eq!(band.standing(1.91), Standing::Within);
-        assert_eq!(band.standing(2.19), Standing::Within);
-        assert_eq!(band.standing(2.21), Standing::Behind);
-    }
-
-    #[test]
-    fn other_settings_are_not_compared() {
-        let list = TaskList::here().unwrap();
-        let task = list.with_model().next().expect("a task with a model");
-        let curves = for_task(&task.name).expect("its curves");
-        let model = curves.model;
-        let ok = TrainConfig {
-            seed: 7,
-            steps: 500,
-            ..curves.train.clone()
-        };
-        assert!(curves.compares_with(&model, &ok));
-        let lr = TrainConfig {
-            learning_rate: 3e-3,
-            ..ok.clone()
-        };
-        assert!(!curves.compares_with(&model, &lr));
-        let small = GptConfig {
-            hidden: 64,
-            ..model
-        };
-        assert!(!curves.compares_with(&small, &ok));
     }
 }

@@ -2,7 +2,6 @@
 //! a checkpoint that can go on at every evaluation and on Ctrl-C; `--resume` goes on.
 
 use crate::models::{self, TextModel};
-use crate::reference::{self, Band, Standing};
 use anyhow::Context as _;
 use candle_core::Device;
 use candle_nn::Optimizer;
@@ -10,6 +9,7 @@ use candle_nn::VarMap;
 use kit::checkpoint::{Meta, Saved};
 use kit::train::{EvalPoint, Next, Run, RunState, TrainConfig, TrainReport};
 use kit::{Dataset, GptConfig, Sampler, SeededVarMap};
+use reference::curves::{self, Band};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,7 +256,7 @@ fn sample(
 /// The reference's band at each evaluation, when this run has the settings the reference
 /// curves were made with (the seed, the number of steps and the eval batches aside).
 fn reference_bands(task: &str, model: &GptConfig, train: &TrainConfig) -> Vec<Band> {
-    match reference::for_task(task) {
+    match curves::for_task(task) {
         Some(curves) if curves.compares_with(model, train) => curves.bands(),
         Some(_) => {
             println!(
@@ -286,11 +286,7 @@ fn catch_ctrl_c() -> anyhow::Result<()> {
 fn eval_line(p: &EvalPoint, bands: &[Band]) -> String {
     let mut line = p.to_string();
     if let Some(band) = bands.iter().find(|b| b.step == p.step) {
-        let standing = match band.standing(p.train_loss) {
-            Standing::Ahead => "ahead of",
-            Standing::Within => "within",
-            Standing::Behind => "behind",
-        };
+        let standing = band.standing(p.train_loss);
         let (lo, hi) = band.train;
         line += &format!("; {standing} the reference (train {lo:.3}–{hi:.3})");
     }

@@ -308,13 +308,11 @@ fn dedent(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const STUB: &str = r#"
-/// Doubles. A `{` in a comment, and "}" in a string, do not count.
-pub fn double(x: f64) -> f64 {
-    // TODO: x times two.
-    todo!("double: x times two")
-}
-
+    /// What the stub and the solution share outside the parts' bodies: a type, and an impl
+    /// without a part.
+    macro_rules! counter {
+        () => {
+            r#"
 pub struct Counter<'a> {
     name: &'a str,
 }
@@ -324,15 +322,30 @@ impl<'a> std::fmt::Display for Counter<'a> {
         write!(f, "{}", self.name)
     }
 }
+"#
+        };
+    }
 
+    const STUB: &str = concat!(
+        r#"
+/// Doubles. A `{` in a comment, and "}" in a string, do not count.
+pub fn double(x: f64) -> f64 {
+    // TODO: x times two.
+    todo!("double: x times two")
+}
+"#,
+        counter!(),
+        r#"
 impl Counter<'_> {
     pub fn next(&self, n: u32) -> u32 {
         todo!("Counter::next: n + 1")
     }
 }
-"#;
+"#
+    );
 
-    const SOLUTION: &str = r#"
+    const SOLUTION: &str = concat!(
+        r#"
 /// Doubles. A `{` in a comment, and "}" in a string, do not count.
 pub fn double(x: f64) -> f64 {
     // Why: one multiplication.
@@ -340,17 +353,9 @@ pub fn double(x: f64) -> f64 {
     let _ = (brace, r"}}");
     x * 2.0
 }
-
-pub struct Counter<'a> {
-    name: &'a str,
-}
-
-impl<'a> std::fmt::Display for Counter<'a> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.name)
-    }
-}
-
+"#,
+        counter!(),
+        r#"
 impl Counter<'_> {
     pub fn next(&self, n: u32) -> u32 {
         fn inner(n: u32) -> u32 {
@@ -359,7 +364,8 @@ impl Counter<'_> {
         inner(n)
     }
 }
-"#;
+"#
+    );
 
     #[test]
     fn functions_are_found_with_their_owner_past_braces_in_literals_and_nested_functions() {

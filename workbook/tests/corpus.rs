@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use workbook::corpus::{self, CorpusError};
 
 /// Serves one HTTP response on 127.0.0.1 and returns its URL. `declared_len` may differ from
@@ -47,6 +47,13 @@ fn leftovers(dir: &Path) -> Vec<String> {
 }
 
 const TEXT: &[u8] = b"First Citizen:\nBefore we proceed any further, hear me speak.\n";
+
+/// [`TEXT`] written to `name` in `dir`, a local copy to install, and where to install it.
+fn local_copy(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let src = dir.join(name);
+    std::fs::write(&src, TEXT).unwrap();
+    (src, dir.join("data").join("input.txt"))
+}
 
 #[test]
 fn download_verifies_and_writes_the_file() {
@@ -134,9 +141,7 @@ fn a_file_that_is_not_utf8_names_the_bad_byte() {
 #[test]
 fn a_local_copy_with_the_wrong_checksum_is_reported_and_not_installed() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("truncated.txt");
-    std::fs::write(&src, TEXT).unwrap();
-    let dest = dir.path().join("data").join("input.txt");
+    let (src, dest) = local_copy(dir.path(), "truncated.txt");
     let err = corpus::install_from(&src, &dest, corpus::CORPUS_SHA256).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -150,9 +155,7 @@ fn a_local_copy_with_the_wrong_checksum_is_reported_and_not_installed() {
 #[test]
 fn a_verified_local_copy_is_installed() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("copy.txt");
-    std::fs::write(&src, TEXT).unwrap();
-    let dest = dir.path().join("data").join("input.txt");
+    let (src, dest) = local_copy(dir.path(), "copy.txt");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::write(&dest, b"old").unwrap();
     corpus::install_from(&src, &dest, &corpus::sha256_hex(TEXT)).unwrap();

@@ -63,6 +63,20 @@ fn weighted_sum(out: &Tensor) -> Tensor {
     (out * weights(out)).unwrap().sum_all().unwrap()
 }
 
+/// `values` as (rows, cols), stored transposed: the variable that holds them, and the
+/// (rows, cols) view of it, which is not contiguous.
+fn stored_transposed(values: &[f32], rows: usize, cols: usize) -> (Var, Tensor) {
+    let stored = tensor(values, &[rows, cols])
+        .t()
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let stored = Var::from_tensor(&stored).unwrap();
+    let view = stored.t().unwrap();
+    assert!(!view.is_contiguous());
+    (stored, view)
+}
+
 #[track_caller]
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: not as many values");
@@ -278,16 +292,7 @@ fn candle_nn_layer_norm_with_a_bias_stops_the_gradient_on_a_contiguous_input_onl
     );
 
     // The same rows, stored transposed: not contiguous, so the differentiable path.
-    let xt = Var::from_tensor(
-        &tensor(&spread(12), &[3, 4])
-            .t()
-            .unwrap()
-            .contiguous()
-            .unwrap(),
-    )
-    .unwrap();
-    let strided = xt.t().unwrap();
-    assert!(!strided.is_contiguous());
+    let (xt, strided) = stored_transposed(&spread(12), 3, 4);
     let slow = ln.forward(&strided).unwrap();
     assert_close("candle_nn::LayerNorm, strided", &values(&slow), &want, 1e-5);
     assert_differentiable(
@@ -379,16 +384,7 @@ fn candle_nn_rms_norm_is_fused_on_a_contiguous_input_and_forward_diff_is_differe
         &[&x, &g],
     );
 
-    let xt = Var::from_tensor(
-        &tensor(&spread(12), &[3, 4])
-            .t()
-            .unwrap()
-            .contiguous()
-            .unwrap(),
-    )
-    .unwrap();
-    let strided = xt.t().unwrap();
-    assert!(!strided.is_contiguous());
+    let (xt, strided) = stored_transposed(&spread(12), 3, 4);
     let slow = norm.forward(&strided).unwrap();
     assert_close("candle_nn::RmsNorm, strided", &values(&slow), &want, 1e-5);
     assert_differentiable(
@@ -416,23 +412,31 @@ fn fused_rope_records_no_node_so_the_gradient_stops_silently() {
     let xv = spread(b * h * t * d);
     let x = var(&xv, &[b, h, t, d]);
 
-    let out = candle_nn::rotary_emb::rope(&x, &cos, &sin).unwrap();
-    assert_close(
-        "candle_nn::rotary_emb::rope's values (dimension i turned with i + d/2)",
-        &values(&out),
-        &rotate(&xv, t, d, &cos_v, &sin_v, false),
-        1e-6,
-    );
-    assert_stops_silently("candle_nn::rotary_emb::rope", &out, &[&x, &cos, &sin]);
-
-    let out = candle_nn::rotary_emb::rope_i(&x, &cos, &sin).unwrap();
-    assert_close(
-        "candle_nn::rotary_emb::rope_i's values (dimension 2i turned with 2i + 1)",
-        &values(&out),
-        &rotate(&xv, t, d, &cos_v, &sin_v, true),
-        1e-6,
-    );
-    assert_stops_silently("candle_nn::rotary_emb::rope_i", &out, &[&x, &cos, &sin]);
+    type Rope = fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+    let ropes: [(&str, Rope, &str, bool); 2] = [
+        (
+            "candle_nn::rotary_emb::rope",
+            candle_nn::rotary_emb::rope,
+            "dimension i turned with i + d/2",
+            false,
+        ),
+        (
+            "candle_nn::rotary_emb::rope_i",
+            candle_nn::rotary_emb::rope_i,
+            "dimension 2i turned with 2i + 1",
+            true,
+        ),
+    ];
+    for (name, rope, pairs, interleaved) in ropes {
+        let out = rope(&x, &cos, &sin).unwrap();
+        assert_close(
+            &format!("{name}'s values ({pairs})"),
+            &values(&out),
+            &rotate(&xv, t, d, &cos_v, &sin_v, interleaved),
+            1e-6,
+        );
+        assert_stops_silently(name, &out, &[&x, &cos, &sin]);
+    }
 
     // rope_thd takes (B, T, H, D): the same rotation with the positions before the heads.
     let x_thd = Var::from_tensor(&x.transpose(1, 2).unwrap().contiguous().unwrap()).unwrap();
@@ -717,6 +721,42 @@ fn a_clone_shares_the_data_and_an_operation_returns_a_new_tensor() {
     );
 }
 
+/// Writes into y = `scale`·x in place with `write`, x a variable holding `x`, and asserts what
+/// the guide says of every such write: y, and a clone of y taken before the write, hold
+/// `written` after it; the backward pass ignores it, so ∂/∂x is that of y = `scale`·x
+/// everywhere, the written positions included. Returns y and its gradients.
+#[track_caller]
+fn assert_written_in_place_and_not_recorded(
+    what: &str,
+    x: &[f32],
+    scale: f64,
+    write: impl FnOnce(&Tensor),
+    written: &[f32],
+) -> (Tensor, GradStore) {
+    let x = var(x, &[x.len()]);
+    let y = x.affine(scale, 0.0).unwrap();
+    let clone = y.clone();
+    write(&y);
+    assert_eq!(values(&y), written, "{what}: not what was written");
+    assert_eq!(
+        values(&clone),
+        written,
+        "{what}: the write does not show through a clone, so it is not in place now"
+    );
+    let grads = weighted_sum(&y).backward().unwrap();
+    let want: Vec<f32> = values(&weights(&y))
+        .iter()
+        .map(|w| scale as f32 * w)
+        .collect();
+    assert_eq!(
+        values(grads.get(&x).unwrap()),
+        want,
+        "{what}: ∂/∂x is not that of y = {scale}·x everywhere, the written positions included: \
+         the backward pass sees the write now"
+    );
+    (y, grads)
+}
+
 /// docs/guide.md §1: "Only a few calls write into a tensor's storage in place, and the backward
 /// pass records none of them: … `Tensor::slice_set`, which copies a tensor into a range of
 /// another along one dimension … A write in place shows through every clone of the tensor
@@ -724,25 +764,15 @@ fn a_clone_shares_the_data_and_an_operation_returns_a_new_tensor() {
 /// had, as if the write had not happened, and the tensor copied in receives no gradient.
 #[test]
 fn slice_set_writes_in_place_and_the_backward_pass_ignores_the_write() {
-    let x = var(&[1.0, 2.0, 3.0, 4.0], &[4]);
-    let y = x.affine(2.0, 0.0).unwrap();
-    let clone = y.clone();
     let src = var(&[10.0, 20.0], &[2]);
-    y.slice_set(&src, 0, 1).unwrap();
-    assert_eq!(values(&y), [2.0, 10.0, 20.0, 8.0]);
-    assert_eq!(
-        values(&clone),
-        [2.0, 10.0, 20.0, 8.0],
-        "the write shows through a clone"
+    let (y, grads) = assert_written_in_place_and_not_recorded(
+        "slice_set",
+        &[1.0, 2.0, 3.0, 4.0],
+        2.0,
+        |y| y.slice_set(&src, 0, 1).unwrap(),
+        &[2.0, 10.0, 20.0, 8.0],
     );
     assert!(y.track_op(), "y keeps the node it had");
-    let grads = weighted_sum(&y).backward().unwrap();
-    let w = values(&weights(&y));
-    assert_eq!(
-        values(grads.get(&x).unwrap()),
-        w.iter().map(|v| 2.0 * v).collect::<Vec<_>>(),
-        "∂/∂x is that of y = 2x everywhere, the overwritten positions included"
-    );
     assert!(
         grads.get(&src).is_none(),
         "slice_set's source receives a gradient now"
@@ -761,17 +791,12 @@ fn zero_set_one_set_and_const_set_fill_in_place_and_the_backward_pass_ignores_th
         ("const_set", |t| t.const_set(7f32.into()), 7.0),
     ];
     for (name, fill, value) in fills {
-        let x = var(&[1.0, 2.0, 3.0], &[3]);
-        let y = x.affine(2.0, 0.0).unwrap();
-        let clone = y.clone();
-        fill(&y).unwrap();
-        assert_eq!(values(&clone), [value; 3], "{name}: not written in place");
-        let grads = weighted_sum(&y).backward().unwrap();
-        let want: Vec<f32> = values(&weights(&y)).iter().map(|v| 2.0 * v).collect();
-        assert_eq!(
-            values(grads.get(&x).unwrap()),
-            want,
-            "{name}: the backward pass sees the fill now"
+        assert_written_in_place_and_not_recorded(
+            name,
+            &[1.0, 2.0, 3.0],
+            2.0,
+            |y| fill(y).unwrap(),
+            &[value; 3],
         );
     }
 }
@@ -824,17 +849,12 @@ impl InplaceOp1 for Double {
 /// the backward pass records none of them, and the write shows through every clone.
 #[test]
 fn an_inplace_op_writes_through_every_clone_and_is_not_recorded() {
-    let x = var(&[1.0, 2.0, 3.0], &[3]);
-    let y = x.affine(3.0, 0.0).unwrap();
-    let clone = y.clone();
-    y.inplace_op1(&Double).unwrap();
-    assert_eq!(values(&clone), [6.0, 12.0, 18.0]);
-    let grads = weighted_sum(&y).backward().unwrap();
-    let want: Vec<f32> = values(&weights(&y)).iter().map(|v| 3.0 * v).collect();
-    assert_eq!(
-        values(grads.get(&x).unwrap()),
-        want,
-        "∂/∂x is that of y = 3x: the doubling is not recorded"
+    assert_written_in_place_and_not_recorded(
+        "inplace_op1",
+        &[1.0, 2.0, 3.0],
+        3.0,
+        |y| y.inplace_op1(&Double).unwrap(),
+        &[6.0, 12.0, 18.0],
     );
 }
 
