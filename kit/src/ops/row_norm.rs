@@ -19,7 +19,7 @@
 //! calling thread. The blocks do not depend on the number of threads, so neither do the sums.
 
 use super::pool::pool;
-use super::slices::f32s;
+use super::slices::{f32s, unpack};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -117,7 +117,7 @@ impl CustomOp3 for RowNormOp {
     }
 
     /// candle calls this with `grad`, ∂loss/∂y; it returns ∂loss/∂x, ∂loss/∂γ and ∂loss/∂β,
-    /// computed by [`RowNormBackward`] as one flat tensor and cut apart here.
+    /// computed by [`RowNormBackward`] as one flat tensor and cut apart by [`unpack`].
     fn bwd(
         &self,
         x: &Tensor,
@@ -131,10 +131,7 @@ impl CustomOp3 for RowNormOp {
             eps: self.eps,
         };
         let packed = x.apply_op3_no_bwd(gamma, &grad.contiguous()?, &backward)?;
-        let (n, c) = (x.elem_count(), gamma.elem_count());
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dgamma = packed.narrow(0, n, c)?.reshape(gamma.shape())?;
-        let dbeta = packed.narrow(0, n + c, c)?.reshape(beta.shape())?;
+        let [dx, dgamma, dbeta] = unpack(&packed, [x.shape(), gamma.shape(), beta.shape()])?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }
