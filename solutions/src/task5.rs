@@ -3,14 +3,14 @@
 //! candle differentiates the tensor ops you have used so far. A *custom op* computes its forward
 //! pass however it likes, on plain slices of numbers, and has to say itself how to differentiate
 //! it: candle calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. How the op is
-//! applied decides what a missing `bwd` does. `LayerNorm::forward` below makes your two row
-//! functions one custom op with kit's `RowNorm`, given: read it in kit/src/ops/row_norm.rs.
-//! `RowNorm::apply` there applies the op with `apply_op3`: had the op kept `CustomOp3`'s default
-//! `bwd`, `backward()` would fail with `BackwardNotSupported`, "backward is not supported for
-//! task5-layer-norm". Its `bwd` applies the backward op with `apply_op3_no_bwd`, which records
-//! nothing: a gradient would stop there, without an error. candle-nn applies its fused LayerNorm
-//! (`candle_nn::ops::layer_norm`) that second way. Here you write LayerNorm's maths both ways,
-//! one row at a time; the op around it is given.
+//! applied decides what a missing `bwd` does. `LayerNorm::forward` below turns your two row
+//! functions into one custom op with kit's `RowNorm`, which is given: read
+//! kit/src/ops/row_norm.rs. `RowNorm::apply` there applies the op with `apply_op3`: had the op
+//! kept `CustomOp3`'s default `bwd`, `backward()` would fail with `BackwardNotSupported`,
+//! "backward is not supported for task5-layer-norm". Its `bwd` applies the backward op with
+//! `apply_op3_no_bwd`, which records nothing: a gradient would stop there, without an error.
+//! candle-nn applies its fused LayerNorm (`candle_nn::ops::layer_norm`) that second way. Here
+//! you write LayerNorm's maths both ways, one row at a time; the op around it is given.
 //!
 //! **Forward**, for each row `x` of C values, with the scale γ and the shift β (C each):
 //!

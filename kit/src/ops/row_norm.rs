@@ -12,7 +12,7 @@
 //! `BackwardNotSupported`: "backward is not supported for" the op's name. Its `bwd` computes
 //! ∂loss/∂x, ∂loss/∂γ and ∂loss/∂β with a second op, applied with `apply_op3_no_bwd`, which
 //! records nothing: a gradient that had to pass through that op would stop there, without an
-//! error. Nothing does (no one differentiates a gradient here); candle-nn applies its fused
+//! error. None has to, since nothing differentiates a gradient; candle-nn applies its fused
 //! LayerNorm, `candle_nn::ops::layer_norm`, that second way, and there the gradient stops.
 //!
 //! Rows go to kit's thread pool in blocks of [`BLOCK_ROWS`]; an input of one block stays on the
@@ -42,7 +42,9 @@ pub const BLOCK_ROWS: usize = 64;
 pub struct RowNorm {
     /// The op's name, in candle's errors and in this op's own.
     pub name: &'static str,
+    /// One row forward.
     pub forward: ForwardRow,
+    /// One row backward.
     pub backward: BackwardRow,
 }
 
