@@ -3,12 +3,14 @@
 //! candle differentiates the tensor ops you have used so far. A *custom op* computes its forward
 //! pass however it likes, on plain slices of numbers, and has to say itself how to differentiate
 //! it: candle calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. How the op is
-//! applied decides what a missing `bwd` does. `LayerNorm::forward` below applies your op with
-//! `apply_op3`: had the op kept `CustomOp3`'s default `bwd`, `backward()` would fail with "backward
-//! is not supported for task5-layer-norm". `LayerNormOp::bwd` below applies its helper with
+//! applied decides what a missing `bwd` does. `LayerNorm::forward` below turns your two row
+//! functions into one custom op with kit's `RowNorm`, which is given: read
+//! kit/src/ops/row_norm.rs. `RowNorm::apply` there applies the op with `apply_op3`: had the op
+//! kept `CustomOp3`'s default `bwd`, `backward()` would fail with `BackwardNotSupported`,
+//! "backward is not supported for task5-layer-norm". Its `bwd` applies the backward op with
 //! `apply_op3_no_bwd`, which records nothing: a gradient would stop there, without an error.
-//! candle-nn applies its fused LayerNorm (`candle_nn::ops::layer_norm`) that second way. Here you
-//! write LayerNorm's maths both ways; the op around it is given, below.
+//! candle-nn applies its fused LayerNorm (`candle_nn::ops::layer_norm`) that second way. Here
+//! you write LayerNorm's maths both ways, one row at a time; the op around it is given.
 //!
 //! **Forward**, for each row `x` of C values, with the scale γ and the shift β (C each):
 //!
@@ -40,9 +42,9 @@
 //! **Think about it.** Once it is green, this task's section of docs/guide.md ends with a
 //! question to think about: the workbook keeps its questions there.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use kit::ops::slices::f32s;
+use kit::ops::row_norm::RowNorm;
 
 /// LayerNorm's forward pass for one row: `y = γ ⊙ (x − μ)/√(σ² + ε) + β`.
 pub fn forward_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
@@ -113,111 +115,11 @@ impl Module for LayerNorm {
     /// # Shapes
     /// (..., C) → (..., C)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.contiguous()?
-            .apply_op3(&self.weight, &self.bias, LayerNormOp { eps: self.eps })
-    }
-}
-
-/// The custom op: candle hands it its inputs as storage and layouts; it hands your row
-/// functions plain slices, one row at a time.
-struct LayerNormOp {
-    eps: f32,
-}
-
-/// The features per row, checked against the scale's (the shift has as many).
-fn features(layout: &Layout, gamma: &[f32]) -> Result<usize> {
-    let c = layout.dims().last().copied().unwrap_or(0);
-    if c == 0 || gamma.len() != c {
-        candle_core::bail!(
-            "LayerNorm: the input has {c} features per row, the weight {}",
-            gamma.len()
-        )
-    }
-    Ok(c)
-}
-
-impl CustomOp3 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        "task5-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32s(s1, l1, "LayerNorm input")?;
-        let (gamma, beta) = (
-            f32s(s2, l2, "LayerNorm weight")?,
-            f32s(s3, l3, "LayerNorm bias")?,
-        );
-        let c = features(l1, gamma)?;
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
-            forward_row(xr, gamma, beta, self.eps, yr);
-        }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
-    }
-
-    /// candle calls this with `grad`, ∂loss/∂y; it returns ∂loss/∂x, ∂loss/∂γ and ∂loss/∂β,
-    /// computed by [`LayerNormBackward`] as one flat tensor and cut apart here.
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: &Tensor,
-        _y: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let backward = LayerNormBackward { eps: self.eps };
-        let packed = x.apply_op3_no_bwd(weight, &grad.contiguous()?, &backward)?;
-        let (n, c) = (x.elem_count(), weight.elem_count());
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dweight = packed.narrow(0, n, c)?.reshape(weight.shape())?;
-        let dbias = packed.narrow(0, n + c, c)?.reshape(bias.shape())?;
-        Ok((Some(dx), Some(dweight), Some(dbias)))
-    }
-}
-
-/// `[dx, dγ, dβ]` from x, γ and dy, packed into one flat tensor: a custom op returns one.
-struct LayerNormBackward {
-    eps: f32,
-}
-
-impl CustomOp3 for LayerNormBackward {
-    fn name(&self) -> &'static str {
-        "task5-layer-norm-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32s(s1, l1, "LayerNorm input")?;
-        let gamma = f32s(s2, l2, "LayerNorm weight")?;
-        let dy = f32s(s3, l3, "LayerNorm gradient")?;
-        let c = features(l1, gamma)?;
-        let n = x.len();
-        let mut out = vec![0f32; n + 2 * c];
-        let (dx, dparams) = out.split_at_mut(n);
-        let (dgamma, dbeta) = dparams.split_at_mut(c);
-        for ((xr, dyr), dxr) in x
-            .chunks_exact(c)
-            .zip(dy.chunks_exact(c))
-            .zip(dx.chunks_exact_mut(c))
-        {
-            backward_row(xr, gamma, dyr, self.eps, dxr, dgamma, dbeta);
-        }
-        let len = out.len();
-        Ok((CpuStorage::F32(out), Shape::from(len)))
+        let op = RowNorm {
+            name: "task5-layer-norm",
+            forward: forward_row,
+            backward: backward_row,
+        };
+        op.apply(xs, &self.weight, &self.bias, self.eps)
     }
 }

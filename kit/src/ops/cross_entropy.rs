@@ -34,18 +34,23 @@ pub mod composed {
 
 struct CrossEntropyOp;
 
-fn check_targets(logits: &Layout, targets: &Layout) -> Result<(usize, usize)> {
-    let (n, v) = match logits.dims() {
+/// The op's inputs: V, the logits as rows of V values, and the targets, one per row.
+fn logits_and_targets<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+) -> Result<(usize, &'a [f32], &'a [u32])> {
+    let (n, v) = match l1.dims() {
         [n, v] => (*n, *v),
         d => candle_core::bail!("cross_entropy expects logits of shape (N, V), got {d:?}"),
     };
-    if targets.dims() != [n] {
+    if l2.dims() != [n] {
         candle_core::bail!(
             "cross_entropy: {n} rows of logits but targets of shape {:?}",
-            targets.dims()
+            l2.dims()
         )
     }
-    Ok((n, v))
+    let logits = f32s(s1, l1, "cross_entropy logits")?;
+    Ok((v, logits, u32s(s2, l2, "cross_entropy targets")?))
 }
 
 fn target_index(t: u32, v: usize) -> Result<usize> {
@@ -68,9 +73,7 @@ impl CustomOp2 for CrossEntropyOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, v) = check_targets(l1, l2)?;
-        let x = f32s(s1, l1, "cross_entropy logits")?;
-        let t = u32s(s2, l2, "cross_entropy targets")?;
+        let (v, x, t) = logits_and_targets((s1, l1), (s2, l2))?;
         let mut total = 0f64;
         for (row, &target) in x.chunks_exact(v).zip(t) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
@@ -78,7 +81,7 @@ impl CustomOp2 for CrossEntropyOp {
             total += (lse - row[target_index(target, v)?]) as f64;
         }
         Ok((
-            CpuStorage::F32(vec![(total / n as f64) as f32]),
+            CpuStorage::F32(vec![(total / t.len() as f64) as f32]),
             Shape::from(()),
         ))
     }
@@ -110,11 +113,9 @@ impl CustomOp2 for CrossEntropyBackward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, v) = check_targets(l1, l2)?;
-        let x = f32s(s1, l1, "cross_entropy logits")?;
-        let t = u32s(s2, l2, "cross_entropy targets")?;
+        let (v, x, t) = logits_and_targets((s1, l1), (s2, l2))?;
         let mut dx = vec![0f32; x.len()];
-        let inv_n = 1.0 / n as f32;
+        let inv_n = 1.0 / t.len() as f32;
         for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
             let mut sum = 0f32;

@@ -2,7 +2,7 @@
 
 use super::matmul::{Matrix, matmul, matmul_overwrite};
 use super::pool::{pool, threads};
-use super::slices::f32s;
+use super::slices::{f32s, unpack};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -124,7 +124,7 @@ impl LinearOp {
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
-    /// `[dx, dW, db]`, packed.
+    /// dx, dW and db (empty without a bias), computed by [`LinearBackward`] in one tensor.
     fn backward(
         &self,
         x: &Tensor,
@@ -140,13 +140,9 @@ impl LinearOp {
             grad.contiguous()?
         };
         let packed = x.apply_op3_no_bwd(w, &grad, &LinearBackward { with_bias })?;
-        let (out_dim, in_dim) = w.dims2()?;
-        let n = x.elem_count();
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = packed
-            .narrow(0, n, out_dim * in_dim)?
-            .reshape((out_dim, in_dim))?;
-        let db = packed.narrow(0, n + out_dim * in_dim, if with_bias { out_dim } else { 0 })?;
+        let (out_dim, _) = w.dims2()?;
+        let db = Shape::from(if with_bias { out_dim } else { 0 });
+        let [dx, dw, db] = unpack(&packed, [x.shape(), w.shape(), &db])?;
         Ok((dx, dw, db))
     }
 }

@@ -18,6 +18,9 @@
 //! twins instead, for the whole program: `cargo xtask bench train --composed` measures what
 //! the fusing is worth that way.
 //!
+//! [`row_norm::RowNorm`] is the custom op under [`layer_norm`], made of the forward and
+//! backward pass of one row: Task 5's LayerNorm is another one.
+//!
 //! candle-nn 0.11's own `ops::layer_norm`, `LayerNorm` fast path and `ops::softmax_last_dim`
 //! are applied with `apply_op*_no_bwd` and record no graph node: gradients stop at them
 //! silently. Nothing here uses them.
@@ -31,6 +34,7 @@ mod dense;
 mod layer_norm;
 mod matmul;
 pub(crate) mod pool;
+pub mod row_norm;
 
 pub use pool::{on_pool, threads};
 pub mod slices;

@@ -1,12 +1,12 @@
-//! Reading candle's CPU storage as slices: the first thing a custom op's `cpu_fwd` does, and
-//! the vector sums kit's kernels share.
+//! Reading candle's CPU storage as slices: the first thing a custom op's `cpu_fwd` does; the
+//! vector sums kit's kernels share; and cutting apart the one tensor a backward op returns.
 //!
 //! candle hands a custom op each input as a `CpuStorage` (a vector of one element type) and a
 //! `Layout` (where the tensor's elements lie in it). For a contiguous tensor they are one run
 //! of that vector: [`f32s`] returns it as a slice, or an error that names the input.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Result, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 
 #[inline]
 pub(crate) fn last_two(t: &Tensor) -> Result<(usize, usize)> {
@@ -40,6 +40,20 @@ pub fn u32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+/// A custom op returns one tensor: a backward op that computes several gradients returns them
+/// one after the other in a flat tensor. This cuts `packed` into pieces of the given shapes,
+/// in order.
+pub(crate) fn unpack<const N: usize>(packed: &Tensor, shapes: [&Shape; N]) -> Result<[Tensor; N]> {
+    let mut start = 0;
+    let mut pieces = Vec::with_capacity(N);
+    for shape in shapes {
+        let n = shape.elem_count();
+        pieces.push(packed.narrow(0, start, n)?.reshape(shape)?);
+        start += n;
+    }
+    Ok(pieces.try_into().expect("one piece per shape"))
 }
 
 /// Σ a[i] · b[i] over eight running sums: a float sum in one accumulator is a chain the

@@ -528,9 +528,9 @@ fn three_vars() -> (Var, Var, Var) {
 /// trait's default `bwd` makes `backward` fail with `BackwardNotSupported` ("backward is not
 /// supported for" the op's name)." docs/guide.md, Task 5 ("makes `backward()` fail with
 /// "backward is not supported for task5-layer-norm""); exercises/src/task5.rs, module doc;
-/// README.md, "Things worth knowing about candle" ("A custom op of your own applied with
-/// `apply_op1/2/3` and no `bwd` is not silent: `backward()` fails with
-/// `BackwardNotSupported`").
+/// kit/src/ops/row_norm.rs, module doc; README.md, "Things worth knowing about candle" ("A
+/// custom op of your own applied with `apply_op1/2/3` and no `bwd` is not silent: `backward()`
+/// fails with `BackwardNotSupported`").
 #[test]
 fn a_custom_op_applied_with_apply_op_and_the_default_bwd_makes_backward_fail() {
     let (a, b, c) = three_vars();
@@ -569,7 +569,8 @@ fn a_custom_op_applied_with_apply_op_and_the_default_bwd_makes_backward_fail() {
 /// `apply_op3_no_bwd`), it is not recorded at all: its output is a constant to `backward`, and
 /// every gradient stops there without an error." docs/guide.md, Task 5 ("Applied with
 /// `apply_op3_no_bwd` … it is not recorded, and every gradient stops there without an
-/// error"); exercises/src/task5.rs, module doc; README.md, "Things worth knowing about candle".
+/// error"); exercises/src/task5.rs, module doc; kit/src/ops/row_norm.rs, module doc;
+/// README.md, "Things worth knowing about candle".
 #[test]
 fn a_custom_op_applied_with_apply_op_no_bwd_is_a_constant_to_backward() {
     let (a, b, c) = three_vars();

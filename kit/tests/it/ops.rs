@@ -5,6 +5,7 @@
 //! backward, the composed op's backward (candle's autodiff), and central differences.
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
+use kit::ops::row_norm::{BLOCK_ROWS, RowNorm};
 use kit::ops::{self, composed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -138,6 +139,99 @@ fn layer_norm_matches_composed_and_finite_differences() {
         &[x, w, b],
         &out_w,
     );
+}
+
+#[test]
+fn layer_norm_over_several_blocks_of_rows_matches_composed_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    // 150 rows: two full blocks and part of a third, on the pool.
+    let rows = 2 * BLOCK_ROWS + 22;
+    let x = random(&mut rng, &[rows, 6], 2.0);
+    let w = (random(&mut rng, &[6], 0.5) + 1.0).unwrap();
+    let b = random(&mut rng, &[6], 0.5);
+    let out_w = random(&mut rng, &[rows, 6], 1.0);
+    let eps = 1e-6;
+    check(
+        "layer_norm",
+        &|a| ops::layer_norm(&a[0], &a[1], &a[2], eps),
+        &|a| composed::layer_norm(&a[0], &a[1], &a[2], eps),
+        &[x, w, b],
+        &out_w,
+    );
+}
+
+/// `y = γ ⊙ x + β`, row by row, and its backward pass: the plumbing without the maths.
+const AFFINE: RowNorm = RowNorm {
+    name: "test-affine",
+    forward: |x, g, b, _, y| {
+        for (((y, x), g), b) in y.iter_mut().zip(x).zip(g).zip(b) {
+            *y = g * x + b;
+        }
+    },
+    backward: |x, g, dy, _, dx, dg, db| {
+        for i in 0..x.len() {
+            dx[i] = g[i] * dy[i];
+            dg[i] += dy[i] * x[i];
+            db[i] += dy[i];
+        }
+    },
+};
+
+#[test]
+fn row_norm_gives_each_row_to_its_functions_and_adds_up_the_parameters_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for rows in [1, 3, BLOCK_ROWS, BLOCK_ROWS + 1, 3 * BLOCK_ROWS + 5] {
+        let x = random(&mut rng, &[rows, 5], 2.0);
+        let g = random(&mut rng, &[5], 1.0);
+        let b = random(&mut rng, &[5], 1.0);
+        let out_w = random(&mut rng, &[rows, 5], 1.0);
+        check(
+            &format!("RowNorm over {rows} rows"),
+            &|a| AFFINE.apply(&a[0], &a[1], &a[2], 0.0),
+            &|a| a[0].broadcast_mul(&a[1])?.broadcast_add(&a[2]),
+            &[x, g, b],
+            &out_w,
+        );
+    }
+}
+
+/// A backward pass that overwrites ∂loss/∂γ and ∂loss/∂β instead of adding to them, as a
+/// learner may write it: on one block, the rows run in order, so the last row's part is left.
+#[test]
+fn row_norm_runs_the_rows_of_one_block_in_order() {
+    let overwrite = RowNorm {
+        backward: |x, g, dy, _, dx, dg, db| {
+            for i in 0..x.len() {
+                dx[i] = g[i] * dy[i];
+                dg[i] = dy[i] * x[i];
+                db[i] = dy[i];
+            }
+        },
+        ..AFFINE
+    };
+    let x = Var::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, 6.0]], &Device::Cpu).unwrap();
+    let g = Var::new(&[1f32, 1.0], &Device::Cpu).unwrap();
+    let b = Var::new(&[0f32, 0.0], &Device::Cpu).unwrap();
+    let y = overwrite.apply(&x, &g, &b, 0.0).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(values(grads.get(&g).unwrap()), [5.0, 6.0]);
+    assert_eq!(values(grads.get(&b).unwrap()), [1.0, 1.0]);
+}
+
+#[test]
+fn row_norm_refuses_parameters_of_another_width() {
+    let x = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+    let (five, eight) = (
+        Tensor::ones(5, DType::F32, &Device::Cpu).unwrap(),
+        Tensor::ones(8, DType::F32, &Device::Cpu).unwrap(),
+    );
+    for (g, b) in [(&eight, &five), (&five, &eight)] {
+        let err = AFFINE.apply(&x, g, b, 0.0).unwrap_err().to_string();
+        assert!(
+            err.contains("test-affine: the input has 5 features"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
