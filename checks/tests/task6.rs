@@ -13,7 +13,7 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 use checks::diagnose::attention::{self, Subject};
 use checks::diagnose::kv_cache::{
-    self, Append, AttnWeights, StepSubject, TokenSteps, expected_calls,
+    self, Append, AttentionSteps, AttnWeights, StepSubject, TokenSteps, expected_calls,
 };
 use checks::fixture;
 use checks::learner::task6::{CachedAttention, CachedGpt, LayerCache, generate_cached};
@@ -94,7 +94,7 @@ fn first_wrong_part(params: &SeededVarMap, cfg: &GptConfig) -> Option<String> {
         let attn = CachedAttention::new(cfg.hidden, n, h, vb.pp(format!("h.{l}.attn")))
             .expect("CachedAttention::new");
         let attn = &attn;
-        let fresh = || -> Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor> + '_> {
+        let fresh = || -> Box<AttentionSteps<'_>> {
             let mut cache = LayerCache::default();
             Box::new(move |x, _| attn.forward_step(x, &mut cache))
         };
@@ -186,7 +186,7 @@ fn attention_in_steps(seed: u64, b: usize, chunks: &[usize]) -> (f64, String) {
     move_off_init(&params, seed + 1);
     let x = support::random_tensor(seed + 2, &[b, t, c]);
     let mine = &mine;
-    let fresh = || -> Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor> + '_> {
+    let fresh = || -> Box<AttentionSteps<'_>> {
         let mut cache = LayerCache::default();
         Box::new(move |x, _| mine.forward_step(x, &mut cache))
     };

@@ -8,7 +8,9 @@
 
 use candle_core::{DType, IndexOp, Module, Tensor, Var};
 use candle_nn::VarBuilder;
-use checks::diagnose::kv_cache::{self, Append, AttnWeights, StepSubject, TokenSteps};
+use checks::diagnose::kv_cache::{
+    self, Append, AttentionSteps, AttnWeights, StepSubject, TokenSteps,
+};
 use checks::diagnose::llama;
 use checks::fixture;
 use checks::learner::task7::{Attention, LayerCache, MiniLlama, RmsNorm, Rope, SwiGlu};
@@ -293,7 +295,7 @@ fn attention_verdict() -> Option<String> {
     let params = SeededVarMap::new(21);
     let attn = Attention::new(c, n, h, params.var_builder(&device())).expect("Attention::new");
     let attn = &attn;
-    let fresh = || -> Box<dyn FnMut(&Tensor, usize) -> candle_core::Result<Tensor> + '_> {
+    let fresh = || -> Box<AttentionSteps<'_>> {
         let mut cache = LayerCache::new(window);
         Box::new(move |x, start| attn.forward_step(x, &mut cache, start))
     };
@@ -321,7 +323,8 @@ fn attention_verdict() -> Option<String> {
 /// what it does, and the check that fails for it. A verdict about the whole model holds only
 /// when this is `None`.
 fn first_wrong_part() -> Option<String> {
-    let graded: [(&str, fn() -> Option<String>); 4] = [
+    type Verdict = fn() -> Option<String>;
+    let graded: [(&str, Verdict); 4] = [
         ("rms norm matches the reference", rms_norm_verdict),
         ("rope matches the reference", rope_verdict),
         ("swiglu matches the reference", swiglu_verdict),

@@ -97,23 +97,21 @@ fn failed_append(
 ) -> String {
     let shape = |t: usize| format!("[1, {PROBE_HEADS}, {t}, {PROBE_H}]");
     let text = first_line(e);
-    let cat = if text.contains("shape mismatch in cat") {
+    let then = if text.contains("shape mismatch in cat") {
         format!(
-            " candle's `cat` needs every dimension but the one it joins along to agree; the \
+            "candle's `cat` needs every dimension but the one it joins along to agree; the \
              cached and the new keys differ in dimension 2, the positions ({held} and {len}), so \
-             yours joins along another: join along dimension 2 to make {}",
+             yours joins along another: join along dimension 2, which makes {}",
             shape(held + len)
         )
     } else {
-        String::new()
+        format!("It should return the kept {}", shape(keep))
     };
     format!(
         "{what}, appending keys and values of {} to a cache holding {} (the positions on \
-         dimension 2), failed: {}.{cat} It should return the kept {}.",
+         dimension 2), failed: {text}. {then}.",
         shape(len),
         shape(held),
-        text,
-        shape(keep)
     )
 }
 
@@ -464,12 +462,15 @@ fn step_way_says(way: StepWay, right: StepWay) -> Vec<String> {
     says
 }
 
-/// A cached attention as the probes see it: `fresh()` makes one on an empty cache; each call
-/// runs new positions `x` (B, T, C) starting at position `start` on top of what it cached.
+/// An attention on top of its own cache: each call runs new positions `x` (B, T, C), starting
+/// at position `start`, on top of what it cached.
+pub type AttentionSteps<'a> = dyn FnMut(&Tensor, usize) -> Result<Tensor> + 'a;
+
+/// A cached attention as the probes see it: `fresh()` makes one on an empty cache.
 pub struct StepSubject<'a> {
     /// The learner's function, as the verdict names it.
     pub what: &'a str,
-    pub fresh: &'a dyn Fn() -> Box<dyn FnMut(&Tensor, usize) -> Result<Tensor> + 'a>,
+    pub fresh: &'a dyn Fn() -> Box<AttentionSteps<'a>>,
     pub weights: AttnWeights,
     /// Positions the cache keeps (Task 7's window); `None`, all.
     pub window: Option<usize>,

@@ -18,7 +18,7 @@ const MATCH: f64 = 1e-4;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Norm {
     /// (x − mean) / √(var + ε) · γ: LayerNorm without its shift.
-    LayerNorm,
+    Standardised,
     /// (x − mean) / √(mean(x²) + ε) · γ: the mean subtracted, the root of the mean square kept.
     MeanSubtracted,
     /// x / (mean(x²) + ε) · γ.
@@ -41,7 +41,7 @@ fn norm_f64(way: Norm, x: &[f64], c: usize, g: &[f64]) -> Vec<f64> {
             row.iter()
                 .zip(g)
                 .map(|(&v, &g)| match way {
-                    Norm::LayerNorm => g * (v - mean) / (var + EPS).sqrt(),
+                    Norm::Standardised => g * (v - mean) / (var + EPS).sqrt(),
                     Norm::MeanSubtracted => g * (v - mean) / (ms + EPS).sqrt(),
                     Norm::NoRoot => g * v / (ms + EPS),
                     Norm::SumOfSquares => g * v / (ms * c as f64 + EPS).sqrt(),
@@ -63,7 +63,7 @@ pub fn rms_norm(got: &[f64], x: &[f64], c: usize, g: &[f64]) -> String {
              √(mean(x²) + ε)",
         ),
         (
-            Norm::LayerNorm,
+            Norm::Standardised,
             "LayerNorm (the mean subtracted, divided by the standard deviation): RMSNorm \
              subtracts no mean, it divides x by the root of its mean square, √(mean(x²) + ε)",
         ),
@@ -223,8 +223,8 @@ fn turn_says(way: Turn, h: usize) -> Vec<String> {
     }
     if way.flipped {
         says.push(
-            "a turn the other way, the sine's sign flipped: out[i] = x[i]·cos − x[i + h/2]·sin \
-             and out[i + h/2] = x[i]·sin + x[i + h/2]·cos"
+            "a turn the other way, the sine's sign flipped: RoPE turns by +p·θᵢ, out[i] = \
+             x[i]·cos − x[i + h/2]·sin and out[i + h/2] = x[i]·sin + x[i + h/2]·cos"
                 .to_string(),
         );
     }
