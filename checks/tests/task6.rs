@@ -519,7 +519,7 @@ fn written(seed: u64, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<usize>) {
             "generate_cached from a prompt of {} with {} failed: {e}. {}",
             prompt.len(),
             kv_cache::plural(n, "new token"),
-            loop_why(seed, prompt.len(), n, &calls)
+            kv_cache::capitalised(&loop_why(seed, prompt.len(), n, &calls))
         ),
     }
 }
@@ -571,7 +571,7 @@ fn the_same_seed_writes_the_same_text_with_and_without_the_cache() {
             "with seed {seed}, a prompt of {len} and {n} new tokens, the cached generation wrote \
              another text than the uncached one: the cache must change the cost, never the \
              text. {}",
-            text_why(seed, &start, n, &calls)
+            kv_cache::capitalised(&text_why(seed, &start, n, &calls))
         );
     }
 }
@@ -588,7 +588,7 @@ fn past_block_size_the_cache_is_rebuilt_and_the_text_stays_the_same() {
         want,
         "past block_size (8), the cached generation wrote another text than the uncached one, \
          which runs the last 8 tokens: rebuild the cache from them. {}",
-        text_why(seed, &start, 6, &calls)
+        kv_cache::capitalised(&text_why(seed, &start, 6, &calls))
     );
     insta::with_settings!({
         description => "Positions your generate_cached runs per call of the model, for a prompt \
@@ -616,7 +616,7 @@ fn a_prompt_longer_than_block_size_runs_its_last_block_size_tokens() {
         want,
         "from a prompt of 12 with block_size 8, the cached generation wrote another text than \
          the uncached one, which reads the prompt's last 8 tokens. {}",
-        text_why(seed, &start, 4, &calls)
+        kv_cache::capitalised(&text_why(seed, &start, 4, &calls))
     );
 }
 

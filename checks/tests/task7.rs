@@ -257,19 +257,6 @@ fn each_part_matches_the_jax_fixture() {
     );
 }
 
-#[test]
-fn parameter_table_matches_the_architecture() {
-    let (_, params) = minillama(SMALL, 0);
-    insta::with_settings!({
-        description => "MiniLlama(vocab 65, hidden 32, block 8, 2 layers, 2 heads): every \
-            parameter's name, shape and size. No position table; RMSNorm has a scale only; the \
-            feed-forward layer has three matrices and no bias.",
-        omit_expression => true,
-    }, {
-        insta::assert_snapshot!(support::parameter_table(&params));
-    });
-}
-
 /// A fresh cache of yours that keeps 4 positions, as the probes append to it.
 fn fresh_window_cache() -> Box<Append<'static>> {
     let mut cache = LayerCache::new(4);
@@ -285,6 +272,28 @@ fn cache_verdict() -> Option<String> {
         &[3, 2, 3],
         Some(4),
     )
+}
+
+#[test]
+fn the_cache_slides_keeping_the_last_block_size_positions() {
+    // A window of 4, given 3, 2 and 3 positions: it returns 3, then the last 4 of 5, then the
+    // last 4 of 8, in order; the oldest go.
+    if let Some(why) = cache_verdict() {
+        panic!("{why}");
+    }
+}
+
+#[test]
+fn parameter_table_matches_the_architecture() {
+    let (_, params) = minillama(SMALL, 0);
+    insta::with_settings!({
+        description => "MiniLlama(vocab 65, hidden 32, block 8, 2 layers, 2 heads): every \
+            parameter's name, shape and size. No position table; RMSNorm has a scale only; the \
+            feed-forward layer has three matrices and no bias.",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(support::parameter_table(&params));
+    });
 }
 
 /// Your Attention alone, on seeded weights, run on two sequences in steps of 3, 2, 1 and 1
@@ -444,15 +453,6 @@ fn every_parameter_receives_a_gradient() {
         &params,
         &loss,
     );
-}
-
-#[test]
-fn the_cache_slides_keeping_the_last_block_size_positions() {
-    // A window of 4, given 3, 2 and 3 positions: it returns 3, then the last 4 of 5, then the
-    // last 4 of 8, in order; the oldest go.
-    if let Some(why) = cache_verdict() {
-        panic!("{why}");
-    }
 }
 
 #[test]

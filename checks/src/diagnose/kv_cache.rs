@@ -758,6 +758,14 @@ pub fn incidental(e: &candle_core::Error) -> Option<&'static str> {
     }
 }
 
+/// `text` with its first letter a capital, to follow a full stop.
+pub fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 /// "1 position", "3 positions": `n` of `what`, in the number it takes.
 pub fn plural(n: usize, what: &str) -> String {
     if n == 1 {
