@@ -684,8 +684,8 @@ pub fn minigpt_steps<A: candle_core::Module, N: candle_core::Module>(
 /// the loop should run `want`: a prompt of `p` tokens, `n` new ones, block_size `block`.
 pub fn calls_say(calls: &[usize], want: &[usize], p: usize, n: usize, block: usize) -> String {
     let head = format!(
-        "generate_cached ran the model on {calls:?} positions per call, where a prompt of {p}, \
-         {} and block_size {block} run {want:?}",
+        "your generate_cached ran the model on {calls:?} positions per call, where a prompt of \
+         {p}, {} and block_size {block} run {want:?}",
         plural(n, "new token")
     );
     // Whether a token ran alone on a cache that was already full.
