@@ -1,13 +1,16 @@
-//! The diagnosis of Tasks 2 and 3 on wrong answers a learner could write, each written here with
-//! candle's ops: every one gets a headline that says what it does, never a list of places to
-//! look. The headlines are snapshotted, so a person can read them all in one file.
+//! The diagnosis of Tasks 2, 3, 6 and 7 on wrong answers a learner could write, each written
+//! here with candle's ops: every one gets a headline that says what it does, never a list of
+//! places to look. The headlines are snapshotted, so a person can read them all in one file.
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Embedding, VarBuilder};
 use checks::diagnose::attention::{Subject, diagnose};
-use checks::support::{device, move_off_init};
-use kit::SeededVarMap;
-use kit::nn::{Dense, dense, dense_no_bias};
+use checks::diagnose::kv_cache::{self, Append, AttentionSteps, AttnWeights, StepSubject};
+use checks::diagnose::llama;
+use checks::support::{SMALL, device, move_off_init, random_tensor, values};
+use kit::nn::{Dense, FeedForward, LayerNorm, dense, dense_no_bias, embedding};
+use kit::{GptConfig, SeededVarMap};
+use reference::{FusedHeads, RefGpt};
 
 /// Declares an enum of mistakes, each a unit variant, with `ALL`, every one in order.
 macro_rules! mistakes {
@@ -304,6 +307,613 @@ fn every_wrong_answer_gets_a_headline_that_says_what_it_does() {
         description => "The diagnosis of each wrong attention above: Task 2's single head \
             (hidden 8, head_dim 4) and Task 3's heads (hidden 8, 2 heads of 4), with seeded \
             weights. Each must say what the attention does, not where to look.",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(shown);
+    });
+}
+
+// ---- Tasks 6 and 7 ----------------------------------------------------------------------------
+
+/// A mistake in an attention step on top of a cache, Task 6's or Task 7's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Step {
+    Right,
+    /// The new queries see their own step's keys only (the cache is appended to, not read).
+    IgnoresCache,
+    /// A mask built by hand over (T, K): new query i sees the first i + 1 keys.
+    MaskNotOffset,
+    /// No mask: every kept key, the step's later ones too.
+    NoMask,
+    /// Task 7: the values rotated like the keys.
+    ValuesRotated,
+    /// Task 7: queries and keys rotated from position 0 at every step.
+    FromZero,
+    /// Task 7: the keys not rotated.
+    KeysNotRotated,
+}
+
+/// Rotary position embeddings, as Task 7 asks: pairs (i, i + h/2) turned by p·10000^(−2i/h).
+fn rotate(x: &Tensor, start: usize) -> Result<Tensor> {
+    let (_b, _n, t, h) = x.dims4()?;
+    let half = h / 2;
+    let angles: Vec<f32> = (start..start + t)
+        .flat_map(|p| {
+            (0..half).map(move |i| (p as f64 * 10_000f64.powf(-2.0 * i as f64 / h as f64)) as f32)
+        })
+        .collect();
+    let angles = Tensor::from_vec(angles, (t, half), x.device())?;
+    let (cos, sin) = (angles.cos()?, angles.sin()?);
+    let (x1, x2) = (
+        x.narrow(D::Minus1, 0, half)?,
+        x.narrow(D::Minus1, half, half)?,
+    );
+    let first = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+    let second = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
+    Tensor::cat(&[first, second], D::Minus1)
+}
+
+/// A layer's cache in the tests' wrong models: keys and values, each (B, n, S, h).
+type KvPair = (Option<Tensor>, Option<Tensor>);
+
+/// Attention on top of a cache with one mistake: Task 6's (Task 3's names, no rotation) or
+/// Task 7's (Llama's names, rotated queries and keys, a cache that keeps `window` positions).
+struct StepAttention {
+    qkvo: [Dense; 4],
+    heads: usize,
+    head_dim: usize,
+    rope: bool,
+    window: Option<usize>,
+    mistake: Step,
+}
+
+impl StepAttention {
+    fn new(
+        hidden: usize,
+        (heads, head_dim): (usize, usize),
+        rope: bool,
+        window: Option<usize>,
+        mistake: Step,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let width = heads * head_dim;
+        let qkvo = if rope {
+            [
+                dense_no_bias(hidden, width, vb.pp("q_proj"))?,
+                dense_no_bias(hidden, width, vb.pp("k_proj"))?,
+                dense_no_bias(hidden, width, vb.pp("v_proj"))?,
+                dense_no_bias(width, hidden, vb.pp("o_proj"))?,
+            ]
+        } else {
+            [
+                dense_no_bias(hidden, width, vb.pp("query"))?,
+                dense_no_bias(hidden, width, vb.pp("key"))?,
+                dense_no_bias(hidden, width, vb.pp("value"))?,
+                dense(width, width, vb.pp("proj"))?,
+            ]
+        };
+        Ok(Self {
+            qkvo,
+            heads,
+            head_dim,
+            rope,
+            window,
+            mistake,
+        })
+    }
+
+    fn step(&self, xs: &Tensor, cache: &mut KvPair, start: usize) -> Result<Tensor> {
+        let (b, t, _c) = xs.dims3()?;
+        let (n, h) = (self.heads, self.head_dim);
+        let split = |y: Tensor| y.reshape((b, t, n, h))?.transpose(1, 2)?.contiguous();
+        let [q, k, v] = [0, 1, 2].map(|i| self.qkvo[i].forward(xs).and_then(split));
+        let (mut q, mut k, mut v) = (q?, k?, v?);
+        if self.rope {
+            let at = if self.mistake == Step::FromZero {
+                0
+            } else {
+                start
+            };
+            q = rotate(&q, at)?;
+            if self.mistake != Step::KeysNotRotated {
+                k = rotate(&k, at)?;
+            }
+            if self.mistake == Step::ValuesRotated {
+                v = rotate(&v, at)?;
+            }
+        }
+        let (mut all_k, mut all_v) = match cache {
+            (Some(old_k), Some(old_v)) => (
+                Tensor::cat(&[&*old_k, &k], 2)?,
+                Tensor::cat(&[&*old_v, &v], 2)?,
+            ),
+            _ => (k.clone(), v.clone()),
+        };
+        if let Some(w) = self.window {
+            let len = all_k.dims()[2];
+            let drop = len.saturating_sub(w);
+            (all_k, all_v) = (
+                all_k.narrow(2, drop, len - drop)?,
+                all_v.narrow(2, drop, len - drop)?,
+            );
+        }
+        *cache = (Some(all_k.clone()), Some(all_v.clone()));
+        let (k, v) = match self.mistake {
+            Step::IgnoresCache => (k, v),
+            _ => (all_k, all_v),
+        };
+        let scale = 1.0 / (h as f64).sqrt();
+        let scores = q.matmul(&k.t()?.contiguous()?)?;
+        let weights = match self.mistake {
+            Step::MaskNotOffset => {
+                let s = k.dims()[2];
+                let visible: Vec<u8> = (0..t)
+                    .flat_map(|i| (0..s).map(move |j| u8::from(j <= i)))
+                    .collect();
+                let visible =
+                    Tensor::from_vec(visible, (t, s), xs.device())?.broadcast_as(scores.shape())?;
+                let hidden = Tensor::full(f32::NEG_INFINITY, scores.shape(), xs.device())?;
+                candle_nn::ops::softmax_last_dim(&visible.where_cond(&(scores * scale)?, &hidden)?)?
+            }
+            Step::NoMask => candle_nn::ops::softmax_last_dim(&(scores * scale)?)?,
+            _ => kit::ops::causal_softmax(&scores, scale)?,
+        };
+        let out = weights.matmul(&v)?;
+        self.qkvo[3].forward(&out.transpose(1, 2)?.contiguous()?.reshape((b, t, n * h))?)
+    }
+}
+
+/// What the diagnosis says of a cached attention with `mistake`: Task 6's, or Task 7's with a
+/// window of 4.
+fn step_diagnosis(mistake: Step, rope: bool) -> String {
+    let (c, n, h) = (8, 2, 4);
+    let window = rope.then_some(4);
+    let params = SeededVarMap::new(31);
+    let vb = params.var_builder(&device());
+    let attn = StepAttention::new(c, (n, h), rope, window, mistake, vb).unwrap();
+    move_off_init(&params, 32);
+    let attn = &attn;
+    let fresh = || -> Box<AttentionSteps<'_>> {
+        let mut cache: KvPair = (None, None);
+        Box::new(move |x, start| attn.step(x, &mut cache, start))
+    };
+    let weights = if rope {
+        AttnWeights::task7(&params, "", n, h)
+    } else {
+        AttnWeights::task6(&params, "", n, h)
+    };
+    let subject = StepSubject {
+        what: "forward_step",
+        fresh: &fresh,
+        weights,
+        window,
+    };
+    let steps = [3, 2, 1, 1];
+    let x = random_tensor(33, &[2, 7, c]);
+    match kv_cache::run_in_steps(&subject, &x, &steps) {
+        Err(failed) => failed,
+        Ok(got) => kv_cache::attention_in_steps(&subject, &x, &steps, &got)
+            .unwrap_or_else(|| "right".into()),
+    }
+}
+
+/// A mistake in a layer's cache.
+#[derive(Clone, Copy, Debug)]
+enum Keep {
+    /// Returns only the new positions (and keeps them all).
+    NewOnly,
+    /// The new positions before the cached ones.
+    NewFirst,
+    /// Joined along the heads.
+    AlongTheHeads,
+    /// Task 7: never drops a position.
+    NeverTrimmed,
+    /// Task 7: keeps one position fewer than the window.
+    OneTooFew,
+    /// Task 7: keeps the oldest positions.
+    Oldest,
+}
+
+fn keep_diagnosis(mistake: Keep, window: Option<usize>) -> String {
+    let fresh = move || -> Box<Append<'static>> {
+        let mut cache: KvPair = (None, None);
+        Box::new(move |k: &Tensor, v: &Tensor| {
+            let join = |old: &Option<Tensor>, new: &Tensor| -> Result<Tensor> {
+                match old {
+                    None => Ok(new.clone()),
+                    Some(old) => match mistake {
+                        Keep::NewFirst => Tensor::cat(&[new, old], 2),
+                        Keep::AlongTheHeads => Tensor::cat(&[old, new], 1),
+                        _ => Tensor::cat(&[old, new], 2),
+                    },
+                }
+            };
+            let (mut all_k, mut all_v) = (join(&cache.0, k)?, join(&cache.1, v)?);
+            if let Some(w) = window {
+                let len = all_k.dims()[2];
+                let (from, keep) = match mistake {
+                    Keep::NeverTrimmed => (0, len),
+                    Keep::OneTooFew => (len.saturating_sub(w - 1), len.min(w - 1)),
+                    Keep::Oldest => (0, len.min(w)),
+                    _ => (len.saturating_sub(w), len.min(w)),
+                };
+                (all_k, all_v) = (all_k.narrow(2, from, keep)?, all_v.narrow(2, from, keep)?);
+            }
+            cache = (Some(all_k.clone()), Some(all_v.clone()));
+            match mistake {
+                Keep::NewOnly => Ok((k.clone(), v.clone())),
+                _ => Ok((all_k, all_v)),
+            }
+        })
+    };
+    let steps = if window.is_some() {
+        &[3, 2, 3][..]
+    } else {
+        &[3, 2, 1][..]
+    };
+    kv_cache::append_probe("LayerCache::append", &fresh, steps, window)
+        .unwrap_or_else(|| "right".into())
+}
+
+/// A mistake in a cached model's step, Task 6's or Task 7's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Positions {
+    /// Task 6: each step embedded at positions 0..T.
+    FromZero,
+    /// Task 6: each block runs on a copy of its layer of the cache.
+    CacheCopied,
+    /// Task 7: the count of tokens seen never moves.
+    SeenNeverMoves,
+    /// Task 7: positions from the keys kept, which stop at the window.
+    FromKept,
+}
+
+/// Task 6's MiniGPT with a cache, one mistake in its step.
+struct CachedMiniGpt {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<(LayerNorm, StepAttention, LayerNorm, FeedForward)>,
+    ln_f: LayerNorm,
+    lm_head: Dense,
+    mistake: Positions,
+}
+
+impl CachedMiniGpt {
+    fn new(cfg: GptConfig, mistake: Positions, vb: VarBuilder) -> Result<Self> {
+        let c = cfg.hidden;
+        let blocks = (0..cfg.num_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("h.{i}"));
+                let heads = (cfg.num_heads, cfg.head_dim());
+                Ok((
+                    LayerNorm::new(c, vb.pp("ln_1"))?,
+                    StepAttention::new(c, heads, false, None, Step::Right, vb.pp("attn"))?,
+                    LayerNorm::new(c, vb.pp("ln_2"))?,
+                    FeedForward::new(c, vb.pp("mlp"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            wte: embedding(cfg.vocab_size, c, vb.pp("wte"))?,
+            wpe: embedding(cfg.block_size, c, vb.pp("wpe"))?,
+            blocks,
+            ln_f: LayerNorm::new(c, vb.pp("ln_f"))?,
+            lm_head: dense(c, cfg.vocab_size, vb.pp("lm_head"))?,
+            mistake,
+        })
+    }
+
+    fn run(&self, tokens: &[u32], steps: &[usize]) -> Result<Vec<f64>> {
+        let mut caches: Vec<KvPair> = vec![(None, None); self.blocks.len()];
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for &len in steps {
+            let cached = caches[0].0.as_ref().map_or(0, |k| k.dims()[2]);
+            let start = if self.mistake == Positions::FromZero {
+                0
+            } else {
+                cached
+            };
+            let ids = Tensor::new(&tokens[seen..seen + len], &device())?.unsqueeze(0)?;
+            let pos = Tensor::arange(start as u32, (start + len) as u32, &device())?;
+            let mut x = self
+                .wte
+                .forward(&ids)?
+                .broadcast_add(&self.wpe.forward(&pos)?)?;
+            for ((ln_1, attn, ln_2, mlp), cache) in self.blocks.iter().zip(&mut caches) {
+                let mut copy = cache.clone();
+                let layer = if self.mistake == Positions::CacheCopied {
+                    &mut copy
+                } else {
+                    cache
+                };
+                x = (&x + attn.step(&ln_1.forward(&x)?, layer, start)?)?;
+                x = (&x + mlp.forward(&ln_2.forward(&x)?)?)?;
+            }
+            out.extend(values(&self.lm_head.forward(&self.ln_f.forward(&x)?)?));
+            seen += len;
+        }
+        Ok(out)
+    }
+}
+
+fn minigpt_diagnosis(mistake: Positions) -> String {
+    let params = SeededVarMap::new(41);
+    let vb = params.var_builder(&device());
+    let model = CachedMiniGpt::new(SMALL, mistake, vb.clone()).unwrap();
+    let reference = RefGpt::with_norm(SMALL, vb, FusedHeads::new, LayerNorm::new).unwrap();
+    move_off_init(&params, 42);
+    let tokens: Vec<u32> = (0..8).map(|i| (i * 11 + 3) % 65).collect();
+    let steps = [3, 1, 1, 1, 1, 1];
+    let got = model.run(&tokens, &steps).unwrap();
+    kv_cache::minigpt_steps(&got, &reference, &tokens, &steps)
+}
+
+/// RMSNorm, right.
+fn rms(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?;
+    x.broadcast_div(&r)?.broadcast_mul(weight)
+}
+
+/// Task 7's MiniLlama with a cache, one mistake in how its step numbers positions.
+struct CachedLlama {
+    embed: Embedding,
+    layers: Vec<(Tensor, StepAttention, Tensor, [Dense; 3])>,
+    norm: Tensor,
+    lm_head: Dense,
+    window: usize,
+    mistake: Positions,
+}
+
+impl CachedLlama {
+    fn new(cfg: GptConfig, mistake: Positions, vb: VarBuilder) -> Result<Self> {
+        let (c, f) = (cfg.hidden, (8 * cfg.hidden + 5) / 3);
+        let scale = |vb: VarBuilder| vb.get_with_hints(c, "weight", candle_nn::init::ONE);
+        let layers = (0..cfg.num_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layers.{i}"));
+                let heads = (cfg.num_heads, cfg.head_dim());
+                let window = Some(cfg.block_size);
+                let mlp = vb.pp("mlp");
+                Ok((
+                    scale(vb.pp("input_layernorm"))?,
+                    StepAttention::new(c, heads, true, window, Step::Right, vb.pp("self_attn"))?,
+                    scale(vb.pp("post_attention_layernorm"))?,
+                    [
+                        dense_no_bias(c, f, mlp.pp("gate_proj"))?,
+                        dense_no_bias(c, f, mlp.pp("up_proj"))?,
+                        dense_no_bias(f, c, mlp.pp("down_proj"))?,
+                    ],
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed: embedding(cfg.vocab_size, c, vb.pp("embed_tokens"))?,
+            layers,
+            norm: scale(vb.pp("norm"))?,
+            lm_head: dense_no_bias(c, cfg.vocab_size, vb.pp("lm_head"))?,
+            window: cfg.block_size,
+            mistake,
+        })
+    }
+
+    fn run(&self, tokens: &[u32], steps: &[usize]) -> Result<Vec<f64>> {
+        let mut caches: Vec<KvPair> = vec![(None, None); self.layers.len()];
+        let mut out = Vec::new();
+        let mut seen = 0;
+        for &len in steps {
+            let start = match self.mistake {
+                Positions::SeenNeverMoves => 0,
+                Positions::FromKept => seen.min(self.window),
+                _ => seen,
+            };
+            let ids = Tensor::new(&tokens[seen..seen + len], &device())?.unsqueeze(0)?;
+            let mut x = self.embed.forward(&ids)?;
+            for ((g1, attn, g2, [gate, up, down]), cache) in self.layers.iter().zip(&mut caches) {
+                x = (&x + attn.step(&rms(&x, g1)?, cache, start)?)?;
+                let h = rms(&x, g2)?;
+                let mixed = (candle_nn::ops::silu(&gate.forward(&h)?)? * up.forward(&h)?)?;
+                x = (&x + down.forward(&mixed)?)?;
+            }
+            out.extend(values(&self.lm_head.forward(&rms(&x, &self.norm)?)?));
+            seen += len;
+        }
+        Ok(out)
+    }
+}
+
+fn llama_diagnosis(mistake: Positions) -> String {
+    let params = SeededVarMap::new(51);
+    let model = CachedLlama::new(SMALL, mistake, params.var_builder(&device())).unwrap();
+    move_off_init(&params, 52);
+    let tokens: Vec<u32> = (0..14).map(|i| (i * 13 + 2) % 65).collect();
+    let steps = [8, 1, 1, 1, 1, 1, 1];
+    let got = model.run(&tokens, &steps).unwrap();
+    llama::llama_steps(&got, &params, &SMALL, &tokens, &steps)
+}
+
+#[test]
+fn every_wrong_cache_step_and_loop_of_task_6_gets_a_headline_that_says_what_it_does() {
+    let mut shown = String::new();
+    for mistake in [Keep::NewOnly, Keep::NewFirst, Keep::AlongTheHeads] {
+        shown.push_str(&format!(
+            "cache / {mistake:?}:\n{}\n\n",
+            keep_diagnosis(mistake, None)
+        ));
+    }
+    for mistake in [Step::IgnoresCache, Step::MaskNotOffset, Step::NoMask] {
+        shown.push_str(&format!(
+            "attention / {mistake:?}:\n{}\n\n",
+            step_diagnosis(mistake, false)
+        ));
+    }
+    for mistake in [Positions::FromZero, Positions::CacheCopied] {
+        shown.push_str(&format!(
+            "step / {mistake:?}:\n{}\n\n",
+            minigpt_diagnosis(mistake)
+        ));
+    }
+    let block = SMALL.block_size;
+    // The calls of a generation loop: (what it does, prompt, new tokens, the calls it made).
+    for (mistake, p, n, calls) in [
+        ("WholeTextAgain", 3, 4, vec![3, 4, 5, 6]),
+        ("LastTokenRun", 3, 4, vec![3, 1, 1, 1, 1]),
+        ("RebuiltByOne", 6, 6, vec![6, 1, 1, 7, 1, 7]),
+        ("NotRebuilt", 6, 6, vec![6, 1, 1, 1]),
+        ("WholeLongPrompt", 12, 4, vec![12]),
+    ] {
+        let want = kv_cache::expected_calls(p, n, block);
+        shown.push_str(&format!(
+            "loop / {mistake}:\n{}\n\n",
+            kv_cache::calls_say(&calls, &want, p, n, block)
+        ));
+    }
+    let lookup = candle_core::Error::InvalidIndex {
+        op: "index-select",
+        index: 8,
+        size: 8,
+    };
+    shown.push_str(&format!(
+        "refusal / LookupFailsInstead:\n{}\n",
+        kv_cache::incidental(&lookup).unwrap_or("a refusal")
+    ));
+    insta::with_settings!({
+        description => "The diagnosis of each wrong Task 6 piece above, written with candle's \
+            ops: a cache (3, 2 and 1 positions appended), attention in steps of 3, 2, 1 and 1 \
+            (hidden 8, 2 heads of 4), a cached MiniGPT (vocab 65, hidden 32, block 8, 2 layers) \
+            run as a prompt of 3 and then token by token, a generation loop's calls with \
+            block_size 8, and an error that an op raises where a refusal belongs. Each must say \
+            what the piece does.",
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(shown);
+    });
+}
+
+#[test]
+fn every_wrong_part_and_step_of_task_7_gets_a_headline_that_says_what_it_does() {
+    let mut shown = String::new();
+    // RMSNorm on rows away from zero mean.
+    let x = random_tensor(61, &[2, 3, 8]).affine(2.0, 0.7).unwrap();
+    let g = random_tensor(62, &[8]).affine(0.2, 1.0).unwrap();
+    let mean = x.mean_keepdim(D::Minus1).unwrap();
+    let ms = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap();
+    let centred = x.broadcast_sub(&mean).unwrap();
+    let var = (centred.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap();
+    for (mistake, y) in [
+        ("MeanSubtracted", centred.broadcast_div(&ms.sqrt().unwrap())),
+        ("LayerNorm", centred.broadcast_div(&var.sqrt().unwrap())),
+        ("NoRoot", x.broadcast_div(&ms)),
+    ] {
+        let got = values(&y.unwrap().broadcast_mul(&g).unwrap());
+        let says = llama::rms_norm(&got, &values(&x), 8, &values(&g));
+        shown.push_str(&format!("rms_norm / {mistake}:\n{says}\n\n"));
+    }
+    // RoPE from position 3, (1, 2, 5, 8).
+    let x = random_tensor(63, &[1, 2, 5, 8]);
+    let (b, n, t, h) = x.dims4().unwrap();
+    let half = h / 2;
+    let turn = |rate: f64, flip: f32, adjacent: bool| -> Tensor {
+        let angles: Vec<f32> = (3..3 + t)
+            .flat_map(|p| {
+                (0..half)
+                    .map(move |i| (p as f64 * 10_000f64.powf(-rate * i as f64 / h as f64)) as f32)
+            })
+            .collect();
+        let angles = Tensor::from_vec(angles, (t, half), &device()).unwrap();
+        let (cos, sin) = (
+            angles.cos().unwrap(),
+            (angles.sin().unwrap() * flip as f64).unwrap(),
+        );
+        let (x1, x2) = if adjacent {
+            let pairs = x.reshape((b, n, t, half, 2)).unwrap();
+            (
+                pairs.narrow(4, 0, 1).unwrap().squeeze(4).unwrap(),
+                pairs.narrow(4, 1, 1).unwrap().squeeze(4).unwrap(),
+            )
+        } else {
+            (
+                x.narrow(3, 0, half).unwrap(),
+                x.narrow(3, half, half).unwrap(),
+            )
+        };
+        let first = (x1.broadcast_mul(&cos).unwrap() - x2.broadcast_mul(&sin).unwrap()).unwrap();
+        let second = (x1.broadcast_mul(&sin).unwrap() + x2.broadcast_mul(&cos).unwrap()).unwrap();
+        if adjacent {
+            Tensor::stack(&[first, second], 4)
+                .unwrap()
+                .reshape((b, n, t, h))
+                .unwrap()
+        } else {
+            Tensor::cat(&[first, second], 3).unwrap()
+        }
+    };
+    for (mistake, y) in [
+        ("AdjacentPairs", turn(2.0, 1.0, true)),
+        ("ExponentIOverH", turn(1.0, 1.0, false)),
+        ("SineFlipped", turn(2.0, -1.0, false)),
+    ] {
+        let says = llama::rope(&values(&y), &values(&x), h, t, 3);
+        shown.push_str(&format!("rope / {mistake}:\n{says}\n\n"));
+    }
+    // SwiGLU, C = 8, F = 23.
+    let params = SeededVarMap::new(64);
+    let vb = params.var_builder(&device());
+    let f = 23;
+    let [gate, up, down] = [("gate_proj", 8, f), ("up_proj", 8, f), ("down_proj", f, 8)]
+        .map(|(name, i, o)| dense_no_bias(i, o, vb.pp(name)).unwrap());
+    let w = |name: &str| reference::param(&params, &format!("{name}.weight"));
+    let x = random_tensor(65, &[2, 3, 8]);
+    let (gx, ux) = (gate.forward(&x).unwrap(), up.forward(&x).unwrap());
+    for (mistake, mixed) in [
+        ("Gelu", (gx.gelu().unwrap() * &ux).unwrap()),
+        ("GeluErf", (gx.gelu_erf().unwrap() * &ux).unwrap()),
+        ("Relu", (gx.relu().unwrap() * &ux).unwrap()),
+        (
+            "GateAndUpSwapped",
+            (candle_nn::ops::silu(&ux).unwrap() * &gx).unwrap(),
+        ),
+    ] {
+        let got = values(&down.forward(&mixed).unwrap());
+        let says = llama::swiglu(
+            &got,
+            &values(&x),
+            6,
+            (&w("gate_proj"), &w("up_proj"), &w("down_proj")),
+            f,
+        );
+        shown.push_str(&format!("swiglu / {mistake}:\n{says}\n\n"));
+    }
+    for mistake in [Keep::NeverTrimmed, Keep::OneTooFew, Keep::Oldest] {
+        shown.push_str(&format!(
+            "cache / {mistake:?}:\n{}\n\n",
+            keep_diagnosis(mistake, Some(4))
+        ));
+    }
+    for mistake in [
+        Step::IgnoresCache,
+        Step::ValuesRotated,
+        Step::FromZero,
+        Step::KeysNotRotated,
+    ] {
+        shown.push_str(&format!(
+            "attention / {mistake:?}:\n{}\n\n",
+            step_diagnosis(mistake, true)
+        ));
+    }
+    for mistake in [Positions::SeenNeverMoves, Positions::FromKept] {
+        shown.push_str(&format!(
+            "step / {mistake:?}:\n{}\n\n",
+            llama_diagnosis(mistake)
+        ));
+    }
+    insta::with_settings!({
+        description => "The diagnosis of each wrong Task 7 piece above, written with candle's \
+            ops: RMSNorm (rows of 8), RoPE ((1, 2, 5, 8) from position 3), SwiGLU (C 8, F 23), a \
+            cache that keeps 4 (3, 2 and 3 positions appended), attention in steps of 3, 2, 1 \
+            and 1 on it (hidden 8, 2 heads of 4), and a cached MiniLlama (vocab 65, hidden 32, \
+            block 8, 2 layers) run as a prompt of 8 and then token by token past block_size. \
+            Each must say what the piece does.",
         omit_expression => true,
     }, {
         insta::assert_snapshot!(shown);

@@ -9,8 +9,12 @@
 //! runs its own KV cache) carries a small model's parameters, its logits at every position and
 //! a greedy text written past block_size.
 
-use candle_core::{DType, IndexOp, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
+use checks::diagnose::attention::{self, Subject};
+use checks::diagnose::kv_cache::{
+    self, Append, AttentionSteps, AttnWeights, StepSubject, TokenSteps, expected_calls,
+};
 use checks::fixture;
 use checks::learner::task6::{CachedAttention, CachedGpt, LayerCache, generate_cached};
 use checks::support::{
@@ -43,38 +47,30 @@ fn prompt(seed: u64, len: usize) -> Vec<u32> {
     support::tokens(seed, len, SMALL.vocab_size)
 }
 
+/// A fresh `LayerCache` of yours, as the probes append to it.
+fn fresh_layer_cache() -> Box<Append<'static>> {
+    let mut cache = LayerCache::default();
+    Box::new(move |k, v| cache.append(k, v))
+}
+
+/// Your `LayerCache::append`, probed: `None` if it keeps every position in order, else what it
+/// does.
+fn append_verdict() -> Option<String> {
+    kv_cache::append_probe("LayerCache::append", &fresh_layer_cache, &[3, 2, 1], None)
+}
+
 #[test]
 fn append_puts_the_new_positions_after_the_cached_ones() {
-    let first = support::random_tensor(1, &[1, 2, 3, 4]);
-    let second = support::random_tensor(2, &[1, 2, 2, 4]);
+    // Keys and values of 3, then 2, then 1 new positions: each append returns the cached ones
+    // and then the new ones, (B, n, S + T, h), every position's rows as they were given.
+    if let Some(why) = append_verdict() {
+        panic!("{why}");
+    }
     let mut cache = LayerCache::default();
-    let (k, v) = cache
-        .append(&first, &(&first * 2.0).unwrap())
-        .expect("LayerCache::append");
-    assert_eq!(
-        (k.dims(), v.dims()),
-        (&[1, 2, 3, 4][..], &[1, 2, 3, 4][..]),
-        "appending 3 positions to an empty cache should give them back, (B, n, 3, h)"
-    );
-    let (k, v) = cache
-        .append(&second, &(&second * 2.0).unwrap())
-        .expect("LayerCache::append");
-    assert_eq!(
-        k.dims(),
-        &[1, 2, 5, 4],
-        "3 cached positions and 2 new ones should make keys of (B, n, 5, h), the positions on \
-         dimension 2; got {:?}",
-        k.dims()
-    );
-    let both = Tensor::cat(&[&first, &second], 2).unwrap();
-    assert!(
-        max_abs_diff(&values(&k), &values(&both)) == 0.0,
-        "the keys after appending should be the cached ones, then the new ones, in that order"
-    );
-    assert!(
-        max_abs_diff(&values(&v), &values(&(both * 2.0).unwrap())) == 0.0,
-        "the values after appending should be the cached ones, then the new ones"
-    );
+    for len in [3, 2] {
+        let kv = support::random_tensor(len as u64, &[1, 2, len, 4]);
+        cache.append(&kv, &kv).expect("LayerCache::append");
+    }
     assert_eq!(
         cache.positions(),
         5,
@@ -82,9 +78,104 @@ fn append_puts_the_new_positions_after_the_cached_ones() {
     );
 }
 
+/// The first part of the model that is wrong on its own, the cache first, then each block's
+/// attention with that block's weights: why, and the check that grades it.
+fn first_wrong_part(params: &SeededVarMap, cfg: &GptConfig) -> Option<String> {
+    if let Some(why) = append_verdict() {
+        return Some(format!(
+            "your LayerCache::append is wrong first ({why}); the check “append puts the new \
+             positions after the cached ones” fails for it too: fix it first"
+        ));
+    }
+    let vb = params.var_builder(&device());
+    let (n, h) = (cfg.num_heads, cfg.head_dim());
+    for l in 0..cfg.num_layers {
+        let attn = CachedAttention::new(cfg.hidden, n, h, vb.pp(format!("h.{l}.attn")))
+            .expect("CachedAttention::new");
+        let attn = &attn;
+        let fresh = || -> Box<AttentionSteps<'_>> {
+            let mut cache = LayerCache::default();
+            Box::new(move |x, _| attn.forward_step(x, &mut cache))
+        };
+        let subject = StepSubject {
+            what: "CachedAttention::forward_step",
+            fresh: &fresh,
+            weights: AttnWeights::task6(params, &format!("h.{l}.attn."), n, h),
+            window: None,
+        };
+        let steps = [3, 2, 1, 1];
+        let x = support::random_tensor(40 + l as u64, &[1, 7, cfg.hidden]);
+        let why = match kv_cache::run_in_steps(&subject, &x, &steps) {
+            Err(failed) => Some(failed),
+            Ok(got) => kv_cache::attention_in_steps(&subject, &x, &steps, &got),
+        };
+        if let Some(why) = why {
+            return Some(format!(
+                "your CachedAttention with the weights of h.{l}.attn, run in steps of {steps:?} \
+                 positions, is wrong first ({why}); the check “attention in steps equals \
+                 attention over the whole” fails for it too: fix it first"
+            ));
+        }
+    }
+    None
+}
+
+/// Why your model's steps of `steps` tokens, which gave `got`, differ from the checks' uncached
+/// model: the first wrong part, else what the step does instead.
+fn model_why(
+    params: &SeededVarMap,
+    theirs: &RefGpt<FusedHeads>,
+    tokens: &[u32],
+    steps: &[usize],
+    got: &[f64],
+) -> String {
+    first_wrong_part(params, &SMALL)
+        .unwrap_or_else(|| kv_cache::minigpt_steps(got, theirs, tokens, steps))
+}
+
+/// Your model's logits for `tokens` run in steps of `steps`, on a new cache; or what failed,
+/// with the first wrong part when there is one.
+fn in_steps(mine: &CachedGpt, tokens: &[u32], steps: &[usize]) -> Result<Vec<f64>, String> {
+    let mut cache = mine.new_cache();
+    let step: &mut TokenSteps = &mut |t: &[u32]| mine.forward_step(&ids(t), &mut cache);
+    kv_cache::run_tokens_in_steps("CachedGpt::forward_step", step, tokens, steps).map_err(
+        |failed| match first_wrong_part(&models(0).2, &SMALL) {
+            Some(part) => format!("{failed}; {part}"),
+            None => failed,
+        },
+    )
+}
+
+/// Whether your forward_step, one token at a time on a model of the checks' own, is wrong:
+/// the first wrong part, else what the step does. A verdict about the generation loop holds
+/// only when this is `None`.
+fn step_verdict(seed: u64) -> Option<String> {
+    let (mine, theirs, params) = models(seed);
+    if let Some(part) = first_wrong_part(&params, &SMALL) {
+        return Some(part);
+    }
+    let tokens = prompt(seed, SMALL.block_size);
+    let steps = [1; 8];
+    let why = match in_steps(&mine, &tokens, &steps) {
+        Err(failed) => failed,
+        Ok(got) => {
+            let full = values(&theirs.forward(&ids(&tokens)).unwrap());
+            if max_abs_diff(&got, &full) < 1e-4 {
+                return None;
+            }
+            kv_cache::minigpt_steps(&got, &theirs, &tokens, &steps)
+        }
+    };
+    Some(format!(
+        "your forward_step, run one token at a time, is wrong first ({why}); the check “cached \
+         logits equal the full forward at every step” fails for it too: fix it first"
+    ))
+}
+
 /// `x` (B, T, C) through your CachedAttention in steps of `chunks` positions, each on top of
-/// the ones before, against the checks' attention over the whole of `x`.
-fn attention_in_steps(seed: u64, b: usize, chunks: &[usize]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+/// the ones before, against the checks' attention over the whole of `x`: the largest
+/// difference, and why when it is not small.
+fn attention_in_steps(seed: u64, b: usize, chunks: &[usize]) -> (f64, String) {
     let (c, n, h) = (8, 2, 4);
     let t: usize = chunks.iter().sum();
     let params = SeededVarMap::new(seed);
@@ -93,32 +184,54 @@ fn attention_in_steps(seed: u64, b: usize, chunks: &[usize]) -> (Vec<f64>, Vec<f
     let theirs = FusedHeads::new(c, n, h, vb).unwrap();
     move_off_init(&params, seed + 1);
     let x = support::random_tensor(seed + 2, &[b, t, c]);
-    let mut cache = LayerCache::default();
-    let mut outs = Vec::new();
-    let mut start = 0;
-    for &len in chunks {
-        let part = x.narrow(1, start, len).unwrap();
-        outs.push(
-            mine.forward_step(&part, &mut cache)
-                .expect("CachedAttention::forward_step"),
-        );
-        start += len;
-    }
-    let got = values(&Tensor::cat(&outs, 1).unwrap());
-    let want = values(&theirs.forward(&x).unwrap());
-    // What each chunk would give on its own, without the cache.
-    let alone: Vec<Tensor> = {
-        let mut start = 0;
-        chunks
-            .iter()
-            .map(|&len| {
-                let out = theirs.forward(&x.narrow(1, start, len).unwrap()).unwrap();
-                start += len;
-                out
-            })
-            .collect()
+    let mine = &mine;
+    let fresh = || -> Box<AttentionSteps<'_>> {
+        let mut cache = LayerCache::default();
+        Box::new(move |x, _| mine.forward_step(x, &mut cache))
     };
-    (got, want, values(&Tensor::cat(&alone, 1).unwrap()))
+    let subject = StepSubject {
+        what: "CachedAttention::forward_step",
+        fresh: &fresh,
+        weights: AttnWeights::task6(&params, "", n, h),
+        window: None,
+    };
+    let run = kv_cache::run_in_steps(&subject, &x, chunks);
+    let diff = match &run {
+        Ok(got) => max_abs_diff(got, &values(&theirs.forward(&x).unwrap())),
+        Err(_) => f64::INFINITY,
+    };
+    if diff < 1e-5 {
+        return (diff, String::new());
+    }
+    if let Some(why) = append_verdict() {
+        return (
+            diff,
+            format!(
+                "your LayerCache::append is wrong first ({why}); the check “append puts the new \
+                 positions after the cached ones” fails for it too: fix it first"
+            ),
+        );
+    }
+    let got = match run {
+        Ok(got) => got,
+        Err(failed) => return (diff, failed),
+    };
+    let why = kv_cache::attention_in_steps(&subject, &x, chunks, &got)
+        .unwrap_or_else(|| "it differs by a rounding-sized amount only".into());
+    let why = if why.starts_with("even the first step") {
+        // On an empty cache a step is Task 3's attention: its catalogue says what it does.
+        let first = |x: &Tensor| fresh()(x, 0);
+        let says = attention::diagnose(&Subject {
+            forward: &first,
+            params: &params,
+            heads: n,
+            head_dim: h,
+        });
+        format!("{why}; on its own, {says}")
+    } else {
+        why
+    };
+    (diff, why)
 }
 
 proptest! {
@@ -128,19 +241,7 @@ proptest! {
     fn attention_in_steps_equals_attention_over_the_whole(
         b in 1usize..3, chunks in prop::collection::vec(1usize..4, 1..5), seed in 0u64..1000,
     ) {
-        let (got, want, alone) = attention_in_steps(seed, b, &chunks);
-        let diff = max_abs_diff(&got, &want);
-        let why = if max_abs_diff(&got, &alone) < 1e-5 {
-            "each step attends to its own new positions only, as if the cache were empty: \
-             the new queries must see the cached keys too".to_string()
-        } else if max_abs_diff(&got[..chunks[0] * 8], &want[..chunks[0] * 8]) < 1e-5 {
-            "the first step matches and the later ones do not: do the later steps' queries see \
-             every cached key at or before their position (query i of T new ones is at position \
-             S + i), and no later one?".to_string()
-        } else {
-            "even the first step, on an empty cache, differs: it should be plain causal \
-             multi-head attention, as in Task 3".to_string()
-        };
+        let (diff, why) = attention_in_steps(seed, b, &chunks);
         prop_assert!(diff < 1e-5,
             "CachedAttention run in steps of {chunks:?} positions differs from attention over all \
              of them at once by {diff:.2e}: {why}");
@@ -148,30 +249,29 @@ proptest! {
 
     #[test]
     fn cached_logits_equal_the_full_forward_at_every_step(len in 1usize..=8, seed in 0u64..1000) {
-        let (mine, theirs, _) = models(seed);
+        let (mine, theirs, params) = models(seed);
         let tokens = prompt(seed, SMALL.block_size);
-        let mut cache = mine.new_cache();
-        let logits = mine.forward_step(&ids(&tokens[..len]), &mut cache).expect("CachedGpt::forward_step");
-        let full = theirs.forward(&ids(&tokens[..len])).unwrap();
-        let diff = max_abs_diff(&values(&logits), &values(&full));
+        // The prompt of `len`, then one token at a time up to block_size.
+        let steps: Vec<usize> = std::iter::once(len)
+            .chain(std::iter::repeat_n(1, SMALL.block_size - len))
+            .collect();
+        let got = match in_steps(&mine, &tokens, &steps) {
+            Ok(got) => got,
+            Err(failed) => return Err(TestCaseError::fail(failed)),
+        };
+        let full = values(&theirs.forward(&ids(&tokens)).unwrap());
+        let v = SMALL.vocab_size;
+        let diff = max_abs_diff(&got[..len * v], &full[..len * v]);
         prop_assert!(diff < 1e-4,
             "the logits of a prompt of {len} on an empty cache differ from the full forward pass \
-             by {diff:.2e}: on an empty cache, forward_step is MiniGPT's forward");
+             by {diff:.2e}: {}", model_why(&params, &theirs, &tokens, &steps, &got));
         for t in len..SMALL.block_size {
-            let step = mine.forward_step(&ids(&tokens[t..t + 1]), &mut cache).expect("CachedGpt::forward_step");
-            let full = theirs.forward(&ids(&tokens[..t + 1])).unwrap().i((.., t..t + 1)).unwrap();
-            let diff = max_abs_diff(&values(&step), &values(&full));
-            let alone = theirs.forward(&ids(&tokens[t..t + 1])).unwrap();
-            let why = if max_abs_diff(&values(&step), &values(&alone)) < 1e-4 {
-                "they are the logits of the new token alone, at position 0: embed it at its \
-                 position, S, and let its queries see the cached keys"
-            } else {
-                "embed the new token at its position S (wpe of S, not of 0), and pass each \
-                 block's own layer of the cache to its attention"
-            };
+            let diff = max_abs_diff(&got[t * v..(t + 1) * v], &full[t * v..(t + 1) * v]);
             prop_assert!(diff < 1e-4,
-                "with {t} positions cached, the logits of the next one differ from the full \
-                 forward pass over all {} by {diff:.2e}: {why}", t + 1);
+                "with {} cached, the logits of the next one differ from the full forward \
+                 pass over all {} by {diff:.2e}: {}",
+                kv_cache::plural(t, "position"), t + 1,
+                model_why(&params, &theirs, &tokens, &steps, &got));
         }
     }
 }
@@ -205,37 +305,67 @@ fn token_ids(v: &serde_json::Value) -> Vec<u32> {
     fixture::floats(v).into_iter().map(|t| t as u32).collect()
 }
 
-#[test]
-fn each_step_matches_the_jax_flax_fixture() {
-    let (model, fixture) = fixture_model();
+/// Your steps on the fixture's sequence (its prompt, then one token at a time) against the
+/// logits Flax computes over the whole sequence: `None` if they agree, else where they part.
+fn fixture_steps_verdict(model: &CachedGpt, fixture: &serde_json::Value) -> Option<String> {
     let sequence = token_ids(&fixture["sequence"]);
     let p = fixture["prompt_len"].as_u64().expect("prompt_len") as usize;
     let want = fixture::floats(&fixture["logits"]);
     let v = fixture::dims(&fixture["logits_shape"])[1];
-    let mut cache = model.new_cache();
-    let prompt = model
-        .forward_step(&ids(&sequence[..p]), &mut cache)
-        .expect("CachedGpt::forward_step");
-    let diff = max_abs_diff(&values(&prompt), &want[..p * v]);
-    assert!(
-        diff < 1e-4,
-        "the logits of the fixture's prompt of {p} on an empty cache differ from Flax's by          {diff:.2e}: on an empty cache forward_step is MiniGPT's forward (Task 3's attention,          Task 3's names)"
-    );
-    for t in p..sequence.len() {
-        let step = model
-            .forward_step(&ids(&sequence[t..t + 1]), &mut cache)
-            .expect("CachedGpt::forward_step");
-        let diff = max_abs_diff(&values(&step), &want[t * v..(t + 1) * v]);
-        assert!(
-            diff < 1e-4,
-            "with {t} positions cached, your logits of position {t} differ from those Flax              computes over the whole sequence by {diff:.2e}: a step must give the logits the              full forward pass gives at that position"
-        );
+    let steps: Vec<usize> = std::iter::once(p)
+        .chain(std::iter::repeat_n(1, sequence.len() - p))
+        .collect();
+    let got = match in_steps(model, &sequence, &steps) {
+        Ok(got) => got,
+        Err(failed) => return Some(failed),
+    };
+    // What your step does on a model of the checks' own, where its parts can be probed.
+    let own = || {
+        step_verdict(1).map_or(String::new(), |why| {
+            format!(". On the checks' own model, {why}")
+        })
+    };
+    let diff = max_abs_diff(&got[..p * v], &want[..p * v]);
+    if diff >= 1e-4 {
+        return Some(format!(
+            "the logits of the fixture's prompt of {p} on an empty cache differ from Flax's by \
+             {diff:.2e}: on an empty cache forward_step is MiniGPT's forward (Task 3's attention, \
+             Task 3's names){}",
+            own()
+        ));
+    }
+    (p..sequence.len()).find_map(|t| {
+        let diff = max_abs_diff(&got[t * v..(t + 1) * v], &want[t * v..(t + 1) * v]);
+        (diff >= 1e-4).then(|| {
+            format!(
+                "with {} cached, your logits of position {t} differ from those Flax computes \
+                 over the whole sequence by {diff:.2e}: a step must give the logits the full \
+                 forward pass gives at that position{}",
+                kv_cache::plural(t, "position"),
+                own()
+            )
+        })
+    })
+}
+
+#[test]
+fn each_step_matches_the_jax_flax_fixture() {
+    let (model, fixture) = fixture_model();
+    if let Some(why) = fixture_steps_verdict(&model, &fixture) {
+        panic!("{why}");
     }
 }
 
 #[test]
 fn greedy_generation_matches_the_jax_flax_fixture() {
     let (model, fixture) = fixture_model();
+    // A verdict on the loop holds only when the steps it runs are right.
+    if let Some(why) = fixture_steps_verdict(&model, &fixture) {
+        panic!(
+            "your steps differ from Flax's before any generation: {why}. The check “each step \
+             matches the jax flax fixture” fails for it too: fix it first"
+        );
+    }
     let greedy = &fixture["greedy"];
     let prompt = token_ids(&greedy["prompt"]);
     let n = greedy["new_tokens"].as_u64().expect("new_tokens") as usize;
@@ -245,7 +375,10 @@ fn greedy_generation_matches_the_jax_flax_fixture() {
         .expect("block_size") as usize;
     let got = within(Duration::from_secs(60), "generate_cached", move || {
         let mut greedy = Sampler::new(0).with_temperature(0.0);
-        generate_cached(&model, &mut greedy, &prompt, n).expect("generate_cached")
+        generate_cached(&model, &mut greedy, &prompt, n).map_err(|e| kv_cache::first_line(&e))
+    });
+    let got = got.unwrap_or_else(|e| {
+        panic!("generate_cached from the fixture's prompt with block_size {block} failed: {e}")
     });
     let first = got.iter().zip(&want).position(|(a, b)| a != b);
     assert!(
@@ -266,28 +399,27 @@ fn greedy_generation_matches_the_jax_flax_fixture() {
 
 #[test]
 fn steps_of_several_positions_fill_the_cache_up_to_block_size() {
-    let (mine, theirs, _) = models(11);
+    let (mine, theirs, params) = models(11);
     let tokens = prompt(11, SMALL.block_size);
-    let mut cache = mine.new_cache();
+    let steps = [3, 3, 2];
+    let got = in_steps(&mine, &tokens, &steps).unwrap_or_else(|failed| {
+        panic!(
+            "{failed}; block_size is {}, and 8 positions in all fit",
+            SMALL.block_size
+        )
+    });
+    let full = values(&theirs.forward(&ids(&tokens)).unwrap());
+    let v = SMALL.vocab_size;
     let mut start = 0;
-    for len in [3, 3, 2] {
-        let step = mine
-            .forward_step(&ids(&tokens[start..start + len]), &mut cache)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "with {start} positions cached, a step of {len} more ({} in all, block_size \
-                     {}) was refused: {e}",
-                    start + len,
-                    SMALL.block_size
-                )
-            });
-        let full = theirs.forward(&ids(&tokens[..start + len])).unwrap();
-        let full = full.i((.., start..start + len)).unwrap();
-        let diff = max_abs_diff(&values(&step), &values(&full));
+    for len in steps {
+        let range = start * v..(start + len) * v;
+        let diff = max_abs_diff(&got[range.clone()], &full[range]);
         assert!(
             diff < 1e-4,
-            "with {start} positions cached, the logits of the next {len} differ from the full \
-             forward pass by {diff:.2e}"
+            "with {} cached, the logits of the next {len} differ from the full forward pass \
+             by {diff:.2e}: {}",
+            kv_cache::plural(start, "position"),
+            model_why(&params, &theirs, &tokens, &steps, &got)
         );
         start += len;
     }
@@ -300,11 +432,22 @@ fn forward_step_refuses_more_positions_than_block_size() {
     mine.forward_step(&ids(&prompt(3, 6)), &mut cache)
         .expect("CachedGpt::forward_step");
     let more = mine.forward_step(&ids(&prompt(4, 3)), &mut cache);
-    assert!(
-        more.is_err(),
-        "6 cached positions and 3 new ones are 9, more than block_size 8: there is no position \
-         embedding for the 9th, so forward_step should refuse them with an error"
-    );
+    let Err(e) = more else {
+        panic!(
+            "6 cached positions and 3 new ones are 9, more than block_size 8: there is no \
+             position embedding for the 9th, so forward_step should refuse them with an error"
+        )
+    };
+    // The chapter's refusal, not an error that candle raises on its own further in.
+    if let Some(op) = kv_cache::incidental(&e) {
+        panic!(
+            "6 cached positions and 3 new ones, 9 in all with block_size 8, gave an error, but \
+             it came from {op}, not from a refusal of yours: “{}”. Compare the cached and the \
+             new positions with block_size at the top of forward_step, before anything is \
+             looked up, and refuse with an error that gives the sizes (candle_core::bail!)",
+            kv_cache::first_line(&e)
+        );
+    }
 }
 
 #[test]
@@ -345,8 +488,9 @@ impl Decoder for Counting {
     }
 }
 
-/// `generate_cached` on your model from `prompt`, with the positions of each call.
-fn counted(seed: u64, prompt: Vec<u32>, n: usize) -> (Vec<u32>, Vec<usize>) {
+/// What `generate_cached` on your model wrote from `prompt` (or its error), with the positions
+/// of each call.
+fn counted(seed: u64, prompt: Vec<u32>, n: usize) -> (Result<Vec<u32>, String>, Vec<usize>) {
     let (model, _, _) = models(seed);
     let counting = Arc::new(Counting {
         model,
@@ -354,40 +498,76 @@ fn counted(seed: u64, prompt: Vec<u32>, n: usize) -> (Vec<u32>, Vec<usize>) {
     });
     let c = counting.clone();
     let tokens = within(Duration::from_secs(60), "generate_cached", move || {
-        generate_cached(c.as_ref(), &mut Sampler::new(seed), &prompt, n).expect("generate_cached")
+        generate_cached(c.as_ref(), &mut Sampler::new(seed), &prompt, n)
+            .map_err(|e| kv_cache::first_line(&e))
     });
     let calls = counting.calls.lock().unwrap().clone();
     (tokens, calls)
 }
 
+/// The text your `generate_cached` wrote, or a verdict that says why it wrote none: the
+/// positions of its calls, and your forward_step first if a step is wrong.
+fn written(seed: u64, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<usize>) {
+    let (tokens, calls) = counted(seed, prompt.to_vec(), n);
+    match tokens {
+        Ok(tokens) => (tokens, calls),
+        Err(e) => panic!(
+            "generate_cached from a prompt of {} with {} failed: {e}. {}",
+            prompt.len(),
+            kv_cache::plural(n, "new token"),
+            kv_cache::capitalised(&loop_why(seed, prompt.len(), n, &calls))
+        ),
+    }
+}
+
+/// Why the calls your loop made, `calls`, are not those it should make: your forward_step
+/// first, if it is wrong, else what the calls show.
+fn loop_why(seed: u64, p: usize, n: usize, calls: &[usize]) -> String {
+    step_verdict(seed).unwrap_or_else(|| {
+        let want = expected_calls(p, n, SMALL.block_size);
+        kv_cache::calls_say(calls, &want, p, n, SMALL.block_size)
+    })
+}
+
+/// Why your generation wrote another text than the uncached model for the same seed: your
+/// forward_step first, if its steps are wrong, else the calls the loop made.
+fn text_why(seed: u64, start: &[u32], n: usize, calls: &[usize]) -> String {
+    let want = expected_calls(start.len(), n, SMALL.block_size);
+    match step_verdict(seed) {
+        Some(why) => why,
+        None if calls == want => "your steps are right and each call ran the positions it \
+             should: look at what is sampled, from the logits of the last position of each call, \
+             and what is appended to the text"
+            .into(),
+        None => kv_cache::calls_say(calls, &want, start.len(), n, SMALL.block_size),
+    }
+}
+
 #[test]
 fn after_the_prompt_each_new_token_runs_one_position() {
-    let (tokens, calls) = counted(5, prompt(5, 3), 4);
+    let (tokens, calls) = written(5, &prompt(5, 3), 4);
     assert_eq!(
         tokens.len(),
         7,
         "a prompt of 3 and 4 new tokens make 7: {tokens:?}"
     );
-    assert_eq!(
-        calls,
-        vec![3, 1, 1, 1],
-        "generate_cached ran the model on {calls:?} positions per call: the prompt's 3 once, \
-         then 1 for each new token but the last, which needs no logits after it"
-    );
+    assert_eq!(calls, vec![3, 1, 1, 1], "{}", loop_why(5, 3, 4, &calls));
 }
 
 #[test]
 fn the_same_seed_writes_the_same_text_with_and_without_the_cache() {
     for (seed, len, n) in [(6, 1, 7), (7, 3, 5), (8, 8, 1)] {
         let (_, theirs, _) = models(seed);
-        let want = theirs
-            .generate(&mut Sampler::new(seed), &prompt(seed, len), n)
-            .unwrap();
-        let (got, _) = counted(seed, prompt(seed, len), n);
+        let start = prompt(seed, len);
+        let want = theirs.generate(&mut Sampler::new(seed), &start, n).unwrap();
+        let (got, calls) = written(seed, &start, n);
         assert_eq!(
-            got, want,
+            got,
+            want,
             "with seed {seed}, a prompt of {len} and {n} new tokens, the cached generation wrote \
-             another text than the uncached one: the cache must change the cost, never the text"
+             another text than the uncached one: the cache must change the cost, never the \
+             text. {}",
+            kv_cache::capitalised(&text_why(seed, &start, n, &calls))
         );
     }
 }
@@ -398,11 +578,13 @@ fn past_block_size_the_cache_is_rebuilt_and_the_text_stays_the_same() {
     let (_, theirs, _) = models(seed);
     let start = prompt(seed, 6);
     let want = theirs.generate(&mut Sampler::new(seed), &start, 6).unwrap();
-    let (got, calls) = counted(seed, start, 6);
+    let (got, calls) = written(seed, &start, 6);
     assert_eq!(
-        got, want,
+        got,
+        want,
         "past block_size (8), the cached generation wrote another text than the uncached one, \
-         which runs the last 8 tokens: rebuild the cache from them"
+         which runs the last 8 tokens: rebuild the cache from them. {}",
+        kv_cache::capitalised(&text_why(seed, &start, 6, &calls))
     );
     insta::with_settings!({
         description => "Positions your generate_cached runs per call of the model, for a prompt \
@@ -412,6 +594,26 @@ fn past_block_size_the_cache_is_rebuilt_and_the_text_stays_the_same() {
     }, {
         insta::assert_snapshot!(format!("{calls:?}"));
     });
+}
+
+#[test]
+fn a_prompt_longer_than_block_size_runs_its_last_block_size_tokens() {
+    // The model has positions for block_size tokens: the uncached model reads the last 8 of a
+    // prompt of 12, and so must the cached one, then go on past block_size as before.
+    let seed = 12;
+    let (_, theirs, _) = models(seed);
+    let start = prompt(seed, 12);
+    let want = theirs.generate(&mut Sampler::new(seed), &start, 4).unwrap();
+    let (got, calls) = written(seed, &start, 4);
+    let runs = expected_calls(12, 4, SMALL.block_size);
+    assert_eq!(calls, runs, "{}", loop_why(seed, 12, 4, &calls));
+    assert_eq!(
+        got,
+        want,
+        "from a prompt of 12 with block_size 8, the cached generation wrote another text than \
+         the uncached one, which reads the prompt's last 8 tokens. {}",
+        kv_cache::capitalised(&text_why(seed, &start, 4, &calls))
+    );
 }
 
 #[test]

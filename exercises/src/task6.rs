@@ -33,8 +33,9 @@
 //!    model of the workbook lives. Task 7's MiniLlama writes with your loop too: its cache
 //!    always has room.
 //!
-//! Check your work with `cargo xtask check task6`. `cargo xtask bench generate` shows what a
-//! cache is worth, timed on the reference solution's cache. To write with yours,
+//! Check your work with `cargo xtask check task6`. `cargo xtask bench generate --yours` shows
+//! what your cache is worth: tokens per second with and without it (without `--yours`, it
+//! times the reference solution's cache). To write with yours,
 //! `cargo xtask generate --cache --checkpoint runs/task3` needs a Task 3 model: train one with
 //! `cargo xtask train task3`, or with `cargo xtask train task3 --solutions` (the reference's
 //! attention) until your Task 3 passes.

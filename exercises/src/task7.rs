@@ -16,7 +16,12 @@
 //!    out[i + h/2] = x[i] · sin(p·θᵢ) + x[i + h/2] · cos(p·θᵢ)
 //!    ```
 //!    The score of a query at position m and a key at position n then depends on the two
-//!    positions only through m − n.
+//!    positions only through m − n. RoPE has two conventions for the pairs. This one, the two
+//!    halves of a vector, (i, i + h/2), is HF Llama's and candle's `rope`; RoFormer, Meta's Llama
+//!    code and CS336 turn adjacent pairs, (2i, 2i + 1). Both are the same rotations of the
+//!    dimensions in another order and have every property above, but weights trained with one
+//!    are wrong for the other: the checks take the halves, and say so if yours turns adjacent
+//!    pairs.
 //! 3. **SwiGLU** instead of Dense, ReLU, Dense: `down(silu(gate(x)) ⊙ up(x))`, three matrices
 //!    without bias, `silu(z) = z · sigmoid(z)`. Its width F = (8C + 5)/3 gives the three as many
 //!    parameters as MiniGPT's two with their biases (343 for C = 128).

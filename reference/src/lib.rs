@@ -496,10 +496,11 @@ impl<A: Module, N: Module> RefGpt<A, N> {
     }
 }
 
-impl<A: Module, N: Module> Module for RefGpt<A, N> {
-    fn forward(&self, idx: &Tensor) -> Result<Tensor> {
-        let (_b, t) = idx.dims2()?;
-        let pos = Tensor::arange(0u32, t as u32, idx.device())?;
+impl<A: Module, N: Module> RefGpt<A, N> {
+    /// The logits of `idx` (B, T) with token `i` embedded at `positions[i]` instead of `i`: what
+    /// a cached model computes when it numbers its steps' positions otherwise.
+    pub fn forward_at(&self, idx: &Tensor, positions: &[u32]) -> Result<Tensor> {
+        let pos = Tensor::new(positions, idx.device())?;
         let mut x = self
             .wte
             .forward(idx)?
@@ -509,5 +510,12 @@ impl<A: Module, N: Module> Module for RefGpt<A, N> {
             x = (&x + mlp.forward(&ln_2.forward(&x)?)?)?;
         }
         self.lm_head.forward(&self.ln_f.forward(&x)?)
+    }
+}
+
+impl<A: Module, N: Module> Module for RefGpt<A, N> {
+    fn forward(&self, idx: &Tensor) -> Result<Tensor> {
+        let (_b, t) = idx.dims2()?;
+        self.forward_at(idx, &(0..t as u32).collect::<Vec<_>>())
     }
 }

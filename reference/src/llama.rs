@@ -66,6 +66,22 @@ pub fn llama_f64(
     window: Option<usize>,
     on_weights: &mut WeightsSink,
 ) -> Vec<f64> {
+    let positions: Vec<usize> = (0..ids.len()).collect();
+    let first_key = |i: usize| window.map_or(0, |w| (i + 1).saturating_sub(w));
+    llama_f64_at(params, cfg, ids, &positions, &first_key, on_weights)
+}
+
+/// MiniLlama's logits in f64 for one sequence `ids`, with the query and the key of token `i`
+/// rotated at `positions[i]`, and its query attending to keys `first_key(i)..=i`: what a cached
+/// MiniLlama computes when it numbers its positions, or keeps its keys, some other way.
+pub fn llama_f64_at(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    ids: &[u32],
+    positions: &[usize],
+    first_key: &dyn Fn(usize) -> usize,
+    on_weights: &mut WeightsSink,
+) -> Vec<f64> {
     let (t, c) = (ids.len(), cfg.hidden);
     let (n, d) = (cfg.num_heads, cfg.head_dim());
     let p = |name: &str| param(params, name);
@@ -88,12 +104,19 @@ pub fn llama_f64(
                 let rows: Vec<f64> = (0..t)
                     .flat_map(|i| m[i * n * d + head * d..i * n * d + (head + 1) * d].to_vec())
                     .collect();
-                if rotate { rope_f64(&rows, d, 0) } else { rows }
+                if rotate {
+                    rows.chunks(d)
+                        .zip(positions)
+                        .flat_map(|(row, &p)| rope_f64(row, d, p))
+                        .collect()
+                } else {
+                    rows
+                }
             };
             let (qh, kh, vh) = (of(&q, true), of(&k, true), of(&v, false));
             let mut weights = vec![0.0; t * t];
             for i in 0..t {
-                let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+                let first = first_key(i);
                 let scores: Vec<f64> = (first..=i)
                     .map(|j| {
                         let dot: f64 = (0..d).map(|e| qh[i * d + e] * kh[j * d + e]).sum();

@@ -314,14 +314,26 @@ pub fn cached(
 }
 
 /// `bench generate`'s two models on the same parameters: Task 3's MiniGPT without a cache (the
-/// checks' own), and with the reference's Task 6 cache.
-pub fn with_and_without_cache(cfg: GptConfig, vb: VarBuilder) -> Result<[Box<dyn TextModel>; 2]> {
+/// checks' own), and with Task 6's cache and `generate_cached`, the learner's with `yours`,
+/// else the reference's.
+pub fn with_and_without_cache(
+    cfg: GptConfig,
+    yours: bool,
+    vb: VarBuilder,
+) -> Result<[Box<dyn TextModel>; 2]> {
     let without = RefGpt::with_norm(cfg, vb.clone(), reference::FusedHeads::new, LayerNorm::new)?;
-    let with = Writes(
-        solutions::task6::CachedGpt::new(cfg, vb)?,
-        solutions::task6::generate_cached,
-    );
-    Ok([Box::new(without), Box::new(with)])
+    let with: Box<dyn TextModel> = if yours {
+        Box::new(Writes(
+            exercises::task6::CachedGpt::new(cfg, vb)?,
+            exercises::task6::generate_cached,
+        ))
+    } else {
+        Box::new(Writes(
+            solutions::task6::CachedGpt::new(cfg, vb)?,
+            solutions::task6::generate_cached,
+        ))
+    };
+    Ok([Box::new(without), with])
 }
 
 /// `bench layer-norm`'s LayerNorms over `dim` features: Task 5's (the learner's with `yours`,

@@ -334,7 +334,8 @@ pub enum BenchWhat {
     Products(BenchProductsArgs),
     /// Task 5's LayerNorm against kit's fused and composed ones, forward and backward.
     LayerNorm(BenchLayerNormArgs),
-    /// Tokens per second with and without a KV cache (Task 6), at two context lengths.
+    /// Tokens per second with and without a KV cache (Task 6), at two context lengths: the
+    /// reference solution's cache, or yours with --yours.
     Generate(BenchGenerateArgs),
 }
 
@@ -343,6 +344,9 @@ pub struct BenchGenerateArgs {
     /// Timed generations per measurement (the median is reported).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
     pub repeats: u64,
+    /// Time your exercise's KV cache and generate_cached instead of the reference solution's.
+    #[arg(long)]
+    pub yours: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,

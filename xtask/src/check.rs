@@ -136,20 +136,25 @@ fn next_line(
         return format!("Next: `cargo xtask check {name}` grades your own code the same way.");
     }
     if !several && verdicts.iter().any(|v| !v.passed()) {
-        let todo = verdicts.iter().any(|v| {
-            v.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("not yet implemented"))
-        });
-        return if todo {
-            format!(
+        // The first ✗ decides: a later check that stops on a todo!() says nothing about it.
+        let first = verdicts.iter().find(|v| v.outcome == Outcome::Failed);
+        let todo = first
+            .and_then(|v| v.message.as_deref())
+            .is_some_and(|m| m.starts_with("not yet implemented"));
+        let part = first.and_then(|v| task.parts.iter().find(|p| p.checks.contains(&v.name)));
+        return match part {
+            _ if todo => format!(
                 "Next: fill in the todo!() named above, then run `cargo xtask check {name}` again."
-            )
-        } else {
-            format!(
+            ),
+            Some(part) => format!(
+                "Next: the first ✗ grades {}: fix what it says, then run `cargo xtask check \
+                 {name}` again (stuck? `cargo xtask hint {name} {}`).",
+                part.todo, part.id
+            ),
+            None => format!(
                 "Next: fix what the first ✗ says, then run `cargo xtask check {name}` again \
                  (stuck? `cargo xtask hint {name}`)."
-            )
+            ),
         };
     }
     let state = State::load();
@@ -280,4 +285,49 @@ fn report_errors(errors: &[Diagnostic]) -> Vec<String> {
         files.push("the workbook".into());
     }
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(name: &str, outcome: Outcome, message: &str) -> Verdict {
+        Verdict {
+            name: name.into(),
+            outcome,
+            message: Some(message.into()),
+        }
+    }
+
+    #[test]
+    fn the_next_line_names_the_part_of_the_first_failing_check() {
+        let list = TaskList::load(&workbook::workspace_root()).unwrap();
+        let task = list.get("warmup").unwrap();
+        let line =
+            |verdicts: Vec<Verdict>| next_line(&list, task, &Grade::Ran(verdicts), false, false);
+        // A wrong value first, a todo!() only later: the wrong value's part.
+        let wrong_then_todo = line(vec![
+            verdict(
+                "generate_is_greedy_from_the_start_token",
+                Outcome::Failed,
+                "after token 57 comes 38",
+            ),
+            verdict(
+                "the_embedding_receives_a_gradient",
+                Outcome::Failed,
+                "not yet implemented: SimpleDecoder::forward",
+            ),
+        ]);
+        assert_eq!(
+            wrong_then_todo,
+            "Next: the first ✗ grades SimpleDecoder::generate: fix what it says, then run \
+             `cargo xtask check warmup` again (stuck? `cargo xtask hint warmup generate`)."
+        );
+        let todo_first = line(vec![verdict(
+            "generate_is_greedy_from_the_start_token",
+            Outcome::Failed,
+            "not yet implemented: SimpleDecoder::generate",
+        )]);
+        assert!(todo_first.contains("fill in the todo!()"), "{todo_first}");
+    }
 }

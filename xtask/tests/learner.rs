@@ -631,7 +631,7 @@ fn a_mistake_gets_a_headline_that_names_it() {
             (r"by [0-9.]+e-?[0-9]+", "by [DIFF]"),
             // A property's cases are random: the chunks and lengths it failed on.
             (r"in steps of \[[0-9, ]+\]", "in steps of [CHUNKS]"),
-            (r"with \d+ positions cached", "with [S] positions cached"),
+            (r"with \d+ positions? cached", "with [S] positions cached"),
             (r"over all \d+", "over all [T]"),
             (r"batch row \d+, position \d+", "batch row [B], position [T]"),
         ],
