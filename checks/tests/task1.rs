@@ -1,6 +1,7 @@
 //! Task 1 checks: MultiHeadAttention, DecoderBlock and MiniGPT from kit's parts.
 
-use candle_core::{Module, Tensor};
+use candle_core::Module;
+use checks::diagnose;
 use checks::learner::task1::{DecoderBlock, MiniGPT, MultiHeadAttention};
 
 use checks::support::{
@@ -131,135 +132,8 @@ fn minigpt_computes_what_the_architecture_says() {
         diff < 1e-3,
         "MiniGPT's logits differ from the reference computation by {diff:.2e}. Your parts, run one \
          at a time with the same weights: {}",
-        first_divergence(&params, &SMALL, &batch, &got)
+        diagnose::minigpt::first_divergence(&params, &SMALL, &batch, &got)
     );
-}
-
-/// How close a part's output must be to the f64 reference.
-const PART_TOLERANCE: f64 = 1e-4;
-
-/// (B·T·C) values as a (B, T, C) tensor.
-fn tensor(v: &[f64], b: usize, t: usize, c: usize) -> Tensor {
-    let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-    Tensor::from_vec(v, (b, t, c), &device()).expect("a (B, T, C) tensor")
-}
-
-/// "by 3.2e-1 at batch row 0, position 5": the largest difference and where it is.
-fn worst(got: &[f64], want: &[f64], t: usize, c: usize) -> String {
-    let (i, d) = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .enumerate()
-        .fold((0, 0.0), |best, (i, d)| {
-            if d > best.1 || (d.is_nan() && !best.1.is_nan()) {
-                (i, d)
-            } else {
-                best
-            }
-        });
-    format!(
-        "by {d:.2e} at batch row {}, position {}",
-        i / (t * c),
-        (i / c) % t
-    )
-}
-
-/// Runs the learner's parts one at a time, each on the reference's input for it and with the
-/// same weights, and names the first whose output differs from the f64 reference. `logits`
-/// are the learner's MiniGPT's on `batch`.
-fn first_divergence(
-    params: &SeededVarMap,
-    cfg: &GptConfig,
-    batch: &[Vec<u32>],
-    logits: &[f64],
-) -> String {
-    let (b, t, c) = (batch.len(), batch[0].len(), cfg.hidden);
-    let vb = params.var_builder(&device());
-    for (l, stage) in reference::minigpt_block_stages(params, cfg, batch)
-        .iter()
-        .enumerate()
-    {
-        let attn = MultiHeadAttention::new(
-            c,
-            cfg.num_heads,
-            cfg.head_dim(),
-            vb.pp(format!("h.{l}.attn")),
-        )
-        .expect("MultiHeadAttention::new");
-        let got = values(
-            &attn
-                .forward(&tensor(&stage.ln_1, b, t, c))
-                .expect("MultiHeadAttention::forward"),
-        );
-        if max_abs_diff(&got, &stage.attn) >= PART_TOLERANCE {
-            return format!(
-                "h.{l}.attn (MultiHeadAttention) differs {}: it should run every head, join their \
-                 outputs along the features, head 0 first, and apply proj",
-                worst(&got, &stage.attn, t, c)
-            );
-        }
-        let block = DecoderBlock::new(c, cfg.num_heads, vb.pp(format!("h.{l}")))
-            .expect("DecoderBlock::new");
-        let x = tensor(&stage.input, b, t, c);
-        let got = values(&block.forward(&x).expect("DecoderBlock::forward"));
-        if max_abs_diff(&got, &stage.output) < PART_TOLERANCE {
-            continue;
-        }
-        // With the feed-forward layer silenced (its weights 0), a right block is its attention
-        // half, x + attn(ln_1(x)).
-        let mlp: Vec<_> = params
-            .named_vars()
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(&format!("h.{l}.mlp.")))
-            .map(|(_, var)| (var.as_tensor().copy().expect("a copy"), var))
-            .collect();
-        for (value, var) in &mlp {
-            var.set(&value.zeros_like().expect("zeros"))
-                .expect("silence mlp");
-        }
-        let half = values(&block.forward(&x).expect("DecoderBlock::forward"));
-        for (value, var) in &mlp {
-            var.set(value).expect("restore mlp");
-        }
-        return if max_abs_diff(&half, &stage.after_attn) < PART_TOLERANCE {
-            format!(
-                "h.{l} (DecoderBlock): its attention half matches x + attn(ln_1(x)); its output \
-                 differs from that plus mlp(ln_2(that)) {}: is the feed-forward layer fed \
-                 ln_2 of the attention half's result, and its output added to that result?",
-                worst(&got, &stage.output, t, c)
-            )
-        } else {
-            format!(
-                "h.{l} (DecoderBlock) differs {}. With its feed-forward layer silenced it should \
-                 give x + attn(ln_1(x)), and it differs from that {}: look at the attention half \
-                 (ln_1 before attn, the result added to the un-normalised x) and at the residual \
-                 that carries it past the feed-forward layer",
-                worst(&got, &stage.output, t, c),
-                worst(&half, &stage.after_attn, t, c)
-            )
-        };
-    }
-    // Every part matches: the rest of MiniGPT::forward differs. Without position embeddings?
-    let (_, wpe) = params
-        .named_vars()
-        .into_iter()
-        .find(|(name, _)| name == "wpe.weight")
-        .expect("wpe.weight");
-    let kept = wpe.as_tensor().copy().expect("a copy");
-    wpe.set(&kept.zeros_like().expect("zeros"))
-        .expect("zero wpe");
-    let without_positions = reference::minigpt_f64(params, cfg, batch);
-    wpe.set(&kept).expect("restore wpe");
-    if max_abs_diff(logits, &without_positions) < 1e-3 {
-        return "every MultiHeadAttention and DecoderBlock matches on its own, and the logits are \
-                those of a model without position embeddings: add wpe(0..T), (T, C), to the \
-                token embeddings of every row"
-            .into();
-    }
-    "every MultiHeadAttention and DecoderBlock matches on its own, so look at the rest of \
-     MiniGPT::forward: the embeddings, wte(ids) + wpe(0..T), and the end, lm_head(ln_f(x))"
-        .into()
 }
 
 #[test]

@@ -6,4 +6,5 @@ pub mod attention;
 pub mod kv_cache;
 pub mod layer_norm;
 pub mod llama;
+pub mod minigpt;
 pub mod training;
