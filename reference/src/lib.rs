@@ -9,6 +9,7 @@
 //! [`minigpt_f64_traced`]. [`curves`] holds the reference solutions' loss curves, which
 //! `cargo xtask train` and the graded checks compare a run with.
 
+pub mod attention;
 pub mod curves;
 pub mod llama;
 mod maths;
