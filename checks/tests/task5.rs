@@ -21,6 +21,12 @@ use reference::RefGpt;
 use reference::norm::{EPS, Forward, layer_norm_way_f64};
 use std::collections::HashMap;
 
+/// "3 rows of 5 features", "1 row of 2 features".
+fn input_size(rows: usize, c: usize) -> String {
+    let s = |n: usize| if n == 1 { "" } else { "s" };
+    format!("{rows} row{} of {c} feature{}", s(rows), s(c))
+}
+
 /// Your LayerNorm over `c` features, its scale and shift moved off 1 and 0.
 fn layer(c: usize, seed: u64) -> (LayerNorm, SeededVarMap) {
     let params = SeededVarMap::new(seed);
@@ -48,19 +54,31 @@ fn through(
     let y = m.forward(x.as_tensor()).expect("LayerNorm::forward");
     let loss = (&y * dy).and_then(|p| p.sum_all()).expect("Σ y ⊙ dy");
     let grads = loss.backward().expect("the backward pass");
-    let of = |t: &Tensor, what: &str| {
-        values(grads.get(t).unwrap_or_else(|| {
-            panic!("no gradient reached {what}: does bwd return it (Some(...))?")
-        }))
-    };
     let vars = params.named_vars();
     let var = |name: &str| vars.iter().find(|(n, _)| n == name).expect(name).1.clone();
-    (
-        values(&y),
-        of(x.as_tensor(), "the input"),
-        of(var("weight").as_tensor(), "the scale γ (weight)"),
-        of(var("bias").as_tensor(), "the shift β (bias)"),
-    )
+    let (w, b) = (var("weight"), var("bias"));
+    let inputs = [
+        (x.as_tensor(), "the input"),
+        (w.as_tensor(), "the scale γ (weight)"),
+        (b.as_tensor(), "the shift β (bias)"),
+    ];
+    if inputs.iter().all(|(t, _)| grads.get(t).is_none()) {
+        panic!(
+            "backward() ran, and no gradient reached the input, the scale γ or the shift β: the \
+             output of LayerNorm::forward has no node in candle's graph, so backward() never \
+             called the op's bwd. An op applied with apply_op*_no_bwd records none (candle-nn \
+             applies its fused layer_norm so); LayerNorm::forward should apply kit's RowNorm, \
+             whose `apply` records one with apply_op3 (kit/src/ops/row_norm.rs)"
+        )
+    }
+    let of = |(t, what): (&Tensor, &str)| {
+        values(grads.get(t).unwrap_or_else(|| {
+            panic!(
+                "no gradient reached {what}, though others did: the op's bwd returned None for it"
+            )
+        }))
+    };
+    (values(&y), of(inputs[0]), of(inputs[1]), of(inputs[2]))
 }
 
 #[test]
@@ -119,7 +137,7 @@ proptest! {
             if diff > 1e-3 * size {
                 let why = diagnose::backward((&dx, &dg, &db), &xv, c, &g, &w)
                     .unwrap_or_else(|| "(it matches the reference's formula)".into());
-                prop_assert!(false, "{name} differs from the central differences by {diff:.2e} for {rows} row(s) of {c}: {why}");
+                prop_assert!(false, "{name} differs from the central differences by {diff:.2e}, on an input of {}: {why}", input_size(rows, c));
             }
         }
     }
@@ -144,7 +162,7 @@ proptest! {
         ] {
             let diff = max_abs_diff(got, &want);
             prop_assert!(diff < 1e-4 * (1.0 + want.iter().fold(0.0f64, |m, v| m.max(v.abs()))),
-                "{name} differs from candle's autograd through the composed LayerNorm by {diff:.2e} for {rows} row(s) of {c}");
+                "{name} differs from candle's autograd through the composed LayerNorm by {diff:.2e}, on an input of {}", input_size(rows, c));
         }
     }
 
@@ -174,11 +192,9 @@ proptest! {
     }
 }
 
-#[test]
-fn rows_of_almost_equal_values_are_not_blown_up() {
-    // ε keeps a row whose values are (almost) all equal from dividing by a variance of about 0:
-    // a constant row comes out as the shift, and a row with a spread of 1e-3 has a variance
-    // smaller than ε, which then decides the scale.
+/// Your LayerNorm over 4 features, and three rows whose values are (almost) all equal: a
+/// constant row, and two with a spread of 1e-3, whose variances are below ε.
+fn almost_equal_rows() -> (LayerNorm, SeededVarMap, Tensor) {
     let params = SeededVarMap::new(13);
     let m = LayerNorm::new(4, params.var_builder(&device())).expect("LayerNorm::new");
     move_off_init(&params, 14);
@@ -187,11 +203,18 @@ fn rows_of_almost_equal_values_are_not_blown_up() {
         [0.0, 1e-3, 0.0, 1e-3],
         [-2.0, -2.0005, -2.0, -1.9995],
     ];
-    let x = Tensor::new(&rows, &device()).unwrap();
-    let dy = support::random_tensor(15, &[3, 4]);
-    let (y, dx, dg, db) = through(&m, &params, &x, &dy);
+    (m, params, Tensor::new(&rows, &device()).unwrap())
+}
+
+#[test]
+fn rows_of_almost_equal_values_are_not_blown_up() {
+    // ε keeps a row whose values are (almost) all equal from dividing by a variance of about 0:
+    // a constant row comes out as the shift, and a row with a spread of 1e-3 has a variance
+    // smaller than ε, which then decides the scale.
+    let (m, params, x) = almost_equal_rows();
     let (g, b) = scale_and_shift(&params);
     let xv = values(&x);
+    let y = values(&m.forward(&x).expect("LayerNorm::forward"));
     let want = layer_norm_way_f64(&xv, 4, &g, &b, Forward::Right);
     let diff = max_abs_diff(&y, &want);
     assert!(
@@ -201,7 +224,16 @@ fn rows_of_almost_equal_values_are_not_blown_up() {
          divides by √ε, not by 0: {}",
         diagnose::forward(&y, &xv, 4, &g, &b)
     );
-    if let Some(wrong) = diagnose::backward((&dx, &dg, &db), &xv, 4, &g, &values(&dy)) {
+}
+
+#[test]
+fn the_gradients_of_rows_of_almost_equal_values_are_not_blown_up() {
+    // The backward pass recomputes r = 1/√(σ² + ε): without ε, a constant row divides by 0.
+    let (m, params, x) = almost_equal_rows();
+    let dy = support::random_tensor(15, &[3, 4]);
+    let (_, dx, dg, db) = through(&m, &params, &x, &dy);
+    let (g, _) = scale_and_shift(&params);
+    if let Some(wrong) = diagnose::backward((&dx, &dg, &db), &values(&x), 4, &g, &values(&dy)) {
         panic!("for rows of almost equal values: {wrong}");
     }
 }

@@ -47,6 +47,15 @@ pub fn backward(
     dy: &[f64],
 ) -> Option<String> {
     let right = layer_norm_backward_f64(x, c, g, dy, (Dx::Right, Dparams::Right));
+    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+    if !(finite(got.0) && finite(got.1) && finite(got.2)) {
+        return Some(
+            "the backward pass gives NaN or ∞: on a row whose values are (almost) all equal, σ² \
+             is about 0, and r = 1/√σ² without ε divides by it. Recompute r = 1/√(σ² + ε) with \
+             the forward pass's ε, as x̂ = (x − μ)·r was computed"
+                .into(),
+        );
+    }
     let mut said = Vec::new();
     if !close(got.0, &right.0) {
         let found = Dx::MISTAKES.into_iter().find(|&way| {
