@@ -324,45 +324,44 @@ mod tests {
         assert!(v.iter().find(|v| v.name == "a_passes").unwrap().passed());
     }
 
-    /// libtest's output of one failed check whose captured output is `output`.
-    fn failed(output: &str) -> Verdict {
+    /// The message of one failed check whose captured output is `output`, read from libtest's
+    /// output.
+    fn message(output: &str) -> String {
         let stdout = format!(
             "test t ... FAILED\n\nfailures:\n\n---- t stdout ----\n{output}\n\nfailures:\n    t\n"
         );
-        parse_libtest(&stdout).remove(0)
+        let v = parse_libtest(&stdout).remove(0);
+        v.message.expect("a failure has a message")
     }
 
     #[test]
     fn a_property_test_reads_as_its_last_panic_without_proptest_plumbing() {
-        let v = failed(
-            "thread 't' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nthread 't' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nproptest: Aborting shrinking after the PROPTEST_MAX_SHRINK_ITERS limit\nthread 't' (1) panicked at checks/tests/task2.rs:170:1:\nTest failed: not yet implemented: forward.\nminimal failing input: (b, t) = (1, 1)\n\tsuccesses: 0\n",
-        );
-        assert_eq!(
-            v.message.as_deref(),
-            Some("not yet implemented: forward (exercises/src/task2.rs:53)")
-        );
-        let v = failed(
-            "thread 't' (1) panicked at checks/tests/task2.rs:170:1:\nTest failed: differs for input shape [1, 2, 1], head_dim 1 at checks/tests/task2.rs:245.\nminimal failing input: (b, t, c, d, seed) = (1, 2, 1, 1, 7)\n\tsuccesses: 3\n",
-        );
-        assert_eq!(
-            v.message.as_deref(),
-            Some("differs for input shape [1, 2, 1], head_dim 1\n(at checks/tests/task2.rs:245)")
-        );
+        let cases = [
+            (
+                "thread 't' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nthread 't' (1) panicked at exercises/src/task2.rs:53:9:\nnot yet implemented: forward\nproptest: Aborting shrinking after the PROPTEST_MAX_SHRINK_ITERS limit\nthread 't' (1) panicked at checks/tests/task2.rs:170:1:\nTest failed: not yet implemented: forward.\nminimal failing input: (b, t) = (1, 1)\n\tsuccesses: 0\n",
+                "not yet implemented: forward (exercises/src/task2.rs:53)",
+            ),
+            (
+                "thread 't' (1) panicked at checks/tests/task2.rs:170:1:\nTest failed: differs for input shape [1, 2, 1], head_dim 1 at checks/tests/task2.rs:245.\nminimal failing input: (b, t, c, d, seed) = (1, 2, 1, 1, 7)\n\tsuccesses: 3\n",
+                "differs for input shape [1, 2, 1], head_dim 1\n(at checks/tests/task2.rs:245)",
+            ),
+        ];
+        for (output, readable) in cases {
+            assert_eq!(message(output), readable);
+        }
     }
 
     #[test]
     fn unwrap_and_registry_places_are_not_shown() {
-        let v = failed(
-            "thread 't' (1) panicked at checks/tests/task2.rs:99:10:\ncalled `Result::unwrap()` on an `Err` value: \"Case failed: it differs\\nby 0.1\"\n",
-        );
         assert_eq!(
-            v.message.as_deref(),
-            Some("it differs\nby 0.1\n(at checks/tests/task2.rs:99)")
+            message(
+                "thread 't' (1) panicked at checks/tests/task2.rs:99:10:\ncalled `Result::unwrap()` on an `Err` value: \"Case failed: it differs\\nby 0.1\"\n"
+            ),
+            "it differs\nby 0.1\n(at checks/tests/task2.rs:99)"
         );
-        let v = failed(
+        let msg = message(
             "━━━━━━━━\nSnapshot Summary ━━━━━━━━\nSnapshot: small\nSource: checks/tests/task2.rs:208\n────────\n-old snapshot\n+new results\n    0     0 │ 0.5\n────────\nTo update snapshots run `cargo insta review`\nStopped on the first failure. Run `cargo insta test` to run all snapshots.\nthread 't' (1) panicked at /home/me/.cargo/registry/src/x/insta-1.49.0/src/runtime.rs:719:13:\nsnapshot assertion for 'small' failed in line 208\n",
         );
-        let msg = v.message.unwrap();
         assert!(
             msg.starts_with("the output differs from the recorded snapshot") && msg.contains("0.5"),
             "{msg}"

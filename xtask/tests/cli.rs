@@ -1,5 +1,8 @@
 //! The xtask binary as a person uses it: its output, snapshotted.
 
+mod book;
+
+use book::says;
 use std::process::Command;
 
 fn xtask(args: &[&str], state: &std::path::Path) -> (i32, String) {
@@ -91,12 +94,9 @@ fn hint_is_for_the_part_the_last_check_stopped_at() {
         text.contains("part model-new (MiniGPT::new), hint 1 of 4"),
         "{text}"
     );
-    let (code, text) = xtask(&["hint", "task1", "nothing"], state.path());
-    assert_eq!(code, 1, "{text}");
-    assert!(
-        text.contains("task1 has no part \"nothing\": pick one of attention-new"),
-        "{text}"
-    );
+    let unknown = "task1 has no part \"nothing\": pick one of attention-new";
+    let nothing = xtask(&["hint", "task1", "nothing"], state.path());
+    says(nothing, 1, &[unknown]);
     let (_, text) = xtask(&["status"], state.path());
     let row = text.lines().find(|l| l.starts_with("task1 ")).unwrap();
     assert!(
@@ -105,12 +105,17 @@ fn hint_is_for_the_part_the_last_check_stopped_at() {
     );
 }
 
+/// `cargo xtask status` on the results in `state`, snapshotted as `name`.
+fn status_snapshot(state: &std::path::Path, name: &str) {
+    let (code, text) = xtask(&["status"], state);
+    assert_eq!(code, 0, "{text}");
+    insta::assert_snapshot!(name, text);
+}
+
 #[test]
 fn status_before_any_check() {
     let state = tempfile::tempdir().unwrap();
-    let (code, text) = xtask(&["status"], state.path());
-    assert_eq!(code, 0);
-    insta::assert_snapshot!("status_empty", text);
+    status_snapshot(state.path(), "status_empty");
 }
 
 #[test]
@@ -121,9 +126,7 @@ fn status_after_checks() {
         r#"{"hints_shown": {}, "results": {"warmup": {"passed": 6, "total": 6}, "task1": {"passed": 7, "total": 10}}}"#,
     )
     .unwrap();
-    let (code, text) = xtask(&["status"], state.path());
-    assert_eq!(code, 0);
-    insta::assert_snapshot!("status_partway", text);
+    status_snapshot(state.path(), "status_partway");
 }
 
 #[test]
@@ -132,9 +135,7 @@ fn bad_arguments_are_clear_errors() {
     let (code, text) = xtask(&["check", "task9"], state.path());
     assert_eq!(code, 2);
     insta::assert_snapshot!("unknown_task", text);
-    let (code, text) = xtask(&["hint", "all"], state.path());
-    assert_eq!(code, 2, "{text}");
-    assert!(text.contains("pick one task"), "{text}");
+    says(xtask(&["hint", "all"], state.path()), 2, &["pick one task"]);
     for args in [
         &["train", "task1", "--steps", "0"][..],
         &["train", "task1", "--batch", "0"],
@@ -147,18 +148,10 @@ fn bad_arguments_are_clear_errors() {
         assert!(text.starts_with("error: "), "{args:?}: {text}");
     }
     // Values that parse but cannot work are refused before any training.
-    let (code, text) = xtask(
-        &[
-            "train",
-            "warmup",
-            "--solutions",
-            "--block",
-            "200000",
-            "--steps",
-            "1",
-        ],
-        state.path(),
-    );
+    let huge: Vec<&str> = "train warmup --solutions --block 200000 --steps 1"
+        .split(' ')
+        .collect();
+    let (code, text) = xtask(&huge, state.path());
     assert_eq!(code, 1, "{text}");
     assert!(
         text.lines()
@@ -329,40 +322,24 @@ fn train_saves_a_checkpoint_and_a_loss_curve_that_generate_reads() {
         "{text:?}"
     );
 
-    let (code, text) = xtask(
-        &["generate", "--checkpoint", out, "--prompt", "naïve"],
-        state.path(),
-    );
-    assert_eq!(code, 1);
-    assert!(
-        text.contains("'ï'") && text.contains("position 2"),
-        "{text}"
-    );
+    let naive = ["generate", "--checkpoint", out, "--prompt", "naïve"];
+    says(xtask(&naive, state.path()), 1, &["'ï'", "position 2"]);
 
     let missing = run.path().join("nothing");
-    let (code, text) = xtask(
-        &["generate", "--checkpoint", missing.to_str().unwrap()],
-        state.path(),
-    );
-    assert_eq!(code, 1);
-    assert!(text.contains("no checkpoint file"), "{text}");
+    let missing = ["generate", "--checkpoint", missing.to_str().unwrap()];
+    says(xtask(&missing, state.path()), 1, &["no checkpoint file"]);
 
     std::fs::write(run.path().join("model.safetensors"), b"not safetensors").unwrap();
-    let (code, text) = xtask(&["generate", "--checkpoint", out], state.path());
-    assert_eq!(code, 1);
-    assert!(text.contains("is truncated or damaged"), "{text}");
+    let damaged = xtask(&["generate", "--checkpoint", out], state.path());
+    says(damaged, 1, &["is truncated or damaged"]);
 }
 
 #[test]
 fn solution_shows_the_reference_as_a_diff() {
     let state = tempfile::tempdir().unwrap();
-    let (code, text) = xtask(&["solution", "task2"], state.path());
-    assert_eq!(code, 0, "{text}");
     // On the pristine exercise, the diff replaces the todo!() with the reference's body.
-    assert!(
-        text.contains("solutions/src/task2.rs") && text.contains("+        let scores"),
-        "{text}"
-    );
+    let diff = xtask(&["solution", "task2"], state.path());
+    says(diff, 0, &["solutions/src/task2.rs", "+        let scores"]);
 }
 
 #[test]
@@ -416,12 +393,11 @@ fn attention_draws_every_layer_and_head_of_a_checkpoint() {
         svg.contains("layer 1, head 1") && svg.contains("<title>"),
         "{svg}"
     );
-    let (code, text) = xtask(
+    let pound = xtask(
         &["attention", "--checkpoint", out, "--prompt", "ROMEO£"],
         state.path(),
     );
-    assert_eq!(code, 1);
-    assert!(text.contains("'£'"), "{text}");
+    says(pound, 1, &["'£'"]);
 }
 
 #[test]
@@ -430,11 +406,11 @@ fn data_refuses_a_copy_that_is_not_tiny_shakespeare() {
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("input.txt");
     std::fs::write(&other, "To be, or not to be\n").unwrap();
-    let (code, text) = xtask(&["data", "--from", other.to_str().unwrap()], state.path());
-    assert_eq!(code, 1, "{text}");
-    assert!(
-        text.contains("is not tiny Shakespeare") && text.contains("nothing was installed"),
-        "{text}"
+    let refused = xtask(&["data", "--from", other.to_str().unwrap()], state.path());
+    says(
+        refused,
+        1,
+        &["is not tiny Shakespeare", "nothing was installed"],
     );
 }
 

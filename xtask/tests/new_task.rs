@@ -6,7 +6,7 @@
 
 mod book;
 
-use book::{Purpose, Workbook};
+use book::{Purpose, Workbook, says};
 
 const STUB: &str = r#"//! # Extra: doubling
 //!
@@ -86,28 +86,17 @@ fn a_task_added_to_the_list_works_with_every_command() {
     let state = tempfile::tempdir().unwrap();
     let state = state.path();
 
-    let (code, out) = book.run(state, &["check", "extra"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("not yet implemented: double: every element of x times two")
-            && out.contains("extra: 0 of 2 checks pass"),
-        "{out}"
-    );
+    let todo = "not yet implemented: double: every element of x times two";
+    let stub = book.run(state, &["check", "extra"]);
+    says(stub, 1, &[todo, "extra: 0 of 2 checks pass"]);
+    let reference = book.run(state, &["check", "extra", "--solutions"]);
+    says(reference, 0, &["extra: 2 of 2 checks pass"]);
 
-    let (code, out) = book.run(state, &["check", "extra", "--solutions"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("extra: 2 of 2 checks pass"), "{out}");
+    let hint = "Extra: doubling (exercises/src/extra.rs), hint 1 of 2";
+    let first_hint = book.run(state, &["hint", "extra"]);
+    says(first_hint, 0, &[hint, "Every element, times two."]);
 
-    let (code, out) = book.run(state, &["hint", "extra"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("Extra: doubling (exercises/src/extra.rs), hint 1 of 2")
-            && out.contains("Every element, times two."),
-        "{out}"
-    );
-
-    let (code, out) = book.run(state, &["status"]);
-    assert_eq!(code, 0, "{out}");
+    let out = says(book.run(state, &["status"]), 0, &[]);
     let row = out
         .lines()
         .find(|l| l.starts_with("extra "))
@@ -118,21 +107,15 @@ fn a_task_added_to_the_list_works_with_every_command() {
     );
 
     book.write_exercise("extra", SOLUTION);
-    let (code, out) = book.run(state, &["check", "extra"]);
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = book.run(state, &["solution", "extra"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("is the same as the reference"), "{out}");
+    says(book.run(state, &["check", "extra"]), 0, &[]);
+    let solution = book.run(state, &["solution", "extra"]);
+    says(solution, 0, &["is the same as the reference"]);
 
-    let (code, out) = book.run(state, &["reset", "extra", "--yes"]);
-    assert_eq!(code, 0, "{out}");
+    says(book.run(state, &["reset", "extra", "--yes"]), 0, &[]);
     assert_eq!(book.read("exercises/src/extra.rs"), STUB);
-    let (code, out) = book.run(state, &["solution", "extra"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("+    x.affine(2.0, 0.0)"), "{out}");
+    let solution = book.run(state, &["solution", "extra"]);
+    says(solution, 0, &["+    x.affine(2.0, 0.0)"]);
 
     // A name the list does not have is refused with the names it has, the new one among them.
-    let (code, out) = book.run(state, &["hint", "extra2"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains(" or extra"), "{out}");
+    says(book.run(state, &["hint", "extra2"]), 2, &[" or extra"]);
 }

@@ -7,8 +7,9 @@ use crate::interrupt::{self, Interrupted};
 use crate::verdict::{Outcome, Printer, Verdict, parse_libtest, readable};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use workbook::progress_line::GradedProgress;
 use workbook::style;
@@ -42,7 +43,7 @@ fn stuck(name: &str, what: String) -> Verdict {
 }
 
 /// Reads all of `pipe` on a thread of its own, so that the child never blocks on a full pipe.
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut text = String::new();
         let _ = pipe.read_to_string(&mut text);
@@ -105,13 +106,20 @@ impl Runner {
             })
     }
 
-    fn run_one(&self, name: &str) -> anyhow::Result<Verdict> {
+    /// Starts check `name` with its standard error going to `stderr`; its standard output is
+    /// read on a thread of its own.
+    fn spawn(&self, name: &str, stderr: Stdio) -> std::io::Result<(Child, JoinHandle<String>)> {
         let mut child = self
             .command(name)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()?;
         let stdout = read_all(child.stdout.take().expect("piped"));
+        Ok((child, stdout))
+    }
+
+    fn run_one(&self, name: &str) -> anyhow::Result<Verdict> {
+        let (mut child, stdout) = self.spawn(name, Stdio::null())?;
         let (limit, start) = (limit(QUICK_LIMIT_S), Instant::now());
         let status = loop {
             if let Some(status) = child.try_wait()? {
@@ -175,12 +183,7 @@ impl Runner {
 
     /// Runs a graded training, showing on a terminal a line that follows its evaluations.
     pub fn run_with_progress(&self, name: &str) -> anyhow::Result<Verdict> {
-        let mut child = self
-            .command(name)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let reader = read_all(child.stdout.take().expect("piped"));
+        let (mut child, reader) = self.spawn(name, Stdio::piped())?;
         let stderr = child.stderr.take().expect("piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

@@ -1,13 +1,20 @@
 //! A copy of the workbook for the tests that play a learner, so that the real `exercises/`
 //! are never touched. It builds into this workspace's target directory, so candle is not
 //! compiled again, and after the first run only the exercises and what links them are. The
-//! tests of a file share one copy and take turns; each test file uses part of what is here.
+//! tests of a file share one copy and take turns; each test file uses part of what is here
+//! (the command-line tests only [`says`], the check of a command's answer).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 pub use xtask::copy::Purpose;
+
+/// How long a test waits for what it expects before it calls the run hung. Every wait is for an
+/// event (a line on the screen, a read of a file), never for time to pass, so this only has
+/// to lie far beyond the slowest machine: reaching it means the event never came.
+pub const HUNG: Duration = Duration::from_secs(30 * 60);
 
 /// What a copy needs to build and grade; the corpus is shared through `MINIGPT_CORPUS`.
 pub struct Workbook {
@@ -52,6 +59,28 @@ impl Workbook {
     }
 }
 
+/// `command` run to its end: the exit code, and its output and errors.
+pub fn output(command: &mut Command) -> (i32, String) {
+    let out = command.output().expect("run xtask");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Asserts that a command's answer, its exit code and output, has exit code `code` and says each
+/// of `phrases`; returns the output.
+#[track_caller]
+pub fn says((got, out): (i32, String), code: i32, phrases: &[&str]) -> String {
+    assert_eq!(got, code, "exit code {got}, not {code}:\n{out}");
+    for phrase in phrases {
+        assert!(out.contains(phrase), "{phrase:?} is not said:\n{out}");
+    }
+    out
+}
+
 impl Workbook {
     /// `cargo xtask ARGS` as typed at the root of the copy, remembering results in `state`.
     pub fn xtask(&self, state: &Path, args: &[&str]) -> Command {
@@ -70,14 +99,9 @@ impl Workbook {
         cmd
     }
 
+    /// `cargo xtask ARGS`, run to its end: the exit code, and its output and errors.
     pub fn run(&self, state: &Path, args: &[&str]) -> (i32, String) {
-        let out = self.xtask(state, args).output().expect("run xtask");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        output(&mut self.xtask(state, args))
     }
 
     /// Commits every change of the copy, as a new version of the workbook would.
@@ -87,6 +111,15 @@ impl Workbook {
             self.dir.path(),
             &["commit", "--quiet", "--message", message],
         );
+    }
+
+    /// `cargo xtask check TASK` with `source` as the learner's file, which is the stub again
+    /// after.
+    pub fn check_with(&self, state: &Path, task: &str, source: &str) -> (i32, String) {
+        self.write_exercise(task, source);
+        let graded = self.run(state, &["check", task]);
+        self.write_exercise(task, &self.stub(task));
+        graded
     }
 
     pub fn exercise(&self, task: &str) -> PathBuf {
