@@ -48,83 +48,107 @@ pub fn first_divergence(
     batch: &[Vec<u32>],
     logits: &[f64],
 ) -> String {
-    let (b, t, c) = (batch.len(), batch[0].len(), cfg.hidden);
-    let vb = params.var_builder(&device());
-    for (l, stage) in reference::minigpt_block_stages(params, cfg, batch)
-        .iter()
-        .enumerate()
-    {
-        let attn = MultiHeadAttention::new(
-            c,
-            cfg.num_heads,
-            cfg.head_dim(),
-            vb.pp(format!("h.{l}.attn")),
-        )
-        .expect("MultiHeadAttention::new");
-        let got = values(
-            &attn
-                .forward(&tensor(&stage.ln_1, b, t, c))
-                .expect("MultiHeadAttention::forward"),
-        );
-        if max_abs_diff(&got, &stage.attn) >= PART_TOLERANCE {
-            return format!(
-                "h.{l}.attn (MultiHeadAttention) differs {}: it should run every head, join their \
-                 outputs along the features, head 0 first, and apply proj",
-                worst(&got, &stage.attn, t, c)
-            );
+    let stages = reference::minigpt_block_stages(params, cfg, batch);
+    for (l, stage) in stages.iter().enumerate() {
+        if let Some(wrong) = block_divergence(params, cfg, l, stage, (batch.len(), batch[0].len()))
+        {
+            return wrong;
         }
-        let block = DecoderBlock::new(c, cfg.num_heads, vb.pp(format!("h.{l}")))
-            .expect("DecoderBlock::new");
-        let x = tensor(&stage.input, b, t, c);
-        let got = values(&block.forward(&x).expect("DecoderBlock::forward"));
-        if max_abs_diff(&got, &stage.output) < PART_TOLERANCE {
-            continue;
-        }
-        // With the feed-forward layer silenced (its weights 0), a right block is its attention
-        // half, x + attn(ln_1(x)).
-        let mlp: Vec<_> = params
-            .named_vars()
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(&format!("h.{l}.mlp.")))
-            .map(|(_, var)| (var.as_tensor().copy().expect("a copy"), var))
-            .collect();
-        for (value, var) in &mlp {
-            var.set(&value.zeros_like().expect("zeros"))
-                .expect("silence mlp");
-        }
-        let half = values(&block.forward(&x).expect("DecoderBlock::forward"));
-        for (value, var) in &mlp {
-            var.set(value).expect("restore mlp");
-        }
-        return if max_abs_diff(&half, &stage.after_attn) < PART_TOLERANCE {
-            format!(
-                "h.{l} (DecoderBlock): its attention half matches x + attn(ln_1(x)); its output \
-                 differs from that plus mlp(ln_2(that)) {}: is the feed-forward layer fed \
-                 ln_2 of the attention half's result, and its output added to that result?",
-                worst(&got, &stage.output, t, c)
-            )
-        } else {
-            format!(
-                "h.{l} (DecoderBlock) differs {}. With its feed-forward layer silenced it should \
-                 give x + attn(ln_1(x)), and it differs from that {}: look at the attention half \
-                 (ln_1 before attn, the result added to the un-normalised x) and at the residual \
-                 that carries it past the feed-forward layer",
-                worst(&got, &stage.output, t, c),
-                worst(&half, &stage.after_attn, t, c)
-            )
-        };
     }
-    // Every part matches: the rest of MiniGPT::forward differs. Without position embeddings?
-    let (_, wpe) = params
+    rest_of_forward(params, cfg, batch, logits)
+}
+
+/// Block `l`'s attention, then the whole block, against the reference's stages: what the
+/// first that differs does, or `None` if both match.
+fn block_divergence(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    l: usize,
+    stage: &reference::BlockStages,
+    (b, t): (usize, usize),
+) -> Option<String> {
+    let c = cfg.hidden;
+    let vb = params.var_builder(&device());
+    let attn = MultiHeadAttention::new(
+        c,
+        cfg.num_heads,
+        cfg.head_dim(),
+        vb.pp(format!("h.{l}.attn")),
+    )
+    .expect("MultiHeadAttention::new");
+    let got = values(
+        &attn
+            .forward(&tensor(&stage.ln_1, b, t, c))
+            .expect("MultiHeadAttention::forward"),
+    );
+    if max_abs_diff(&got, &stage.attn) >= PART_TOLERANCE {
+        return Some(format!(
+            "h.{l}.attn (MultiHeadAttention) differs {}: it should run every head, join their \
+             outputs along the features, head 0 first, and apply proj",
+            worst(&got, &stage.attn, t, c)
+        ));
+    }
+    let block =
+        DecoderBlock::new(c, cfg.num_heads, vb.pp(format!("h.{l}"))).expect("DecoderBlock::new");
+    let x = tensor(&stage.input, b, t, c);
+    let got = values(&block.forward(&x).expect("DecoderBlock::forward"));
+    if max_abs_diff(&got, &stage.output) < PART_TOLERANCE {
+        return None;
+    }
+    // With the feed-forward layer silenced (its weights 0), a right block is its attention
+    // half, x + attn(ln_1(x)).
+    let half = with_zeroed(params, &format!("h.{l}.mlp."), || {
+        values(&block.forward(&x).expect("DecoderBlock::forward"))
+    });
+    Some(if max_abs_diff(&half, &stage.after_attn) < PART_TOLERANCE {
+        format!(
+            "h.{l} (DecoderBlock): its attention half matches x + attn(ln_1(x)); its output \
+             differs from that plus mlp(ln_2(that)) {}: is the feed-forward layer fed \
+             ln_2 of the attention half's result, and its output added to that result?",
+            worst(&got, &stage.output, t, c)
+        )
+    } else {
+        format!(
+            "h.{l} (DecoderBlock) differs {}. With its feed-forward layer silenced it should \
+             give x + attn(ln_1(x)), and it differs from that {}: look at the attention half \
+             (ln_1 before attn, the result added to the un-normalised x) and at the residual \
+             that carries it past the feed-forward layer",
+            worst(&got, &stage.output, t, c),
+            worst(&half, &stage.after_attn, t, c)
+        )
+    })
+}
+
+/// `f()` with every parameter whose name starts with `prefix` set to zero, then put back.
+fn with_zeroed<T>(params: &SeededVarMap, prefix: &str, f: impl FnOnce() -> T) -> T {
+    let kept: Vec<_> = params
         .named_vars()
         .into_iter()
-        .find(|(name, _)| name == "wpe.weight")
-        .expect("wpe.weight");
-    let kept = wpe.as_tensor().copy().expect("a copy");
-    wpe.set(&kept.zeros_like().expect("zeros"))
-        .expect("zero wpe");
-    let without_positions = reference::minigpt_f64(params, cfg, batch);
-    wpe.set(&kept).expect("restore wpe");
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, var)| (var.as_tensor().copy().expect("a copy"), var))
+        .collect();
+    for (value, var) in &kept {
+        var.set(&value.zeros_like().expect("zeros"))
+            .expect("a parameter set to zero");
+    }
+    let out = f();
+    for (value, var) in &kept {
+        var.set(value).expect("a parameter put back");
+    }
+    out
+}
+
+/// Every part matches: what is left is the rest of MiniGPT::forward. Without position
+/// embeddings?
+fn rest_of_forward(
+    params: &SeededVarMap,
+    cfg: &GptConfig,
+    batch: &[Vec<u32>],
+    logits: &[f64],
+) -> String {
+    let without_positions = with_zeroed(params, "wpe.weight", || {
+        reference::minigpt_f64(params, cfg, batch)
+    });
     if max_abs_diff(logits, &without_positions) < 1e-3 {
         return "every MultiHeadAttention and DecoderBlock matches on its own, and the logits are \
                 those of a model without position embeddings: add wpe(0..T), (T, C), to the \
