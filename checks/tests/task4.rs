@@ -292,6 +292,36 @@ fn a_parameter_without_a_gradient_is_left_as_it_is() {
     );
 }
 
+/// Through candle-nn's `Optimizer`, as kit's loop and a schedule use it: one update of a
+/// weight at 0 with gradient 1 moves it by the learning rate the trait set, whatever Adam was
+/// built with.
+#[test]
+fn adam_through_the_optimizer_trait_takes_the_learning_rate_it_is_set() {
+    use candle_nn::Optimizer;
+    let w = var(&[0.0], &[1]);
+    let mut adam = <Adam as Optimizer>::new(vec![w.clone()], 0.1).expect("Optimizer::new");
+    assert_eq!(
+        Optimizer::learning_rate(&adam),
+        0.1,
+        "Optimizer::learning_rate should give the rate Adam was built with"
+    );
+    Optimizer::set_learning_rate(&mut adam, 0.25);
+    assert_eq!(
+        Optimizer::learning_rate(&adam),
+        0.25,
+        "after set_learning_rate(0.25)"
+    );
+    Optimizer::step(&mut adam, &store(std::slice::from_ref(&w), &[Some(&[1.0])]))
+        .expect("Optimizer::step");
+    // At t = 1, m̂/√v̂ = g/|g| up to ε: the weight moves by the rate, against the gradient.
+    let moved = values(w.as_tensor())[0];
+    assert!(
+        (moved + 0.25).abs() < 1e-6,
+        "after set_learning_rate(0.25), one update with gradient 1 should move the weight from 0 \
+         to −0.25, and moved it to {moved}: a schedule sets the rate through the Optimizer trait"
+    );
+}
+
 #[test]
 fn adams_first_updates_snapshot() {
     // One weight at 1.0, lr 0.1, gradients 1, 1, 1, −1, −1: the first update moves it by lr,
