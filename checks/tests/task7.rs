@@ -18,6 +18,7 @@ use checks::support::{
     self, SMALL, assert_causal_with, assert_every_parameter_learns, assert_shape, dataset, device,
     ids, max_abs_diff, move_off_init, param, tokens, values,
 };
+use kit::decode::Decoder;
 use kit::{GptConfig, SeededVarMap};
 use proptest::prelude::*;
 use reference::llama::{llama_f64, rms_norm_f64, rope_f64, swiglu_f64};
@@ -560,30 +561,43 @@ fn generate_past_block_size_writes_what_sliding_window_attention_predicts() {
     let (model, params) = minillama(SMALL, 12);
     move_off_init(&params, 120);
     let prompt = tokens(12, 5, SMALL.vocab_size);
-    // Your model through a generation loop of the checks' own: the prompt once, then one token
-    // at a time on top of the cache, which slides.
+    // Your model through kit's `Decoder`, as Task 6's `generate_cached` sees it, in a loop of the
+    // checks' own: the prompt's last block_size tokens once, then one token at a time, the cache
+    // rebuilt from the last block_size tokens whenever it has no room (MiniLlama's always has).
     let mut written = prompt.clone();
     let mut sampler = Sampler::new(3);
-    let mut cache = model.new_cache();
-    let mut step = prompt.clone();
-    for _ in 0..2 * SMALL.block_size {
-        let logits = model
-            .forward_step(&ids(&step), &mut cache)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}",
-                    with_first_wrong_part(format!(
-                        "MiniLlama::forward_step of {} failed: {}",
-                        kv_cache::plural(step.len(), "new token"),
-                        kv_cache::first_line(&e)
-                    ))
-                )
-            });
+    let block = Decoder::block_size(&model);
+    let mut cache = Decoder::new_cache(&model);
+    let mut step = prompt[prompt.len().saturating_sub(block)..].to_vec();
+    let steps = 2 * SMALL.block_size;
+    for _ in 0..steps {
+        if !model.has_room(&cache) {
+            cache = Decoder::new_cache(&model);
+            step = written[written.len().saturating_sub(block)..].to_vec();
+        }
+        let logits = Decoder::forward_step(&model, &ids(&step), &mut cache).unwrap_or_else(|e| {
+            panic!(
+                "{}",
+                with_first_wrong_part(format!(
+                    "MiniLlama::forward_step of {} failed: {}",
+                    kv_cache::plural(step.len(), "new token"),
+                    kv_cache::first_line(&e)
+                ))
+            )
+        });
         let last = logits.i((0, step.len() - 1)).expect("the last position");
         let next = sampler.sample(&last).expect("a sample");
         written.push(next);
         step = vec![next];
     }
+    assert_eq!(
+        cache.seen(),
+        prompt.len() + steps - 1,
+        "after a prompt of {} and {} tokens run one at a time, Cache::seen() should count every \
+         token run, the position of the next",
+        prompt.len(),
+        steps - 1
+    );
     // The same draws from the checks' f64 forward pass over everything so far, with the
     // sliding window.
     let mut sampler = Sampler::new(3);
