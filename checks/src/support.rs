@@ -28,6 +28,15 @@ pub fn dataset() -> &'static Dataset {
     })
 }
 
+/// tiny Shakespeare's text, read once per test binary.
+pub fn corpus() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| match common::corpus::load() {
+        Ok(text) => text,
+        Err(e) => panic!("the checks need the tiny Shakespeare corpus: {e}"),
+    })
+}
+
 /// What `new` builds on fresh parameters drawn from `seed`, and those parameters. `what` names
 /// the constructor, should it fail.
 pub fn seeded<T>(

@@ -16,6 +16,10 @@
 //! - Task 5, [`task5`]: a backward pass by hand: LayerNorm as a custom op.
 //! - Task 6, [`task6`]: generation with a KV cache.
 //! - Task 7, [`task7`]: a modern block: RMSNorm, rotary position embeddings, SwiGLU.
+//!
+//! Part III, real tokens and real weights:
+//!
+//! - Task 8, [`task8`]: a byte-level BPE tokenizer, GPT-2's, trained on tiny Shakespeare.
 
 // Until a stub is filled in, its imports, arguments and fields go unused; these warnings would
 // only be noise while you work.
@@ -28,4 +32,5 @@ pub mod task4;
 pub mod task5;
 pub mod task6;
 pub mod task7;
+pub mod task8;
 pub mod warmup;

@@ -3,6 +3,8 @@
 //! Everything a task needs but does not teach lives here:
 //!
 //! - [`tokenizer`] and [`data`]: characters to token ids, the train / eval split, random batches;
+//! - [`bpe`]: what Task 8's byte-level BPE tokenizer is given (GPT-2's chunks, its byte
+//!   characters and its files);
 //! - [`init`]: parameters drawn from a seeded generator, so a run can be repeated exactly;
 //! - [`nn`]: the layers a task uses but does not write (dense, embedding, LayerNorm,
 //!   feed-forward, the Task 1 attention head);
@@ -23,6 +25,7 @@
 //! [`candle_nn::VarBuilder`], and `impl Module`.
 
 pub mod adam;
+pub mod bpe;
 pub mod checkpoint;
 pub mod data;
 pub mod decode;

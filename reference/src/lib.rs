@@ -10,6 +10,7 @@
 //! `cargo xtask train` and the graded checks compare a run with.
 
 pub mod attention;
+pub mod bpe;
 pub mod curves;
 pub mod llama;
 mod maths;

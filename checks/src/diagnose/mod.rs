@@ -3,6 +3,7 @@
 //! learner's output, or probes it as a black box when none does.
 
 pub mod attention;
+pub mod bpe;
 pub mod kv_cache;
 pub mod layer_norm;
 pub mod llama;
