@@ -48,8 +48,6 @@ import time  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import tiktoken  # noqa: E402
-import tokenizers  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data" / "fixtures"))
@@ -132,7 +130,8 @@ def main(argv=None):
     vocab = task8.token_bytes(merges)
     ours = [(vocab[l], vocab[r]) for l, r in merges]
     theirs = hf_merges_as_bytes(trained)
-    agree = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+    agree = min(len(ours), len(theirs))
+    agree = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), agree)
 
     # Encoding: the same ids first.
     encoding = task8.tiktoken_encoding(merges)

@@ -919,3 +919,248 @@ fn every_wrong_part_and_step_of_task_7_gets_a_headline_that_says_what_it_does() 
         insta::assert_snapshot!(shown);
     });
 }
+
+// ---- Task 8 --------------------------------------------------------------------------------
+
+mod bpe_mistakes {
+    //! Task 8's parts written wrong by hand, the way a learner might, each with the verdict the
+    //! diagnosis gives.
+
+    use checks::diagnose::bpe;
+    use kit::bpe::{END_OF_TEXT, Pair, chunks};
+    use std::collections::BTreeMap;
+
+    /// The largest pair among equal counts.
+    fn best_pair_largest(counts: &BTreeMap<Pair, usize>) -> Option<Pair> {
+        let top = counts.values().copied().max()?;
+        counts
+            .iter()
+            .filter(|&(_, &n)| n == top)
+            .map(|(&p, _)| p)
+            .last()
+    }
+
+    /// The rarest pair.
+    fn best_pair_rarest(counts: &BTreeMap<Pair, usize>) -> Option<Pair> {
+        counts
+            .iter()
+            .filter(|&(_, &n)| n > 0)
+            .min_by_key(|&(_, &n)| n)
+            .map(|(&p, _)| p)
+    }
+
+    /// Steps one token on after a merge: occurrences overlap.
+    fn merge_overlapping(tokens: &[u32], pair: Pair, id: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < tokens.len() {
+            if i + 1 < tokens.len() && (tokens[i], tokens[i + 1]) == pair {
+                out.push(id);
+            } else {
+                out.push(tokens[i]);
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Scans from the right.
+    fn merge_from_the_right(tokens: &[u32], pair: Pair, id: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut i = tokens.len();
+        while i > 0 {
+            if i >= 2 && (tokens[i - 2], tokens[i - 1]) == pair {
+                out.push(id);
+                i -= 2;
+            } else {
+                out.push(tokens[i - 1]);
+                i -= 1;
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    fn words_of(text: &str, drop_special: bool) -> BTreeMap<Vec<u32>, usize> {
+        let mut words = BTreeMap::new();
+        let pieces: Vec<&str> = if drop_special {
+            text.split(END_OF_TEXT).collect()
+        } else {
+            vec![text]
+        };
+        for piece in pieces {
+            for chunk in chunks(piece) {
+                *words
+                    .entry(chunk.bytes().map(u32::from).collect())
+                    .or_insert(0) += 1;
+            }
+        }
+        words
+    }
+
+    fn pairs_of(words: &[(Vec<u32>, usize)], weighted: bool) -> BTreeMap<Pair, usize> {
+        let mut counts = BTreeMap::new();
+        for (tokens, n) in words {
+            for w in tokens.windows(2) {
+                *counts.entry((w[0], w[1])).or_insert(0) += if weighted { *n } else { 1 };
+            }
+        }
+        counts
+    }
+
+    /// A trainer that counts the pairs once and never again: each merge takes the next best
+    /// pair of the first count.
+    fn train_counting_once(text: &str, vocab_size: usize) -> Vec<Pair> {
+        let words: Vec<(Vec<u32>, usize)> = words_of(text, true).into_iter().collect();
+        let mut counts = pairs_of(&words, true);
+        let mut merges = Vec::new();
+        while 256 + merges.len() < vocab_size {
+            let Some(pair) = reference::bpe::best_pair(&counts) else {
+                break;
+            };
+            counts.remove(&pair);
+            merges.push(pair);
+        }
+        merges
+    }
+
+    /// The latest merge first: the adjacent pair that makes the highest id.
+    fn encode_chunk_latest_first(chunk: &[u8], merges: &[Pair]) -> Vec<u32> {
+        let mut tokens: Vec<u32> = chunk.iter().map(|&b| u32::from(b)).collect();
+        loop {
+            let found = tokens
+                .windows(2)
+                .filter_map(|w| merges.iter().position(|&m| m == (w[0], w[1])))
+                .max();
+            let Some(k) = found else { break };
+            tokens = reference::bpe::merge(&tokens, merges[k], 256 + k as u32);
+        }
+        tokens
+    }
+
+    fn encode_whole(text: &str, merges: &[Pair], specials: bool, chunked: bool) -> Vec<u32> {
+        let encoder = reference::bpe::Encoder::new(merges);
+        let eot = 256 + merges.len() as u32;
+        let pieces: Vec<&str> = if specials {
+            text.split(END_OF_TEXT).collect()
+        } else {
+            vec![text]
+        };
+        let mut ids = Vec::new();
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if i > 0 {
+                ids.push(eot);
+            }
+            if chunked {
+                for chunk in chunks(piece) {
+                    ids.extend(encoder.encode_chunk(chunk.as_bytes()));
+                }
+            } else {
+                ids.extend(encoder.encode_chunk(piece.as_bytes()));
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn every_task8_mistake_is_named() {
+        let mut shown = String::new();
+        let mut say =
+            |what: &str, verdict: String| shown.push_str(&format!("{what}:\n{verdict}\n\n"));
+        let counts: BTreeMap<Pair, usize> = [
+            ((104, 101), 7),
+            ((32, 116), 7),
+            ((116, 104), 7),
+            ((101, 32), 2),
+        ]
+        .into_iter()
+        .collect();
+        say(
+            "best_pair / largest among equals",
+            bpe::best_pair(best_pair_largest(&counts), &counts),
+        );
+        say(
+            "best_pair / rarest",
+            bpe::best_pair(best_pair_rarest(&counts), &counts),
+        );
+        let tokens = [97, 97, 97, 98, 97, 97];
+        say(
+            "merge / overlapping",
+            bpe::merge(
+                &merge_overlapping(&tokens, (97, 97), 256),
+                &tokens,
+                (97, 97),
+                256,
+            ),
+        );
+        say(
+            "merge / from the right",
+            bpe::merge(
+                &merge_from_the_right(&tokens, (97, 97), 256),
+                &tokens,
+                (97, 97),
+                256,
+            ),
+        );
+        let text = "the cat<|endoftext|>the hat, the end";
+        let kept = words_of(text, false);
+        say("words / special kept", bpe::words(&kept, true, text));
+        let words: Vec<(Vec<u32>, usize)> = words_of(text, true).into_iter().collect();
+        let expected = pairs_of(&words, true);
+        say(
+            "pair_counts / unweighted",
+            bpe::pair_counts(&pairs_of(&words, false), &expected, &words),
+        );
+        let corpus = "the thin thief then thanked the other thirty thinkers, then they thought";
+        let plain = reference::bpe::train(corpus, 270);
+        say(
+            "train / counts once",
+            bpe::train(&train_counting_once(corpus, 270), &plain, corpus, 270),
+        );
+        say(
+            "train / stops early",
+            bpe::train(&plain[..5], &plain, corpus, 270),
+        );
+        // (b, c) learnt before (a, b): abc is a + bc.
+        let order = [(98, 99), (97, 98)];
+        say(
+            "encode_chunk / latest first",
+            bpe::encode_chunk(&encode_chunk_latest_first(b"abc", &order), b"abc", &order),
+        );
+        let merges = reference::bpe::train("the   then   thief   they", 262);
+        let sentence = "then  the thief   they,  <|endoftext|>the end";
+        say(
+            "encode / no chunks",
+            bpe::encode(
+                &encode_whole(sentence, &merges, true, false),
+                sentence,
+                &merges,
+            ),
+        );
+        say(
+            "encode / special as text",
+            bpe::encode(
+                &encode_whole(sentence, &merges, false, true),
+                sentence,
+                &merges,
+            ),
+        );
+        let fixture: serde_json::Value = serde_json::json!({"a": 0, "Ġ": 1, "<|endoftext|>": 2});
+        let raw: serde_json::Value = serde_json::json!({"a": 0, " ": 1, "<|endoftext|>": 2});
+        say("vocab.json / raw bytes", bpe::vocab_json(&raw, &fixture));
+        let missing: serde_json::Value = serde_json::json!({"a": 0, "Ġ": 1});
+        say(
+            "vocab.json / no special",
+            bpe::vocab_json(&missing, &fixture),
+        );
+        insta::with_settings!({
+            description => "The diagnosis of each wrong Task 8 part above, written by hand: \
+                best_pair on counts with a three-way tie, merge of (a, a) in a a a b a a, words \
+                and pair counts of a short text with <|endoftext|>, training on a sentence of th- \
+                words, encoding with its merges, vocab.json. Each must say what the part does.",
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(shown);
+        });
+    }
+}

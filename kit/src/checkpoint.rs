@@ -4,7 +4,8 @@
 //!   the best weights so far, and the [`Progress`] in the file's metadata), so that weights
 //!   and state are always saved together;
 //! - `model.json`: what the weights are: the task, the model's sizes, the vocabulary and the
-//!   training settings.
+//!   training settings;
+//! - `vocab.json` and `merges.txt`, for a model trained on Task 8's BPE tokens: its tokenizer.
 //!
 //! `cargo xtask train` saves one at every evaluation and on Ctrl-C, and the finished run at
 //! the end; `generate`, `attention` and `train --resume` read them. Each file is replaced
@@ -33,7 +34,8 @@ pub struct Meta {
     #[serde(default)]
     pub solutions: bool,
     pub model: GptConfig,
-    /// The vocabulary, in token-id order.
+    /// The vocabulary of characters, in token-id order; empty when the tokens are Task 8's
+    /// BPE, whose `vocab.json` and `merges.txt` are in the checkpoint's folder.
     pub vocabulary: String,
     pub train: TrainConfig,
     pub steps_run: usize,

@@ -1,18 +1,20 @@
 //! The dataset: the corpus as token ids, split 90% / 10% into train and eval, and random batches.
 
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Codec, Tokenizer};
 use candle_core::{Device, Tensor};
 use common::config::{SettingError, check_windows};
 use common::corpus::{self, CorpusError};
 use rand::Rng;
+use std::sync::Arc;
 
 /// Fraction of the tokens used for training; the rest is the eval split.
 pub const TRAIN_FRACTION: f64 = 0.9;
 
 /// The corpus, tokenized and split.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Dataset {
-    pub tokenizer: Tokenizer,
+    /// What cut the text into tokens: characters, or Task 8's BPE.
+    pub tokenizer: Arc<dyn Codec>,
     /// The first 90% of the tokens.
     pub train: Vec<u32>,
     /// The last 10%.
@@ -25,13 +27,18 @@ impl Dataset {
         Ok(Self::from_text(&corpus::load()?))
     }
 
-    /// Tokenizes any text with its own vocabulary and splits it.
+    /// Tokenizes any text with its own vocabulary of characters and splits it.
     pub fn from_text(text: &str) -> Self {
         let tokenizer = Tokenizer::from_text(text);
         let tokens = tokenizer
             .encode(text)
             .expect("every character of a text is in that text's vocabulary");
-        let (train, eval) = split(&tokens);
+        Self::from_tokens(&tokens, Arc::new(tokenizer))
+    }
+
+    /// Splits `tokens`, which `tokenizer` cut.
+    pub fn from_tokens(tokens: &[u32], tokenizer: Arc<dyn Codec>) -> Self {
+        let (train, eval) = split(tokens);
         Self {
             tokenizer,
             train: train.to_vec(),

@@ -40,4 +40,4 @@ pub use common::config::GptConfig;
 pub use data::Dataset;
 pub use init::SeededVarMap;
 pub use sample::Sampler;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{Codec, Tokenizer};

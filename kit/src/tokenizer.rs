@@ -17,6 +17,37 @@ pub struct UnknownChar {
     pub known: String,
 }
 
+/// Text to a model's token ids and back: what a [`Dataset`](crate::Dataset) was cut with, so
+/// that a run can read a prompt and write its samples. The characters' [`Tokenizer`] is one;
+/// Task 8's byte-level BPE is another.
+pub trait Codec: Send + Sync {
+    /// Number of distinct ids: the size of a model's embedding table.
+    fn vocab_size(&self) -> usize;
+    fn encode_text(&self, text: &str) -> anyhow::Result<Vec<u32>>;
+    fn decode_text(&self, ids: &[u32]) -> String;
+    /// The characters in id order, which a checkpoint records to rebuild a character
+    /// tokenizer; `None` for a tokenizer whose files are saved beside the checkpoint.
+    fn vocabulary(&self) -> Option<String>;
+}
+
+impl Codec for Tokenizer {
+    fn vocab_size(&self) -> usize {
+        self.chars.len()
+    }
+
+    fn encode_text(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        Ok(self.encode(text)?)
+    }
+
+    fn decode_text(&self, ids: &[u32]) -> String {
+        self.decode(ids)
+    }
+
+    fn vocabulary(&self) -> Option<String> {
+        Some(self.chars.iter().collect())
+    }
+}
+
 /// Maps characters to token ids and back. The vocabulary is the sorted distinct characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tokenizer {

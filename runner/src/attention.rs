@@ -138,7 +138,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
             tasks::or_list(drawn.map(|t| t.name.as_str()))
         )
     };
-    let ids = loaded.tokenizer.encode(&args.prompt)?;
+    let ids = loaded.tokenizer.encode_text(&args.prompt)?;
     anyhow::ensure!(
         !ids.is_empty(),
         "the prompt is empty: give at least one character"
@@ -153,7 +153,7 @@ pub fn run(args: AttentionArgs) -> anyhow::Result<ExitCode> {
     let ids = &ids[ids.len().saturating_sub(block)..];
     let chars: Vec<char> = ids
         .iter()
-        .filter_map(|&i| loaded.tokenizer.char_of(i))
+        .filter_map(|&i| loaded.tokenizer.decode_text(&[i]).chars().next())
         .collect();
     let maps = attention_maps(&loaded.params, &loaded.meta.model, ids, &trace);
     let shown: String = chars

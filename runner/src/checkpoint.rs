@@ -5,13 +5,14 @@ use crate::models::{self, TextModel};
 use anyhow::Context as _;
 use candle_core::Device;
 use kit::checkpoint::{Meta, Saved};
-use kit::{SeededVarMap, Tokenizer};
+use kit::{Codec, SeededVarMap, Tokenizer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A checkpoint, loaded: its description, tokenizer, parameters and model.
 pub struct Loaded {
     pub meta: Meta,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<dyn Codec>,
     pub params: SeededVarMap,
     pub model: Box<dyn TextModel>,
     /// The folder the checkpoint is in.
@@ -53,14 +54,19 @@ fn load_with(
     build: impl FnOnce(&Meta, candle_nn::VarBuilder) -> anyhow::Result<Box<dyn TextModel>>,
 ) -> anyhow::Result<Loaded> {
     let (meta, weights) = kit::checkpoint::read_meta(path)?;
-    let tokenizer = Tokenizer::from_chars(meta.vocabulary.chars().collect());
+    let dir = weights
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // A model of characters records them; one of BPE tokens has its tokenizer's files beside it.
+    let tokenizer: Arc<dyn Codec> = if meta.vocabulary.is_empty() {
+        models::bpe(&meta.task, meta.solutions, None, &dir)?
+    } else {
+        Arc::new(Tokenizer::from_chars(meta.vocabulary.chars().collect()))
+    };
     let params = SeededVarMap::new(0);
     let vb = params.var_builder(&Device::Cpu);
     let model = build(&meta, vb)?;
     Saved::read(&weights)?.load_weights(params.varmap())?;
-    let dir = weights
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     Ok(Loaded {
         meta,
         tokenizer,

@@ -14,7 +14,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     let prompt = loaded
         .tokenizer
-        .encode(&args.prompt)
+        .encode_text(&args.prompt)
         .context("the prompt cannot be encoded")?;
     anyhow::ensure!(
         !prompt.is_empty(),
@@ -25,13 +25,13 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         let vocab = loaded.tokenizer.vocab_size();
         anyhow::ensure!(
             k as usize <= vocab,
-            "--top-k {k} is more than the {vocab} characters of the vocabulary: give 1 to {vocab}"
+            "--top-k {k} is more than the {vocab} tokens of the vocabulary: give 1 to {vocab}"
         );
         sampler = sampler.with_top_k(k as usize);
     }
     let tokens = loaded
         .model
         .write(&mut sampler, &prompt, args.tokens as usize)?;
-    println!("{}", loaded.tokenizer.decode(&tokens));
+    println!("{}", loaded.tokenizer.decode_text(&tokens));
     Ok(ExitCode::SUCCESS)
 }

@@ -9,10 +9,14 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
+use kit::bpe::BpeError;
 use kit::nn::LayerNorm;
 use kit::train::{Run, TrainConfig};
-use kit::{Dataset, GptConfig, Sampler};
+use kit::{Codec, Dataset, GptConfig, Sampler};
 use reference::{HeadLayout, RefGpt};
+use std::path::Path;
+use std::sync::Arc;
+use workbook::tasks::TaskList;
 
 /// A trained model that writes text.
 pub trait TextModel: Module + Sync {
@@ -70,8 +74,9 @@ pub fn build(
             vb,
             solutions::task3::MultiHeadAttention::new,
         )?),
-        // Task 4 writes the training step: the model is the checks' own MiniGPT.
-        ("task4", _) => Box::new(RefGpt::minigpt(cfg, vb, LayerNorm::new)?),
+        // Task 4 writes the training step, Task 8 the tokenizer: the model is the checks' own
+        // MiniGPT.
+        ("task4" | "task8", _) => Box::new(RefGpt::minigpt(cfg, vb, LayerNorm::new)?),
         // MiniLlama writes with Task 6's generation loop, the reference's, so that Task 7's model
         // needs no Task 6 of yours: its cache always has room, so the loop never rebuilds it.
         ("task7", false) => Box::new(Writes(
@@ -87,6 +92,96 @@ pub fn build(
              so add an arm to `build`"
         ),
     })
+}
+
+/// Task 8's tokenizer, the learner's or the reference's, as the model commands use it.
+struct BpeCodec<T> {
+    bpe: T,
+    encode: fn(&T, &str) -> Vec<u32>,
+    decode: fn(&T, &[u32]) -> std::result::Result<String, BpeError>,
+    vocab_size: fn(&T) -> usize,
+}
+
+impl<T: Send + Sync> Codec for BpeCodec<T> {
+    fn vocab_size(&self) -> usize {
+        (self.vocab_size)(&self.bpe)
+    }
+
+    fn encode_text(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        Ok((self.encode)(&self.bpe, text))
+    }
+
+    fn decode_text(&self, ids: &[u32]) -> String {
+        (self.decode)(&self.bpe, ids).unwrap_or_else(|e| format!("[{e}]"))
+    }
+
+    fn vocabulary(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The byte-level BPE of `task`, the learner's (or with `solutions` the reference's): trained on
+/// `text` to `vocab` ids and saved into `dir` when `text` is given, else loaded from `dir`.
+pub fn bpe(
+    task: &str,
+    solutions: bool,
+    text: Option<(&str, usize)>,
+    dir: &Path,
+) -> anyhow::Result<Arc<dyn Codec>> {
+    macro_rules! codec {
+        ($side:ident) => {{
+            use $side::task8::Bpe;
+            let bpe = match text {
+                Some((text, vocab)) => {
+                    let bpe = Bpe::train(text, vocab);
+                    bpe.save(dir)?;
+                    bpe
+                }
+                None => Bpe::load(dir)?,
+            };
+            Arc::new(BpeCodec {
+                bpe,
+                encode: Bpe::encode,
+                decode: Bpe::decode,
+                vocab_size: Bpe::vocab_size,
+            })
+        }};
+    }
+    Ok(match (task, solutions) {
+        ("task8", false) => codec!(exercises),
+        ("task8", true) => codec!(solutions),
+        _ => anyhow::bail!(
+            "runner/src/models.rs has no tokenizer for {task}: tasks.toml gives it a bpe_vocab, \
+             so add an arm to `bpe`"
+        ),
+    })
+}
+
+/// The corpus as the tokens `task`'s model reads: its characters, or, where tasks.toml gives
+/// the task a `bpe_vocab`, the task's byte-level BPE, trained on the corpus first and saved into
+/// `dir` beside the checkpoint.
+pub fn dataset(task: &str, solutions: bool, dir: &Path) -> anyhow::Result<Dataset> {
+    let list = TaskList::here()?;
+    let bpe_vocab = list
+        .get(task)
+        .ok()
+        .and_then(|t| t.model.as_ref()?.bpe_vocab);
+    let Some(vocab) = bpe_vocab else {
+        return Ok(Dataset::load()?);
+    };
+    let text = common::corpus::load()?;
+    let codec = bpe(task, solutions, Some((&text, vocab)), dir)?;
+    let tokens = codec.encode_text(&text)?;
+    println!(
+        "Tokenizer: {} ids, trained on tiny Shakespeare and saved in {}: {} characters are {} \
+         tokens, {:.2} characters a token",
+        codec.vocab_size(),
+        dir.display(),
+        text.chars().count(),
+        tokens.len(),
+        text.chars().count() as f64 / tokens.len() as f64
+    );
+    Ok(Dataset::from_tokens(&tokens, codec))
 }
 
 /// What a training step of the learner's own does besides the update: Task 4's schedule and

@@ -22,7 +22,6 @@ fn default_settings(task: &Task) -> Option<TrainConfig> {
 /// `cargo xtask reference-curves`: trains each task's reference from `args.seeds` seeds at
 /// the challenge's settings and writes the curves.
 pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
-    let data = Dataset::load()?;
     let list = TaskList::here()?;
     // Tasks not retrained keep their committed curves.
     let mut kept: Vec<TaskCurves> = match &args.task {
@@ -42,6 +41,10 @@ pub fn write(args: ReferenceCurvesArgs) -> anyhow::Result<ExitCode> {
         let Some(settings) = default_settings(task) else {
             continue;
         };
+        // A task that reads BPE tokens trains the reference's tokenizer, whose files go to a
+        // folder of their own.
+        let dir = std::env::temp_dir().join(format!("minigpt-reference-{}", task.name));
+        let data = models::dataset(&task.name, true, &dir)?;
         tasks.push(curves_of(task, settings, args.seeds, &data)?);
     }
     let curves = Curves {

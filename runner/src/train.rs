@@ -27,9 +27,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let task_name = args.task.as_str();
     let steps = task_steps(task_name)?;
-    let data = Dataset::load()?;
-    let mut meta = settings(&args, steps, &data)?;
     let dir = out_dir(&args);
+    let data = models::dataset(task_name, args.solutions, &dir)?;
+    let mut meta = settings(&args, steps, &data)?;
 
     let params = SeededVarMap::new(args.seed);
     let vb = params.var_builder(&device);
@@ -45,7 +45,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // training are to be read against.
     let prompt = data
         .tokenizer
-        .encode("K")
+        .encode_text("K")
         .expect("K is in tiny Shakespeare");
     let train_cfg = meta.train.clone();
     let training = Training {
@@ -113,7 +113,7 @@ fn settings(args: &TrainArgs, steps: usize, data: &Dataset) -> anyhow::Result<Me
         task: args.task.clone(),
         solutions: args.solutions,
         model,
-        vocabulary: data.tokenizer.chars().iter().collect(),
+        vocabulary: data.tokenizer.vocabulary().unwrap_or_default(),
         train,
         steps_run: 0,
         best_eval_loss: None,
@@ -250,7 +250,7 @@ fn sample(
     chars: usize,
 ) -> anyhow::Result<String> {
     let tokens = model.write(&mut Sampler::new(seed), prompt, chars)?;
-    Ok(data.tokenizer.decode(&tokens))
+    Ok(data.tokenizer.decode_text(&tokens))
 }
 
 /// The reference's band at each evaluation, when this run has the settings the reference

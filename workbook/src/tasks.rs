@@ -55,6 +55,10 @@ pub struct Model {
     /// Task 3's checkpoints run in Task 6's model.
     #[serde(default)]
     pub cache: Option<String>,
+    /// The ids of the task's byte-level BPE (Task 8's), whose tokens the model reads in place
+    /// of characters: the tokenizer is trained to this many before `<|endoftext|>`.
+    #[serde(default)]
+    pub bpe_vocab: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

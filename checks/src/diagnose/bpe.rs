@@ -165,14 +165,13 @@ fn merge_mistakes(tokens: &[u32], pair: Pair, id: u32) -> Vec<(Vec<u32>, &'stati
         Some(i) => [&tokens[..i], &[id], &tokens[i + 2..]].concat(),
         None => tokens.to_vec(),
     };
-    let mut overlapping = Vec::new();
-    for i in 0..tokens.len() {
-        if i + 1 < tokens.len() && (tokens[i], tokens[i + 1]) == pair {
-            overlapping.push(id);
-        } else if i == 0 || (tokens[i - 1], tokens[i]) != pair {
-            overlapping.push(tokens[i]);
-        }
-    }
+    // A step of one token after a merge as well as after a token kept: a a a becomes aa aa a.
+    let overlapping = (0..tokens.len())
+        .map(|i| match tokens.get(i + 1) {
+            Some(&next) if (tokens[i], next) == pair => id,
+            _ => tokens[i],
+        })
+        .collect();
     vec![
         (
             from_right,
@@ -184,8 +183,8 @@ fn merge_mistakes(tokens: &[u32], pair: Pair, id: u32) -> Vec<(Vec<u32>, &'stati
         ),
         (
             overlapping,
-            "replaces overlapping occurrences (a a a becomes aa aa): after a merge, go on \
-             after the pair, two tokens on",
+            "lets occurrences overlap (a a a becomes aa aa a): after a merge, go on after the \
+             pair, two tokens on",
         ),
     ]
 }
@@ -239,9 +238,13 @@ pub fn train(got: &[Pair], expected: &[Pair], text: &str, vocab_size: usize) -> 
     let vocab = plain::vocabulary(&expected[..k]);
     let (theirs, yours) = (expected[k], got[k]);
     let (n_theirs, n_yours) = (counts[&theirs], counts.get(&yours).copied().unwrap_or(0));
+    let occurs = match n_yours {
+        0 => "which no longer occurs at that point".to_string(),
+        n => format!("which occurs {n} times at that point"),
+    };
     let head = format!(
-        "merge {k} (id {}) joins {}, which occurs {n_yours} times at that point; the most \
-         frequent pair then is {}, {n_theirs} times",
+        "merge {k} (id {}) joins {}, {occurs}; the most frequent pair then is {}, {n_theirs} \
+         times",
         256 + k,
         pair_text(yours, &vocab),
         pair_text(theirs, &vocab)
@@ -251,10 +254,15 @@ pub fn train(got: &[Pair], expected: &[Pair], text: &str, vocab_size: usize) -> 
     } else if k == 0 {
         format!("{head}: count the pairs of every word, word.count times (pair_counts)")
     } else {
+        let before = if k == 1 {
+            "The merge before it was right".to_string()
+        } else {
+            format!("The {k} merges before it were right")
+        };
         format!(
-            "{head}. The {k} merges before it were right, so the counts your train keeps drift \
-             from its words after a merge: for each word the merge changes, take its old pairs \
-             out of the counts and put its new ones in, each word.count times"
+            "{head}. {before}, so the counts your train keeps drift from its words after a \
+             merge: for each word the merge changes, take its old pairs out of the counts and \
+             put its new ones in, each word.count times"
         )
     }
 }
@@ -298,14 +306,16 @@ fn chunk_mistakes(chunk: &[u8], merges: &[Pair]) -> Vec<(Vec<u32>, &'static str)
 pub fn encode_chunk(got: &[u32], chunk: &[u8], merges: &[Pair]) -> String {
     let expected = Encoder::new(merges).encode_chunk(chunk);
     let vocab = plain::vocabulary(merges);
-    let pieces = |ids: &[u32]| -> Vec<String> {
-        ids.iter()
+    let pieces = |ids: &[u32]| -> String {
+        let tokens: Vec<String> = ids
+            .iter()
             .map(|&i| {
                 vocab
                     .get(i as usize)
                     .map_or_else(|| format!("id {i}"), |b| shown(b))
             })
-            .collect()
+            .collect();
+        format!("[{}]", tokens.join(", "))
     };
     match chunk_mistakes(chunk, merges)
         .into_iter()
@@ -313,7 +323,7 @@ pub fn encode_chunk(got: &[u32], chunk: &[u8], merges: &[Pair]) -> String {
     {
         Some((_, what)) => format!("on {}, yours {what}", shown(chunk)),
         None => format!(
-            "{} encodes as {:?}, not {:?}",
+            "{} encodes as {}, not {}",
             shown(chunk),
             pieces(&expected),
             pieces(got)

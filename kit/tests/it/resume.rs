@@ -40,7 +40,7 @@ fn meta(data: &Dataset, train: &TrainConfig) -> Meta {
         task: "tiny".into(),
         solutions: false,
         model: GptConfig::graded(data.vocab_size()),
-        vocabulary: data.tokenizer.chars().iter().collect(),
+        vocabulary: data.tokenizer.vocabulary().unwrap_or_default(),
         train: train.clone(),
         steps_run: 0,
         best_eval_loss: None,
