@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 use workbook::progress_line::GradedProgress;
-use workbook::tasks::TaskList;
+use workbook::tasks::{Task, TaskList};
 
 /// The device every check runs on.
 pub fn device() -> Device {
@@ -295,10 +295,15 @@ pub fn move_off_init(params: &SeededVarMap, seed: u64) {
     }
 }
 
+/// `task` as the task list gives it.
+pub fn task(name: &str) -> Task {
+    let list = TaskList::load(workbook_root()).unwrap_or_else(|e| panic!("{e}"));
+    list.get(name).unwrap_or_else(|e| panic!("{e}")).clone()
+}
+
 /// The graded training of `task`, as the task list gives it.
 pub fn graded(task: &str) -> Graded {
-    let list = TaskList::load(workbook_root()).unwrap_or_else(|e| panic!("{e}"));
-    let task = list.get(task).unwrap_or_else(|e| panic!("{e}"));
+    let task = self::task(task);
     task.graded
         .unwrap_or_else(|| panic!("tasks.toml gives {} no [task.graded]", task.name))
         .graded()
@@ -339,15 +344,19 @@ pub fn graded_training(
     model: &(dyn Module + Sync),
     params: &SeededVarMap,
 ) -> GradedResult {
+    graded_training_on(task, model, params, dataset())
+}
+
+/// [`graded_training`] on the tokens of `data` in place of tiny Shakespeare's characters
+/// (Task 8's BPE).
+pub fn graded_training_on(
+    task: &str,
+    model: &(dyn Module + Sync),
+    params: &SeededVarMap,
+    data: &Dataset,
+) -> GradedResult {
     graded_run(task, |config, on_eval| {
-        kit::train::train(
-            model,
-            params.varmap(),
-            dataset(),
-            config,
-            &device(),
-            on_eval,
-        )
+        kit::train::train(model, params.varmap(), data, config, &device(), on_eval)
     })
 }
 
