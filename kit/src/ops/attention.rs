@@ -1,11 +1,12 @@
 //! Causal scaled dot-product attention over q, k and v packed side by side, fused, and its
 //! composed twin.
 
+use super::kernel::{Input, Kernel, Op};
 use super::matmul::Matrix;
 use super::matmul::small::{Triangle, small_matmul};
 use super::pool::pool;
 use super::slices::{dot, f32s};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Causal scaled dot-product attention, `softmax(mask(q kᵀ · scale)) v`, as one node, with q,
@@ -16,9 +17,9 @@ use rayon::prelude::*;
 /// qkv: (..., T, 3·D) → (..., T, D)
 pub fn attention_packed(qkv: &Tensor, scale: f64) -> Result<Tensor> {
     head_dim(qkv)?;
-    qkv.contiguous()?.apply_op1(PackedAttentionOp {
+    qkv.contiguous()?.apply_op1(Op(PackedAttentionOp {
         scale: scale as f32,
-    })
+    }))
 }
 
 /// D of a packed (..., T, 3·D) input.
@@ -171,12 +172,12 @@ fn packed_group(qkv: &[f32], g: usize, t: usize, d: usize) -> Group<'_> {
     }
 }
 
-impl CustomOp1 for PackedAttentionOp {
+impl Kernel<1> for PackedAttentionOp {
     fn name(&self) -> &'static str {
         "kit-causal-attention-packed"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(storage, layout)]: [Input; 1]) -> Result<(CpuStorage, Shape)> {
         let qkv = f32s(storage, layout, "packed q, k, v")?;
         let (groups, t, d) = packed_dims(layout);
         let mut out = vec![0f32; groups * t * d];
@@ -194,12 +195,17 @@ impl CustomOp1 for PackedAttentionOp {
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
-    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn backward(
+        &self,
+        [qkv]: [&Tensor; 1],
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Option<Tensor>; 1]> {
         let dqkv = qkv.apply_op2_no_bwd(
             &grad.contiguous()?,
-            &PackedAttentionBackward { scale: self.scale },
+            &Op(PackedAttentionBackward { scale: self.scale }),
         )?;
-        Ok(Some(dqkv))
+        Ok([Some(dqkv)])
     }
 }
 
@@ -208,18 +214,12 @@ struct PackedAttentionBackward {
     scale: f32,
 }
 
-impl CustomOp2 for PackedAttentionBackward {
+impl Kernel<2> for PackedAttentionBackward {
     fn name(&self) -> &'static str {
         "kit-causal-attention-packed-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(s1, l1), (s2, l2)]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
         let qkv = f32s(s1, l1, "packed q, k, v")?;
         let dout = f32s(s2, l2, "attention gradient")?;
         let (_, t, d) = packed_dims(l1);

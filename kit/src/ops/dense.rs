@@ -1,9 +1,10 @@
 //! Dense layers, `x Wᵀ + b` and its ReLU, fused, and their composed twins.
 
+use super::kernel::{Input, Kernel, Op};
 use super::matmul::{Matrix, matmul, matmul_overwrite};
 use super::pool::{pool, threads};
 use super::slices::{f32s, unpack};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, D, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `y = x Wᵀ (+ b)` over the last dimension, as one node of the graph.
@@ -38,8 +39,8 @@ fn check_dense_input(x: &Tensor, weight: &Tensor) -> Result<()> {
 fn dense_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, op: LinearOp) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, weight.contiguous()?);
     match bias {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, Op(op)),
+        None => x.apply_op2(&w, Op(op)),
     }
 }
 
@@ -74,12 +75,8 @@ struct LinearOp {
 }
 
 impl LinearOp {
-    fn forward(
-        &self,
-        x: (&CpuStorage, &Layout),
-        w: (&CpuStorage, &Layout),
-        b: Option<(&CpuStorage, &Layout)>,
-    ) -> Result<(CpuStorage, Shape)> {
+    /// The output of `x`, `w` and, where there is one, `b`.
+    fn product(&self, x: Input, w: Input, b: Option<Input>) -> Result<(CpuStorage, Shape)> {
         let xs = f32s(x.0, x.1, "dense input")?;
         let ws = f32s(w.0, w.1, "dense weight")?;
         let (out_dim, in_dim) = match w.1.dims() {
@@ -125,7 +122,7 @@ impl LinearOp {
     }
 
     /// dx, dW and db (empty without a bias), computed by [`LinearBackward`] in one tensor.
-    fn backward(
+    fn gradients(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -135,11 +132,11 @@ impl LinearOp {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let grad = if self.relu {
             // ReLU passes the gradient where its output is positive, and nothing elsewhere.
-            grad.contiguous()?.apply_op2_no_bwd(res, &ReluMask)?
+            grad.contiguous()?.apply_op2_no_bwd(res, &Op(ReluMask))?
         } else {
             grad.contiguous()?
         };
-        let packed = x.apply_op3_no_bwd(w, &grad, &LinearBackward { with_bias })?;
+        let packed = x.apply_op3_no_bwd(w, &grad, &Op(LinearBackward { with_bias }))?;
         let (out_dim, _) = w.dims2()?;
         let db = Shape::from(if with_bias { out_dim } else { 0 });
         let [dx, dw, db] = unpack(&packed, [x.shape(), w.shape(), &db])?;
@@ -147,78 +144,55 @@ impl LinearOp {
     }
 }
 
-impl CustomOp2 for LinearOp {
+impl Kernel<2> for LinearOp {
     fn name(&self) -> &'static str {
         "kit-linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), None)
+    fn forward(&self, [x, w]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
+        self.product(x, w, None)
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        w: &Tensor,
+        [x, w]: [&Tensor; 2],
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.backward(x, w, res, grad, false)?;
-        Ok((Some(dx), Some(dw)))
+    ) -> Result<[Option<Tensor>; 2]> {
+        let (dx, dw, _) = self.gradients(x, w, res, grad, false)?;
+        Ok([Some(dx), Some(dw)])
     }
 }
 
-impl CustomOp3 for LinearOp {
+impl Kernel<3> for LinearOp {
     fn name(&self) -> &'static str {
         "kit-linear-bias"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
+    fn forward(&self, [x, w, b]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
+        self.product(x, w, Some(b))
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
+        [x, w, _b]: [&Tensor; 3],
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.backward(x, w, res, grad, true)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+    ) -> Result<[Option<Tensor>; 3]> {
+        let (dx, dw, db) = self.gradients(x, w, res, grad, true)?;
+        Ok([Some(dx), Some(dw), Some(db)])
     }
 }
 
 /// The gradient where the ReLU's output (the second input) is positive, zero elsewhere.
 struct ReluMask;
 
-impl CustomOp2 for ReluMask {
+impl Kernel<2> for ReluMask {
     fn name(&self) -> &'static str {
         "kit-relu-mask"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(s1, l1), (s2, l2)]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
         let grad = f32s(s1, l1, "gradient")?;
         let out = f32s(s2, l2, "ReLU output")?;
         let masked = grad
@@ -234,20 +208,12 @@ struct LinearBackward {
     with_bias: bool,
 }
 
-impl CustomOp3 for LinearBackward {
+impl Kernel<3> for LinearBackward {
     fn name(&self) -> &'static str {
         "kit-linear-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
         let xs = f32s(s1, l1, "dense input")?;
         let ws = f32s(s2, l2, "dense weight")?;
         let dy = f32s(s3, l3, "dense gradient")?;
