@@ -132,6 +132,37 @@ impl Module for FeedForward {
     }
 }
 
+/// The layers of Task 3's multi-head attention, named as GPT-2's, and its sizes: what the
+/// attention does with them is the task's. Tasks 3 and 6 use them, each with its own forward.
+#[derive(Debug, Clone)]
+pub struct MultiHead {
+    /// Dense(hidden → num_heads·head_dim) without bias; head `i` owns columns
+    /// `i·head_dim .. (i+1)·head_dim` of its output, and the same for `key` and `value`.
+    pub query: Dense,
+    pub key: Dense,
+    pub value: Dense,
+    /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias, after the heads are merged.
+    pub proj: Dense,
+    pub num_heads: usize,
+    pub head_dim: usize,
+}
+
+impl MultiHead {
+    /// `query`, `key`, `value`: Dense(hidden → num_heads·head_dim) without bias; `proj`:
+    /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias.
+    pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let width = num_heads * head_dim;
+        Ok(Self {
+            query: dense_no_bias(hidden, width, vb.pp("query"))?,
+            key: dense_no_bias(hidden, width, vb.pp("key"))?,
+            value: dense_no_bias(hidden, width, vb.pp("value"))?,
+            proj: dense(width, width, vb.pp("proj"))?,
+            num_heads,
+            head_dim,
+        })
+    }
+}
+
 /// One causal self-attention head, given for Task 1 (the challenge's `AttentionTask1`).
 ///
 /// For an input `x` of shape (B, T, C) and head size D:
