@@ -152,10 +152,11 @@ impl MultiHead {
     /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias.
     pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
         let width = num_heads * head_dim;
+        let projection = |name: &str| dense_no_bias(hidden, width, vb.pp(name));
         Ok(Self {
-            query: dense_no_bias(hidden, width, vb.pp("query"))?,
-            key: dense_no_bias(hidden, width, vb.pp("key"))?,
-            value: dense_no_bias(hidden, width, vb.pp("value"))?,
+            query: projection("query")?,
+            key: projection("key")?,
+            value: projection("value")?,
             proj: dense(width, width, vb.pp("proj"))?,
             num_heads,
             head_dim,
