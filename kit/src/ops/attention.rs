@@ -1,7 +1,7 @@
 //! Causal scaled dot-product attention over q, k and v packed side by side, fused, and its
 //! composed twin.
 
-use super::kernel::{Input, Kernel, Op};
+use super::kernel::{Input, Kernel, Op, pass};
 use super::matmul::Matrix;
 use super::matmul::small::{Triangle, small_matmul};
 use super::pool::pool;
@@ -201,51 +201,41 @@ impl Kernel<1> for PackedAttentionOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 1]> {
-        let dqkv = qkv.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &Op(PackedAttentionBackward { scale: self.scale }),
-        )?;
+        let backward = pass("kit-causal-attention-packed-backward", |inputs| {
+            attention_backward(inputs, self.scale)
+        });
+        let dqkv = qkv.apply_op2_no_bwd(&grad.contiguous()?, &backward)?;
         Ok([Some(dqkv)])
     }
 }
 
 /// The gradient of packed q, k and v, packed the same way, from them and `do`.
-struct PackedAttentionBackward {
-    scale: f32,
-}
-
-impl Kernel<2> for PackedAttentionBackward {
-    fn name(&self) -> &'static str {
-        "kit-causal-attention-packed-backward"
-    }
-
-    fn forward(&self, [(s1, l1), (s2, l2)]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
-        let qkv = f32s(s1, l1, "packed q, k, v")?;
-        let dout = f32s(s2, l2, "attention gradient")?;
-        let (_, t, d) = packed_dims(l1);
-        let mut out = vec![0f32; qkv.len()];
-        pool().install(|| {
-            out.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
-                || vec![0f32; 2 * t * t + 4 * t * d],
-                |scratch, (g, packed)| {
-                    let (p, rest) = scratch.split_at_mut(t * t);
-                    let (dp, rest) = rest.split_at_mut(t * t);
-                    let (xt, rest) = rest.split_at_mut(t * d);
-                    let (dq, rest) = rest.split_at_mut(t * d);
-                    let (dk, dv) = rest.split_at_mut(t * d);
-                    let go = &dout[g * t * d..(g + 1) * t * d];
-                    let group = packed_group(qkv, g, t, d);
-                    group.backward((t, d), self.scale, go, (p, dp, xt), (dq, dk, dv));
-                    // Rows of [dq | dk | dv], the layout of the input.
-                    for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
-                        let r = i * d..(i + 1) * d;
-                        row[..d].copy_from_slice(&dq[r.clone()]);
-                        row[d..2 * d].copy_from_slice(&dk[r.clone()]);
-                        row[2 * d..].copy_from_slice(&dv[r]);
-                    }
-                },
-            )
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
+fn attention_backward([(s1, l1), (s2, l2)]: [Input; 2], scale: f32) -> Result<(CpuStorage, Shape)> {
+    let qkv = f32s(s1, l1, "packed q, k, v")?;
+    let dout = f32s(s2, l2, "attention gradient")?;
+    let (_, t, d) = packed_dims(l1);
+    let mut out = vec![0f32; qkv.len()];
+    pool().install(|| {
+        out.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
+            || vec![0f32; 2 * t * t + 4 * t * d],
+            |scratch, (g, packed)| {
+                let (p, rest) = scratch.split_at_mut(t * t);
+                let (dp, rest) = rest.split_at_mut(t * t);
+                let (xt, rest) = rest.split_at_mut(t * d);
+                let (dq, rest) = rest.split_at_mut(t * d);
+                let (dk, dv) = rest.split_at_mut(t * d);
+                let go = &dout[g * t * d..(g + 1) * t * d];
+                let group = packed_group(qkv, g, t, d);
+                group.backward((t, d), scale, go, (p, dp, xt), (dq, dk, dv));
+                // Rows of [dq | dk | dv], the layout of the input.
+                for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
+                    let r = i * d..(i + 1) * d;
+                    row[..d].copy_from_slice(&dq[r.clone()]);
+                    row[d..2 * d].copy_from_slice(&dk[r.clone()]);
+                    row[2 * d..].copy_from_slice(&dv[r]);
+                }
+            },
+        )
+    });
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
 }

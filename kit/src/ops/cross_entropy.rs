@@ -1,6 +1,6 @@
 //! Mean softmax cross-entropy against integer targets, fused, and its composed twin.
 
-use super::kernel::{Input, Kernel, Op};
+use super::kernel::{Input, Kernel, Op, pass};
 use super::slices::{f32s, u32s};
 use candle_core::{CpuStorage, D, Result, Shape, Tensor};
 
@@ -87,36 +87,29 @@ impl Kernel<2> for CrossEntropyOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 2]> {
-        let dlogits = logits.apply_op2_no_bwd(targets, &Op(CrossEntropyBackward))?;
+        let backward = pass("kit-cross-entropy-backward", cross_entropy_backward);
+        let dlogits = logits.apply_op2_no_bwd(targets, &backward)?;
         Ok([Some(dlogits.broadcast_mul(grad)?), None])
     }
 }
 
 /// `(softmax(x) − onehot(target)) / N`.
-struct CrossEntropyBackward;
-
-impl Kernel<2> for CrossEntropyBackward {
-    fn name(&self) -> &'static str {
-        "kit-cross-entropy-backward"
-    }
-
-    fn forward(&self, [logits, targets]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
-        let (v, x, t) = logits_and_targets(logits, targets)?;
-        let mut dx = vec![0f32; x.len()];
-        let inv_n = 1.0 / t.len() as f32;
-        for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
-            let mut sum = 0f32;
-            for (d, &a) in drow.iter_mut().zip(row) {
-                *d = (a - max).exp();
-                sum += *d;
-            }
-            let scale = inv_n / sum;
-            for d in drow.iter_mut() {
-                *d *= scale;
-            }
-            drow[target_index(target, v)?] -= inv_n;
+fn cross_entropy_backward([logits, targets]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
+    let (v, x, t) = logits_and_targets(logits, targets)?;
+    let mut dx = vec![0f32; x.len()];
+    let inv_n = 1.0 / t.len() as f32;
+    for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+        let mut sum = 0f32;
+        for (d, &a) in drow.iter_mut().zip(row) {
+            *d = (a - max).exp();
+            sum += *d;
         }
-        Ok((CpuStorage::F32(dx), logits.1.shape().clone()))
+        let scale = inv_n / sum;
+        for d in drow.iter_mut() {
+            *d *= scale;
+        }
+        drow[target_index(target, v)?] -= inv_n;
     }
+    Ok((CpuStorage::F32(dx), logits.1.shape().clone()))
 }

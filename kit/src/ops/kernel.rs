@@ -4,9 +4,10 @@
 //! each has a name, a `cpu_fwd` that gets every input as its storage and layout, and a `bwd`
 //! that gets the inputs as tensors, with the output and ∂loss/∂output. Each of kit's ops
 //! writes a [`Kernel`] instead, its inputs in an array, and [`Op`] implements the candle trait
-//! of that many inputs once for every kernel: `x.apply_op2(&w, Op(kernel))`. A kernel that
-//! writes no `backward` keeps candle's default, an error, `BackwardNotSupported`: kit applies
-//! those, the backward passes, with `apply_op*_no_bwd`, which never asks for one.
+//! of that many inputs once for every kernel: `x.apply_op2(&w, Op(kernel))`. A backward pass
+//! is a function of its inputs, made an op by [`pass`]: its kernel keeps candle's default
+//! backward, an error, `BackwardNotSupported`, and kit applies it with `apply_op*_no_bwd`,
+//! which never asks for one.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -105,5 +106,32 @@ impl<K: Kernel<3>> CustomOp3 for Op<K> {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let [d1, d2, d3] = self.0.backward([arg1, arg2, arg3], res, grad)?;
         Ok((d1, d2, d3))
+    }
+}
+
+/// A kernel without a backward pass: a name and a function of the inputs.
+pub(crate) struct Pass<F> {
+    name: &'static str,
+    forward: F,
+}
+
+/// The op of `forward`, named `name`: a backward pass, for `apply_op*_no_bwd`.
+pub(crate) fn pass<const N: usize, F>(name: &'static str, forward: F) -> Op<Pass<F>>
+where
+    F: Fn([Input; N]) -> Result<(CpuStorage, Shape)>,
+{
+    Op(Pass { name, forward })
+}
+
+impl<const N: usize, F> Kernel<N> for Pass<F>
+where
+    F: Fn([Input; N]) -> Result<(CpuStorage, Shape)>,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn forward(&self, inputs: [Input; N]) -> Result<(CpuStorage, Shape)> {
+        (self.forward)(inputs)
     }
 }

@@ -22,7 +22,7 @@
 //! Rows go to kit's thread pool in blocks of [`BLOCK_ROWS`]; an input of one block stays on the
 //! calling thread. The blocks do not depend on the number of threads, so neither do the sums.
 
-use super::kernel::{Input, Kernel, Op};
+use super::kernel::{Input, Kernel, Op, pass};
 use super::pool::pool;
 use super::slices::{f32s, unpack};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
@@ -116,36 +116,24 @@ impl Kernel<3> for RowNormOp {
     }
 
     /// candle calls this with `grad`, ∂loss/∂y; it returns ∂loss/∂x, ∂loss/∂γ and ∂loss/∂β,
-    /// computed by [`RowNormBackward`] as one flat tensor and cut apart by [`unpack`].
+    /// computed by [`RowNormOp::gradients`] as one flat tensor and cut apart by [`unpack`].
     fn backward(
         &self,
         [x, gamma, beta]: [&Tensor; 3],
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 3]> {
-        let backward = RowNormBackward {
-            rows: self.rows,
-            eps: self.eps,
-        };
-        let packed = x.apply_op3_no_bwd(gamma, &grad.contiguous()?, &Op(backward))?;
+        let backward = pass("kit-row-norm-backward", |inputs| self.gradients(inputs));
+        let packed = x.apply_op3_no_bwd(gamma, &grad.contiguous()?, &backward)?;
         let [dx, dgamma, dbeta] = unpack(&packed, [x.shape(), gamma.shape(), beta.shape()])?;
         Ok([Some(dx), Some(dgamma), Some(dbeta)])
     }
 }
 
-/// The backward op: `[dx, dγ, dβ]` from x, γ and dy, packed into one flat tensor, since a
-/// custom op returns one.
-struct RowNormBackward {
-    rows: RowNorm,
-    eps: f32,
-}
-
-impl Kernel<3> for RowNormBackward {
-    fn name(&self) -> &'static str {
-        "kit-row-norm-backward"
-    }
-
-    fn forward(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
+impl RowNormOp {
+    /// The backward op: `[dx, dγ, dβ]` from x, γ and dy, packed into one flat tensor, since a
+    /// custom op returns one.
+    fn gradients(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s1, l1, "the input")?;
         let gamma = f32s(s2, l2, "the scale")?;
         let dy = f32s(s3, l3, "the gradient")?;

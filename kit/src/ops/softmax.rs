@@ -1,6 +1,6 @@
 //! The causal softmax of attention scores, fused, and its composed twin.
 
-use super::kernel::{Input, Kernel, Op};
+use super::kernel::{Input, Kernel, Op, pass};
 use super::pool::{pool, row_block, threads};
 use super::slices::{f32s, last_two};
 use candle_core::{CpuStorage, Result, Shape, Tensor};
@@ -77,8 +77,10 @@ impl Kernel<1> for CausalSoftmaxOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; 1]> {
-        let backward = SoftmaxBackward { scale: self.scale };
-        let dx = res.apply_op2_no_bwd(&grad.contiguous()?, &Op(backward))?;
+        let backward = pass("kit-causal-softmax-backward", |inputs| {
+            softmax_backward(inputs, self.scale)
+        });
+        let dx = res.apply_op2_no_bwd(&grad.contiguous()?, &backward)?;
         Ok([Some(dx)])
     }
 }
@@ -105,39 +107,29 @@ impl CausalSoftmaxOp {
     }
 }
 
-/// `dx = scale · y ⊙ (dy − Σⱼ dyⱼ yⱼ)`, row by row; masked entries have y = 0 and get dx = 0.
-struct SoftmaxBackward {
-    scale: f32,
-}
-
-impl Kernel<2> for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        "kit-causal-softmax-backward"
-    }
-
-    fn forward(&self, [(s1, l1), (s2, l2)]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
-        let y = f32s(s1, l1, "softmax output")?;
-        let dy = f32s(s2, l2, "softmax gradient")?;
-        let s = *l1.dims().last().unwrap_or(&1);
-        let mut dx = vec![0f32; y.len()];
-        let per_task = s * row_block(y.len() / s.max(1));
-        let scale = self.scale;
-        pool().install(|| {
-            dx.par_chunks_mut(per_task)
-                .zip(y.par_chunks(per_task).zip(dy.par_chunks(per_task)))
-                .for_each(|(dxb, (yb, dyb))| {
-                    for ((yr, dyr), dxr) in yb
-                        .chunks_exact(s)
-                        .zip(dyb.chunks_exact(s))
-                        .zip(dxb.chunks_exact_mut(s))
-                    {
-                        let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
-                        for j in 0..s {
-                            dxr[j] = scale * yr[j] * (dyr[j] - dot);
-                        }
+/// `dx = scale · y ⊙ (dy − Σⱼ dyⱼ yⱼ)` from y and dy, row by row; masked entries have y = 0 and
+/// get dx = 0.
+fn softmax_backward([(s1, l1), (s2, l2)]: [Input; 2], scale: f32) -> Result<(CpuStorage, Shape)> {
+    let y = f32s(s1, l1, "softmax output")?;
+    let dy = f32s(s2, l2, "softmax gradient")?;
+    let s = *l1.dims().last().unwrap_or(&1);
+    let mut dx = vec![0f32; y.len()];
+    let per_task = s * row_block(y.len() / s.max(1));
+    pool().install(|| {
+        dx.par_chunks_mut(per_task)
+            .zip(y.par_chunks(per_task).zip(dy.par_chunks(per_task)))
+            .for_each(|(dxb, (yb, dyb))| {
+                for ((yr, dyr), dxr) in yb
+                    .chunks_exact(s)
+                    .zip(dyb.chunks_exact(s))
+                    .zip(dxb.chunks_exact_mut(s))
+                {
+                    let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+                    for j in 0..s {
+                        dxr[j] = scale * yr[j] * (dyr[j] - dot);
                     }
-                })
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
-    }
+                }
+            })
+    });
+    Ok((CpuStorage::F32(dx), l1.shape().clone()))
 }
