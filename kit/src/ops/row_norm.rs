@@ -6,9 +6,10 @@
 //! [`RowNorm`] hands its row functions plain slices, one row of the last dimension at a time,
 //! with the scale γ and the shift β of one value per feature.
 //!
-//! Like every op of kit, each of its two ops is a kernel, a name, a forward pass and a backward
-//! pass over its inputs in an array; kit/src/ops/kernel.rs makes each into candle's
-//! `CustomOp3`: its `cpu_fwd` calls the kernel's `forward`, its `bwd` the kernel's `backward`.
+//! Like every op of kit, the forward op is a kernel: a name, and a forward and a backward pass
+//! over its inputs in an array, which kit/src/ops/kernel.rs makes into candle's `CustomOp3`
+//! (its `cpu_fwd` calls the kernel's `forward`, its `bwd` the kernel's `backward`). The
+//! backward op is a function of its inputs, `RowNormOp::gradients`.
 //!
 //! How a gradient gets through: [`RowNorm::apply`] applies the forward op with `apply_op3`, so
 //! its output records a graph node, and `backward()` calls the op's `bwd` with ∂loss/∂y. Had
