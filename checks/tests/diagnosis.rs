@@ -8,7 +8,7 @@ use checks::diagnose::attention::{Subject, diagnose};
 use checks::diagnose::kv_cache::{self, Append, AttentionSteps, AttnWeights, StepSubject};
 use checks::diagnose::llama;
 use checks::support::{SMALL, device, move_off_init, random_tensor, values};
-use kit::nn::{Dense, FeedForward, LayerNorm, dense, dense_no_bias, embedding};
+use kit::nn::{Dense, FeedForward, LayerNorm, MultiHead, dense, dense_no_bias, embedding};
 use kit::{GptConfig, SeededVarMap};
 use reference::{FusedHeads, RefGpt};
 
@@ -175,10 +175,7 @@ mistakes! {
 
 /// Multi-head attention with one mistake, its weights named as Task 3's.
 struct WrongHeads {
-    qkv: Projections,
-    proj: Dense,
-    heads: usize,
-    head_dim: usize,
+    layers: MultiHead,
     hidden: usize,
     mistake: Multi,
 }
@@ -191,12 +188,8 @@ impl WrongHeads {
         mistake: Multi,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let width = heads * head_dim;
         Ok(Self {
-            qkv: Projections::new(hidden, width, &vb)?,
-            proj: dense(width, width, vb.pp("proj"))?,
-            heads,
-            head_dim,
+            layers: MultiHead::new(hidden, heads, head_dim, vb)?,
             hidden,
             mistake,
         })
@@ -207,7 +200,8 @@ impl Module for WrongHeads {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         use Multi::*;
         let (b, t, _c) = xs.dims3()?;
-        let (n, d) = (self.heads, self.head_dim);
+        let layers = &self.layers;
+        let (n, d) = (layers.num_heads, layers.head_dim);
         let split = |y: Tensor| -> Result<Tensor> {
             match self.mistake {
                 // (b, t, (h n)) → (b, n, t, h)
@@ -217,8 +211,9 @@ impl Module for WrongHeads {
             }?
             .contiguous()
         };
-        let (q, k, v) = self.qkv.forward(xs)?;
-        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+        let q = split(layers.query.forward(xs)?)?;
+        let k = split(layers.key.forward(xs)?)?;
+        let v = split(layers.value.forward(xs)?)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?;
         let scale = match self.mistake {
             ScaledBySqrtHidden => 1.0 / (self.hidden as f64).sqrt(),
@@ -258,7 +253,7 @@ impl Module for WrongHeads {
         .reshape((b, t, n * d))?;
         match self.mistake {
             NoOutputProjection => Ok(merged),
-            _ => self.proj.forward(&merged),
+            _ => layers.proj.forward(&merged),
         }
     }
 }
@@ -385,12 +380,14 @@ impl StepAttention {
                 dense_no_bias(width, hidden, vb.pp("o_proj"))?,
             ]
         } else {
-            [
-                dense_no_bias(hidden, width, vb.pp("query"))?,
-                dense_no_bias(hidden, width, vb.pp("key"))?,
-                dense_no_bias(hidden, width, vb.pp("value"))?,
-                dense(width, width, vb.pp("proj"))?,
-            ]
+            let MultiHead {
+                query,
+                key,
+                value,
+                proj,
+                ..
+            } = MultiHead::new(hidden, heads, head_dim, vb)?;
+            [query, key, value, proj]
         };
         Ok(Self {
             qkvo,

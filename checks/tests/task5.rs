@@ -67,8 +67,8 @@ fn through(
             "backward() ran, and no gradient reached the input, the scale γ or the shift β: the \
              output of LayerNorm::forward has no node in candle's graph, so backward() never \
              called the op's bwd. An op applied with apply_op*_no_bwd records none (candle-nn \
-             applies its fused layer_norm so); LayerNorm::forward should apply kit's RowNorm, \
-             whose `apply` records one with apply_op3 (kit/src/ops/row_norm.rs)"
+             applies its fused layer_norm so); LayerNorm::new should give kit's LayerNorm a \
+             RowNorm, whose `apply` records one with apply_op3 (kit/src/ops/row_norm.rs)"
         )
     }
     let of = |(t, what): (&Tensor, &str)| {

@@ -44,32 +44,29 @@
 use candle_core::{Module, Result, Tensor};
 use candle_einops::{einops, einsum};
 use candle_nn::VarBuilder;
-use kit::nn::{Dense, dense, dense_no_bias};
+use kit::nn::MultiHead;
+use std::ops::Deref;
 
 /// Causal multi-head self-attention, all heads in one set of tensor products.
-pub struct MultiHeadAttention {
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    proj: Dense,
-    num_heads: usize,
-    head_dim: usize,
-}
+///
+/// Its layers and sizes are kit's `MultiHead`, given: `self.query`, `self.key`, `self.value`,
+/// `self.proj`, `self.num_heads` and `self.head_dim` are its fields, reached through `Deref`.
+pub struct MultiHeadAttention(MultiHead);
 
 impl MultiHeadAttention {
     /// `query`, `key`, `value`: Dense(hidden → num_heads·head_dim) without bias; `proj`:
     /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias. Head `i` owns columns
     /// `i·head_dim .. (i+1)·head_dim` of each projection's output.
     pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
-        let width = num_heads * head_dim;
-        Ok(Self {
-            query: dense_no_bias(hidden, width, vb.pp("query"))?,
-            key: dense_no_bias(hidden, width, vb.pp("key"))?,
-            value: dense_no_bias(hidden, width, vb.pp("value"))?,
-            proj: dense(width, width, vb.pp("proj"))?,
-            num_heads,
-            head_dim,
-        })
+        MultiHead::new(hidden, num_heads, head_dim, vb).map(Self)
+    }
+}
+
+impl Deref for MultiHeadAttention {
+    type Target = MultiHead;
+
+    fn deref(&self) -> &MultiHead {
+        &self.0
     }
 }
 

@@ -3,7 +3,7 @@
 //! candle differentiates the tensor ops you have used so far. A *custom op* computes its forward
 //! pass however it likes, on plain slices of numbers, and has to say itself how to differentiate
 //! it: candle calls its `bwd` with ∂loss/∂output and expects ∂loss/∂input back. How the op is
-//! applied decides what a missing `bwd` does. `LayerNorm::forward` below turns your two row
+//! applied decides what a missing `bwd` does. `LayerNorm::new` below turns your two row
 //! functions into one custom op with kit's `RowNorm`, which is given: read
 //! kit/src/ops/row_norm.rs. `RowNorm::apply` there applies the op with `apply_op3`: had the op
 //! kept `CustomOp3`'s default `bwd`, `backward()` would fail with `BackwardNotSupported`,
@@ -69,25 +69,23 @@ pub fn backward_row(
     todo!("backward_row: dx for the row, and its part of dgamma and dbeta added in")
 }
 
-/// Layer normalisation over the last dimension, with your forward and backward passes.
+/// Layer normalisation over the last dimension, with your forward and backward passes: kit's
+/// `LayerNorm`, its op made of your two row functions.
 #[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f32,
-}
+pub struct LayerNorm(kit::nn::LayerNorm);
 
 impl LayerNorm {
     /// Flax's default epsilon, as kit's LayerNorm.
-    pub const EPS: f32 = 1e-6;
+    pub const EPS: f32 = kit::nn::LayerNorm::EPS as f32;
 
     /// Scale `weight` (ones) and shift `bias` (zeros) of size `dim`, named as kit's.
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
-            bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
-            eps: Self::EPS,
-        })
+        let op = RowNorm {
+            name: "task5-layer-norm",
+            forward: forward_row,
+            backward: backward_row,
+        };
+        kit::nn::LayerNorm::with_rows(op, dim, vb).map(Self)
     }
 }
 
@@ -95,11 +93,6 @@ impl Module for LayerNorm {
     /// # Shapes
     /// (..., C) → (..., C)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let op = RowNorm {
-            name: "task5-layer-norm",
-            forward: forward_row,
-            backward: backward_row,
-        };
-        op.apply(xs, &self.weight, &self.bias, self.eps)
+        self.0.forward(xs)
     }
 }

@@ -46,8 +46,9 @@
 use candle_core::{IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use kit::decode::Decoder;
-use kit::nn::{Dense, FeedForward, LayerNorm, dense, dense_no_bias, embedding};
+use kit::nn::{Dense, FeedForward, LayerNorm, MultiHead, dense, embedding};
 use kit::{GptConfig, Sampler};
+use std::ops::Deref;
 
 /// One layer's keys and values of the positions run so far, each (B, n, S, h).
 #[derive(Debug, Clone, Default)]
@@ -88,28 +89,16 @@ impl Cache {
 }
 
 /// Causal multi-head self-attention, Task 3's, that runs new positions on top of a cache.
-pub struct CachedAttention {
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    proj: Dense,
-    num_heads: usize,
-    head_dim: usize,
-}
+///
+/// Its layers and sizes are kit's `MultiHead`, given: `self.query`, `self.key`, `self.value`,
+/// `self.proj`, `self.num_heads` and `self.head_dim` are its fields, reached through `Deref`.
+pub struct CachedAttention(MultiHead);
 
 impl CachedAttention {
     /// `query`, `key`, `value`: Dense(hidden → num_heads·head_dim) without bias; `proj`:
     /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias.
     pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
-        let width = num_heads * head_dim;
-        Ok(Self {
-            query: dense_no_bias(hidden, width, vb.pp("query"))?,
-            key: dense_no_bias(hidden, width, vb.pp("key"))?,
-            value: dense_no_bias(hidden, width, vb.pp("value"))?,
-            proj: dense(width, width, vb.pp("proj"))?,
-            num_heads,
-            head_dim,
-        })
+        MultiHead::new(hidden, num_heads, head_dim, vb).map(Self)
     }
 
     /// The attention of `xs`, the new positions, over the cached ones and themselves.
@@ -124,6 +113,14 @@ impl CachedAttention {
         todo!(
             "CachedAttention::forward_step: the new queries against the cached and new keys, causally"
         )
+    }
+}
+
+impl Deref for CachedAttention {
+    type Target = MultiHead;
+
+    fn deref(&self) -> &MultiHead {
+        &self.0
     }
 }
 

@@ -9,6 +9,7 @@
 
 use crate::init::{embed_normal, lecun_normal};
 use crate::ops;
+use crate::ops::row_norm::RowNorm;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -65,6 +66,8 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    /// The op made of other row functions, for [`LayerNorm::with_rows`]; kit's own without.
+    rows: Option<RowNorm>,
 }
 
 impl LayerNorm {
@@ -77,6 +80,16 @@ impl LayerNorm {
             weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
             bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
             eps: Self::EPS,
+            rows: None,
+        })
+    }
+
+    /// The same parameters, normalised by `rows`, the forward and backward pass of one row as
+    /// one op, instead of kit's: Task 5's LayerNorm, whose row functions the learner writes.
+    pub fn with_rows(rows: RowNorm, dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            rows: Some(rows),
+            ..Self::new(dim, vb)?
         })
     }
 }
@@ -85,7 +98,10 @@ impl Module for LayerNorm {
     /// # Shapes
     /// (..., C) → (..., C)
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(xs, &self.weight, &self.bias, self.eps)
+        match self.rows {
+            Some(rows) => rows.apply(xs, &self.weight, &self.bias, self.eps as f32),
+            None => ops::layer_norm(xs, &self.weight, &self.bias, self.eps),
+        }
     }
 }
 
@@ -113,6 +129,38 @@ impl Module for FeedForward {
         // fc and its ReLU as one step (ops::linear_relu), then proj.
         let hidden = ops::linear_relu(xs, &self.fc.weight, self.fc.bias.as_ref())?;
         self.proj.forward(&hidden)
+    }
+}
+
+/// The layers of Task 3's multi-head attention, named as GPT-2's, and its sizes: what the
+/// attention does with them is the task's. Tasks 3 and 6 use them, each with its own forward.
+#[derive(Debug, Clone)]
+pub struct MultiHead {
+    /// Dense(hidden → num_heads·head_dim) without bias; head `i` owns columns
+    /// `i·head_dim .. (i+1)·head_dim` of its output, and the same for `key` and `value`.
+    pub query: Dense,
+    pub key: Dense,
+    pub value: Dense,
+    /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias, after the heads are merged.
+    pub proj: Dense,
+    pub num_heads: usize,
+    pub head_dim: usize,
+}
+
+impl MultiHead {
+    /// `query`, `key`, `value`: Dense(hidden → num_heads·head_dim) without bias; `proj`:
+    /// Dense(num_heads·head_dim → num_heads·head_dim) with a bias.
+    pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let width = num_heads * head_dim;
+        let projection = |name: &str| dense_no_bias(hidden, width, vb.pp(name));
+        Ok(Self {
+            query: projection("query")?,
+            key: projection("key")?,
+            value: projection("value")?,
+            proj: dense(width, width, vb.pp("proj"))?,
+            num_heads,
+            head_dim,
+        })
     }
 }
 

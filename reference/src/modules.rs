@@ -3,7 +3,7 @@
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
-use kit::nn::{AttentionHead, Dense, FeedForward, LayerNorm, dense, embedding};
+use kit::nn::{AttentionHead, Dense, FeedForward, LayerNorm, MultiHead, dense, embedding};
 use kit::{GptConfig, Sampler};
 
 /// A MiniGPT held by the checks, whose blocks use attention modules made by `make_attention`
@@ -118,41 +118,27 @@ impl<H: Module> Module for Heads<H> {
 /// values of width num_heads·head_dim (head `i` owning columns `i·head_dim..(i+1)·head_dim`),
 /// causal attention in every head, the heads merged back in order, then `proj`. Its
 /// parameters have Task 3's names; written with candle's ops, without einsum.
-pub struct FusedHeads {
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    proj: Dense,
-    num_heads: usize,
-    head_dim: usize,
-}
+pub struct FusedHeads(MultiHead);
 
 impl FusedHeads {
     pub fn new(hidden: usize, num_heads: usize, head_dim: usize, vb: VarBuilder) -> Result<Self> {
-        let width = num_heads * head_dim;
-        Ok(Self {
-            query: kit::nn::dense_no_bias(hidden, width, vb.pp("query"))?,
-            key: kit::nn::dense_no_bias(hidden, width, vb.pp("key"))?,
-            value: kit::nn::dense_no_bias(hidden, width, vb.pp("value"))?,
-            proj: dense(width, width, vb.pp("proj"))?,
-            num_heads,
-            head_dim,
-        })
+        MultiHead::new(hidden, num_heads, head_dim, vb).map(Self)
     }
 }
 
 impl Module for FusedHeads {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let heads = &self.0;
         let (b, t, _c) = xs.dims3()?;
-        let (n, h) = (self.num_heads, self.head_dim);
+        let (n, h) = (heads.num_heads, heads.head_dim);
         let split = |y: Tensor| y.reshape((b, t, n, h))?.transpose(1, 2)?.contiguous();
-        let q = split(self.query.forward(xs)?)?; // (B, n, T, h)
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
+        let q = split(heads.query.forward(xs)?)?; // (B, n, T, h)
+        let k = split(heads.key.forward(xs)?)?;
+        let v = split(heads.value.forward(xs)?)?;
         let scores = q.matmul(&k.t()?.contiguous()?)?; // (B, n, T, T)
         let weights = kit::ops::causal_softmax(&scores, 1.0 / (h as f64).sqrt())?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.contiguous()?; // (B, T, n, h)
-        self.proj.forward(&out.reshape((b, t, n * h))?)
+        heads.proj.forward(&out.reshape((b, t, n * h))?)
     }
 }
 

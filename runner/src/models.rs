@@ -229,40 +229,28 @@ pub fn start_run<'a, W: WithRun<'a>>(
     let (lr, steps, max_norm) = (options.lr, options.steps, options.clip);
     let (warmup, floor) = ((steps / 20).max(1), lr / 10.0);
     let vars = varmap.all_vars();
-    // Each Task 4 arm names the learner's (or the reference's) types; the rest is `task4`'s.
+    // Task 4's arm, with the learner's types (`exercises`) or the reference's (`solutions`).
+    macro_rules! task4_arm {
+        ($answers:ident) => {{
+            use $answers::task4 as t;
+            let schedule = t::Schedule {
+                warmup,
+                total: steps,
+                peak: lr,
+                floor,
+            };
+            let adam = t::Adam::new(vars.clone(), lr)?;
+            let adam = Clipped::new(adam, vars, max_norm, t::clip_grad_norm);
+            let run = Run::with_step(model, varmap, data, config, &device, adam, t::train_step)?;
+            then.own(task4(
+                run,
+                options.schedule.then_some(move |s| schedule.lr(s)),
+            ))
+        }};
+    }
     match (task, solutions) {
-        ("task4", false) => {
-            use exercises::task4 as t;
-            let schedule = t::Schedule {
-                warmup,
-                total: steps,
-                peak: lr,
-                floor,
-            };
-            let adam = t::Adam::new(vars.clone(), lr)?;
-            let adam = Clipped::new(adam, vars, max_norm, t::clip_grad_norm);
-            let run = Run::with_step(model, varmap, data, config, &device, adam, t::train_step)?;
-            then.own(task4(
-                run,
-                options.schedule.then_some(move |s| schedule.lr(s)),
-            ))
-        }
-        ("task4", true) => {
-            use solutions::task4 as t;
-            let schedule = t::Schedule {
-                warmup,
-                total: steps,
-                peak: lr,
-                floor,
-            };
-            let adam = t::Adam::new(vars.clone(), lr)?;
-            let adam = Clipped::new(adam, vars, max_norm, t::clip_grad_norm);
-            let run = Run::with_step(model, varmap, data, config, &device, adam, t::train_step)?;
-            then.own(task4(
-                run,
-                options.schedule.then_some(move |s| schedule.lr(s)),
-            ))
-        }
+        ("task4", false) => task4_arm!(exercises),
+        ("task4", true) => task4_arm!(solutions),
         _ => {
             anyhow::ensure!(
                 !(options.schedule || options.clip.is_some()),

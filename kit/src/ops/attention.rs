@@ -1,11 +1,12 @@
 //! Causal scaled dot-product attention over q, k and v packed side by side, fused, and its
 //! composed twin.
 
+use super::kernel::{Input, Kernel, Op, pass};
 use super::matmul::Matrix;
 use super::matmul::small::{Triangle, small_matmul};
 use super::pool::pool;
 use super::slices::{dot, f32s};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Causal scaled dot-product attention, `softmax(mask(q kᵀ · scale)) v`, as one node, with q,
@@ -16,9 +17,9 @@ use rayon::prelude::*;
 /// qkv: (..., T, 3·D) → (..., T, D)
 pub fn attention_packed(qkv: &Tensor, scale: f64) -> Result<Tensor> {
     head_dim(qkv)?;
-    qkv.contiguous()?.apply_op1(PackedAttentionOp {
+    qkv.contiguous()?.apply_op1(Op(PackedAttentionOp {
         scale: scale as f32,
-    })
+    }))
 }
 
 /// D of a packed (..., T, 3·D) input.
@@ -171,12 +172,12 @@ fn packed_group(qkv: &[f32], g: usize, t: usize, d: usize) -> Group<'_> {
     }
 }
 
-impl CustomOp1 for PackedAttentionOp {
+impl Kernel<1> for PackedAttentionOp {
     fn name(&self) -> &'static str {
         "kit-causal-attention-packed"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(storage, layout)]: [Input; 1]) -> Result<(CpuStorage, Shape)> {
         let qkv = f32s(storage, layout, "packed q, k, v")?;
         let (groups, t, d) = packed_dims(layout);
         let mut out = vec![0f32; groups * t * d];
@@ -194,58 +195,47 @@ impl CustomOp1 for PackedAttentionOp {
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
-    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let dqkv = qkv.apply_op2_no_bwd(
-            &grad.contiguous()?,
-            &PackedAttentionBackward { scale: self.scale },
-        )?;
-        Ok(Some(dqkv))
+    fn backward(
+        &self,
+        [qkv]: [&Tensor; 1],
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Option<Tensor>; 1]> {
+        let backward = pass("kit-causal-attention-packed-backward", |inputs| {
+            attention_backward(inputs, self.scale)
+        });
+        let dqkv = qkv.apply_op2_no_bwd(&grad.contiguous()?, &backward)?;
+        Ok([Some(dqkv)])
     }
 }
 
 /// The gradient of packed q, k and v, packed the same way, from them and `do`.
-struct PackedAttentionBackward {
-    scale: f32,
-}
-
-impl CustomOp2 for PackedAttentionBackward {
-    fn name(&self) -> &'static str {
-        "kit-causal-attention-packed-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let qkv = f32s(s1, l1, "packed q, k, v")?;
-        let dout = f32s(s2, l2, "attention gradient")?;
-        let (_, t, d) = packed_dims(l1);
-        let mut out = vec![0f32; qkv.len()];
-        pool().install(|| {
-            out.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
-                || vec![0f32; 2 * t * t + 4 * t * d],
-                |scratch, (g, packed)| {
-                    let (p, rest) = scratch.split_at_mut(t * t);
-                    let (dp, rest) = rest.split_at_mut(t * t);
-                    let (xt, rest) = rest.split_at_mut(t * d);
-                    let (dq, rest) = rest.split_at_mut(t * d);
-                    let (dk, dv) = rest.split_at_mut(t * d);
-                    let go = &dout[g * t * d..(g + 1) * t * d];
-                    let group = packed_group(qkv, g, t, d);
-                    group.backward((t, d), self.scale, go, (p, dp, xt), (dq, dk, dv));
-                    // Rows of [dq | dk | dv], the layout of the input.
-                    for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
-                        let r = i * d..(i + 1) * d;
-                        row[..d].copy_from_slice(&dq[r.clone()]);
-                        row[d..2 * d].copy_from_slice(&dk[r.clone()]);
-                        row[2 * d..].copy_from_slice(&dv[r]);
-                    }
-                },
-            )
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
+fn attention_backward([(s1, l1), (s2, l2)]: [Input; 2], scale: f32) -> Result<(CpuStorage, Shape)> {
+    let qkv = f32s(s1, l1, "packed q, k, v")?;
+    let dout = f32s(s2, l2, "attention gradient")?;
+    let (_, t, d) = packed_dims(l1);
+    let mut out = vec![0f32; qkv.len()];
+    pool().install(|| {
+        out.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
+            || vec![0f32; 2 * t * t + 4 * t * d],
+            |scratch, (g, packed)| {
+                let (p, rest) = scratch.split_at_mut(t * t);
+                let (dp, rest) = rest.split_at_mut(t * t);
+                let (xt, rest) = rest.split_at_mut(t * d);
+                let (dq, rest) = rest.split_at_mut(t * d);
+                let (dk, dv) = rest.split_at_mut(t * d);
+                let go = &dout[g * t * d..(g + 1) * t * d];
+                let group = packed_group(qkv, g, t, d);
+                group.backward((t, d), scale, go, (p, dp, xt), (dq, dk, dv));
+                // Rows of [dq | dk | dv], the layout of the input.
+                for (i, row) in packed.chunks_exact_mut(3 * d).enumerate() {
+                    let r = i * d..(i + 1) * d;
+                    row[..d].copy_from_slice(&dq[r.clone()]);
+                    row[d..2 * d].copy_from_slice(&dk[r.clone()]);
+                    row[2 * d..].copy_from_slice(&dv[r]);
+                }
+            },
+        )
+    });
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
 }

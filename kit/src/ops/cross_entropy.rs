@@ -1,7 +1,8 @@
 //! Mean softmax cross-entropy against integer targets, fused, and its composed twin.
 
+use super::kernel::{Input, Kernel, Op, pass};
 use super::slices::{f32s, u32s};
-use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, D, Result, Shape, Tensor};
 
 /// Mean softmax cross-entropy between `logits` and integer `targets`.
 ///
@@ -11,7 +12,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (logits, targets) = rows(logits, targets)?;
     logits.contiguous()?.apply_op2(
         &targets.to_dtype(candle_core::DType::U32)?.contiguous()?,
-        CrossEntropyOp,
+        Op(CrossEntropyOp),
     )
 }
 
@@ -36,8 +37,8 @@ struct CrossEntropyOp;
 
 /// The op's inputs: V, the logits as rows of V values, and the targets, one per row.
 fn logits_and_targets<'a>(
-    (s1, l1): (&'a CpuStorage, &Layout),
-    (s2, l2): (&'a CpuStorage, &Layout),
+    (s1, l1): Input<'a>,
+    (s2, l2): Input<'a>,
 ) -> Result<(usize, &'a [f32], &'a [u32])> {
     let (n, v) = match l1.dims() {
         [n, v] => (*n, *v),
@@ -61,19 +62,13 @@ fn target_index(t: u32, v: usize) -> Result<usize> {
     Ok(t)
 }
 
-impl CustomOp2 for CrossEntropyOp {
+impl Kernel<2> for CrossEntropyOp {
     fn name(&self) -> &'static str {
         "kit-cross-entropy"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (v, x, t) = logits_and_targets((s1, l1), (s2, l2))?;
+    fn forward(&self, [logits, targets]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
+        let (v, x, t) = logits_and_targets(logits, targets)?;
         let mut total = 0f64;
         for (row, &target) in x.chunks_exact(v).zip(t) {
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
@@ -86,49 +81,35 @@ impl CustomOp2 for CrossEntropyOp {
         ))
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        logits: &Tensor,
-        targets: &Tensor,
+        [logits, targets]: [&Tensor; 2],
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dlogits = logits.apply_op2_no_bwd(targets, &CrossEntropyBackward)?;
-        Ok((Some(dlogits.broadcast_mul(grad)?), None))
+    ) -> Result<[Option<Tensor>; 2]> {
+        let backward = pass("kit-cross-entropy-backward", cross_entropy_backward);
+        let dlogits = logits.apply_op2_no_bwd(targets, &backward)?;
+        Ok([Some(dlogits.broadcast_mul(grad)?), None])
     }
 }
 
 /// `(softmax(x) − onehot(target)) / N`.
-struct CrossEntropyBackward;
-
-impl CustomOp2 for CrossEntropyBackward {
-    fn name(&self) -> &'static str {
-        "kit-cross-entropy-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (v, x, t) = logits_and_targets((s1, l1), (s2, l2))?;
-        let mut dx = vec![0f32; x.len()];
-        let inv_n = 1.0 / t.len() as f32;
-        for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
-            let mut sum = 0f32;
-            for (d, &a) in drow.iter_mut().zip(row) {
-                *d = (a - max).exp();
-                sum += *d;
-            }
-            let scale = inv_n / sum;
-            for d in drow.iter_mut() {
-                *d *= scale;
-            }
-            drow[target_index(target, v)?] -= inv_n;
+fn cross_entropy_backward([logits, targets]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
+    let (v, x, t) = logits_and_targets(logits, targets)?;
+    let mut dx = vec![0f32; x.len()];
+    let inv_n = 1.0 / t.len() as f32;
+    for ((row, drow), &target) in x.chunks_exact(v).zip(dx.chunks_exact_mut(v)).zip(t) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+        let mut sum = 0f32;
+        for (d, &a) in drow.iter_mut().zip(row) {
+            *d = (a - max).exp();
+            sum += *d;
         }
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        let scale = inv_n / sum;
+        for d in drow.iter_mut() {
+            *d *= scale;
+        }
+        drow[target_index(target, v)?] -= inv_n;
     }
+    Ok((CpuStorage::F32(dx), logits.1.shape().clone()))
 }

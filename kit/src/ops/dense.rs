@@ -1,9 +1,10 @@
 //! Dense layers, `x Wᵀ + b` and its ReLU, fused, and their composed twins.
 
+use super::kernel::{Input, Kernel, Op, pass};
 use super::matmul::{Matrix, matmul, matmul_overwrite};
 use super::pool::{pool, threads};
 use super::slices::{f32s, unpack};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, D, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `y = x Wᵀ (+ b)` over the last dimension, as one node of the graph.
@@ -38,8 +39,8 @@ fn check_dense_input(x: &Tensor, weight: &Tensor) -> Result<()> {
 fn dense_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, op: LinearOp) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, weight.contiguous()?);
     match bias {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, Op(op)),
+        None => x.apply_op2(&w, Op(op)),
     }
 }
 
@@ -74,12 +75,8 @@ struct LinearOp {
 }
 
 impl LinearOp {
-    fn forward(
-        &self,
-        x: (&CpuStorage, &Layout),
-        w: (&CpuStorage, &Layout),
-        b: Option<(&CpuStorage, &Layout)>,
-    ) -> Result<(CpuStorage, Shape)> {
+    /// The output of `x`, `w` and, where there is one, `b`.
+    fn product(&self, x: Input, w: Input, b: Option<Input>) -> Result<(CpuStorage, Shape)> {
         let xs = f32s(x.0, x.1, "dense input")?;
         let ws = f32s(w.0, w.1, "dense weight")?;
         let (out_dim, in_dim) = match w.1.dims() {
@@ -124,8 +121,8 @@ impl LinearOp {
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
-    /// dx, dW and db (empty without a bias), computed by [`LinearBackward`] in one tensor.
-    fn backward(
+    /// dx, dW and db (empty without a bias), computed by [`linear_backward`] in one tensor.
+    fn gradients(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -135,11 +132,15 @@ impl LinearOp {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let grad = if self.relu {
             // ReLU passes the gradient where its output is positive, and nothing elsewhere.
-            grad.contiguous()?.apply_op2_no_bwd(res, &ReluMask)?
+            grad.contiguous()?
+                .apply_op2_no_bwd(res, &pass("kit-relu-mask", relu_mask))?
         } else {
             grad.contiguous()?
         };
-        let packed = x.apply_op3_no_bwd(w, &grad, &LinearBackward { with_bias })?;
+        let backward = pass("kit-linear-backward", |inputs| {
+            linear_backward(inputs, with_bias)
+        });
+        let packed = x.apply_op3_no_bwd(w, &grad, &backward)?;
         let (out_dim, _) = w.dims2()?;
         let db = Shape::from(if with_bias { out_dim } else { 0 });
         let [dx, dw, db] = unpack(&packed, [x.shape(), w.shape(), &db])?;
@@ -147,143 +148,98 @@ impl LinearOp {
     }
 }
 
-impl CustomOp2 for LinearOp {
+impl Kernel<2> for LinearOp {
     fn name(&self) -> &'static str {
         "kit-linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), None)
+    fn forward(&self, [x, w]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
+        self.product(x, w, None)
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        w: &Tensor,
+        [x, w]: [&Tensor; 2],
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.backward(x, w, res, grad, false)?;
-        Ok((Some(dx), Some(dw)))
+    ) -> Result<[Option<Tensor>; 2]> {
+        let (dx, dw, _) = self.gradients(x, w, res, grad, false)?;
+        Ok([Some(dx), Some(dw)])
     }
 }
 
-impl CustomOp3 for LinearOp {
+impl Kernel<3> for LinearOp {
     fn name(&self) -> &'static str {
         "kit-linear-bias"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
+    fn forward(&self, [x, w, b]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
+        self.product(x, w, Some(b))
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
+        [x, w, _b]: [&Tensor; 3],
         res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.backward(x, w, res, grad, true)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+    ) -> Result<[Option<Tensor>; 3]> {
+        let (dx, dw, db) = self.gradients(x, w, res, grad, true)?;
+        Ok([Some(dx), Some(dw), Some(db)])
     }
 }
 
 /// The gradient where the ReLU's output (the second input) is positive, zero elsewhere.
-struct ReluMask;
-
-impl CustomOp2 for ReluMask {
-    fn name(&self) -> &'static str {
-        "kit-relu-mask"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let grad = f32s(s1, l1, "gradient")?;
-        let out = f32s(s2, l2, "ReLU output")?;
-        let masked = grad
-            .iter()
-            .zip(out)
-            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(masked), l1.shape().clone()))
-    }
+fn relu_mask([(s1, l1), (s2, l2)]: [Input; 2]) -> Result<(CpuStorage, Shape)> {
+    let grad = f32s(s1, l1, "gradient")?;
+    let out = f32s(s2, l2, "ReLU output")?;
+    let masked = grad
+        .iter()
+        .zip(out)
+        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
+        .collect();
+    Ok((CpuStorage::F32(masked), l1.shape().clone()))
 }
 
-struct LinearBackward {
+/// dx, dW and, `with_bias`, db, from x, W and dy, one after the other in one flat tensor.
+fn linear_backward(
+    [(s1, l1), (s2, l2), (s3, l3)]: [Input; 3],
     with_bias: bool,
-}
-
-impl CustomOp3 for LinearBackward {
-    fn name(&self) -> &'static str {
-        "kit-linear-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let xs = f32s(s1, l1, "dense input")?;
-        let ws = f32s(s2, l2, "dense weight")?;
-        let dy = f32s(s3, l3, "dense gradient")?;
-        let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
-        let rows = xs.len() / in_dim.max(1);
-        let nb = if self.with_bias { out_dim } else { 0 };
-        let (nx, nw) = (xs.len(), out_dim * in_dim);
-        let mut out: Vec<f32> = Vec::with_capacity(nx + nw + nb);
-        let (dx, dw) = out.spare_capacity_mut()[..nx + nw].split_at_mut(nx);
-        // Two products of the same size, side by side, each overwriting its part:
-        // dx (rows × in) = dy (rows × out) · W (out × in)
-        // dW (out × in) = dyᵀ (out × rows) · x (rows × in)
-        pool().join(
-            || {
-                // dx = dy · W
-                let (dy, w) = (Matrix::rows(dy, out_dim), Matrix::rows(ws, in_dim));
-                matmul_overwrite((rows, in_dim, out_dim), dx, dy, w)
-            },
-            || {
-                // dW = dyᵀ · x
-                let (dyt, x) = (Matrix::columns(dy, out_dim), Matrix::rows(xs, in_dim));
-                matmul_overwrite((out_dim, in_dim, rows), dw, dyt, x)
-            },
-        );
-        // SAFETY: the two products wrote every element of dx and dW, the first nx + nw.
-        unsafe { out.set_len(nx + nw) };
-        if self.with_bias {
-            let mut db = vec![0f32; out_dim];
-            for row in dy.chunks_exact(out_dim) {
-                for (d, g) in db.iter_mut().zip(row) {
-                    *d += g;
-                }
+) -> Result<(CpuStorage, Shape)> {
+    let xs = f32s(s1, l1, "dense input")?;
+    let ws = f32s(s2, l2, "dense weight")?;
+    let dy = f32s(s3, l3, "dense gradient")?;
+    let (out_dim, in_dim) = (l2.dims()[0], l2.dims()[1]);
+    let rows = xs.len() / in_dim.max(1);
+    let nb = if with_bias { out_dim } else { 0 };
+    let (nx, nw) = (xs.len(), out_dim * in_dim);
+    let mut out: Vec<f32> = Vec::with_capacity(nx + nw + nb);
+    let (dx, dw) = out.spare_capacity_mut()[..nx + nw].split_at_mut(nx);
+    // Two products of the same size, side by side, each overwriting its part:
+    // dx (rows × in) = dy (rows × out) · W (out × in)
+    // dW (out × in) = dyᵀ (out × rows) · x (rows × in)
+    pool().join(
+        || {
+            // dx = dy · W
+            let (dy, w) = (Matrix::rows(dy, out_dim), Matrix::rows(ws, in_dim));
+            matmul_overwrite((rows, in_dim, out_dim), dx, dy, w)
+        },
+        || {
+            // dW = dyᵀ · x
+            let (dyt, x) = (Matrix::columns(dy, out_dim), Matrix::rows(xs, in_dim));
+            matmul_overwrite((out_dim, in_dim, rows), dw, dyt, x)
+        },
+    );
+    // SAFETY: the two products wrote every element of dx and dW, the first nx + nw.
+    unsafe { out.set_len(nx + nw) };
+    if with_bias {
+        let mut db = vec![0f32; out_dim];
+        for row in dy.chunks_exact(out_dim) {
+            for (d, g) in db.iter_mut().zip(row) {
+                *d += g;
             }
-            out.extend_from_slice(&db);
         }
-        let n = out.len();
-        Ok((CpuStorage::F32(out), Shape::from(n)))
+        out.extend_from_slice(&db);
     }
+    let n = out.len();
+    Ok((CpuStorage::F32(out), Shape::from(n)))
 }

@@ -18,8 +18,10 @@
 //! twins instead, for the whole program: `cargo xtask bench train --composed` measures what
 //! the fusing is worth that way.
 //!
-//! [`row_norm::RowNorm`] is the custom op under [`layer_norm`], made of the forward and
-//! backward pass of one row: Task 5's LayerNorm is another one.
+//! Each fused op is written as a kernel, its forward and backward passes over its inputs in an
+//! array; kit/src/ops/kernel.rs implements candle's `CustomOp1`, `CustomOp2` and `CustomOp3`
+//! once for every kernel. [`row_norm::RowNorm`] is the custom op under [`layer_norm`], made of
+//! the forward and backward pass of one row: Task 5's LayerNorm is another one.
 //!
 //! candle-nn 0.11's own `ops::layer_norm`, `LayerNorm` fast path and `ops::softmax_last_dim`
 //! are applied with `apply_op*_no_bwd` and record no graph node: gradients stop at them
@@ -31,6 +33,7 @@
 mod attention;
 mod cross_entropy;
 mod dense;
+mod kernel;
 mod layer_norm;
 mod matmul;
 pub(crate) mod pool;

@@ -6,6 +6,11 @@
 //! [`RowNorm`] hands its row functions plain slices, one row of the last dimension at a time,
 //! with the scale γ and the shift β of one value per feature.
 //!
+//! Like every op of kit, the forward op is a kernel: a name, and a forward and a backward pass
+//! over its inputs in an array, which kit/src/ops/kernel.rs makes into candle's `CustomOp3`
+//! (its `cpu_fwd` calls the kernel's `forward`, its `bwd` the kernel's `backward`). The
+//! backward op is a function of its inputs, `RowNormOp::gradients`.
+//!
 //! How a gradient gets through: [`RowNorm::apply`] applies the forward op with `apply_op3`, so
 //! its output records a graph node, and `backward()` calls the op's `bwd` with ∂loss/∂y. Had
 //! the op kept `CustomOp3`'s default `bwd`, `backward()` would fail with
@@ -18,9 +23,10 @@
 //! Rows go to kit's thread pool in blocks of [`BLOCK_ROWS`]; an input of one block stays on the
 //! calling thread. The blocks do not depend on the number of threads, so neither do the sums.
 
+use super::kernel::{Input, Kernel, Op, pass};
 use super::pool::pool;
 use super::slices::{f32s, unpack};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// The forward pass of one row: `forward(x, gamma, beta, eps, y)` writes the row's output into
@@ -57,7 +63,7 @@ impl RowNorm {
     pub fn apply(self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
         let op = RowNormOp { rows: self, eps };
         x.contiguous()?
-            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
+            .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, Op(op))
     }
 
     /// The features per row, checked against the values per feature of each of `params` (the
@@ -81,20 +87,12 @@ struct RowNormOp {
     eps: f32,
 }
 
-impl CustomOp3 for RowNormOp {
+impl Kernel<3> for RowNormOp {
     fn name(&self) -> &'static str {
         self.rows.name
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s1, l1, "the input")?;
         let gamma = f32s(s2, l2, "the scale")?;
         let beta = f32s(s3, l3, "the shift")?;
@@ -119,46 +117,24 @@ impl CustomOp3 for RowNormOp {
     }
 
     /// candle calls this with `grad`, ∂loss/∂y; it returns ∂loss/∂x, ∂loss/∂γ and ∂loss/∂β,
-    /// computed by [`RowNormBackward`] as one flat tensor and cut apart by [`unpack`].
-    fn bwd(
+    /// computed by [`RowNormOp::gradients`] as one flat tensor and cut apart by [`unpack`].
+    fn backward(
         &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        beta: &Tensor,
+        [x, gamma, beta]: [&Tensor; 3],
         _y: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let backward = RowNormBackward {
-            rows: self.rows,
-            eps: self.eps,
-        };
+    ) -> Result<[Option<Tensor>; 3]> {
+        let backward = pass("kit-row-norm-backward", |inputs| self.gradients(inputs));
         let packed = x.apply_op3_no_bwd(gamma, &grad.contiguous()?, &backward)?;
         let [dx, dgamma, dbeta] = unpack(&packed, [x.shape(), gamma.shape(), beta.shape()])?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        Ok([Some(dx), Some(dgamma), Some(dbeta)])
     }
 }
 
-/// The backward op: `[dx, dγ, dβ]` from x, γ and dy, packed into one flat tensor, since a
-/// custom op returns one.
-struct RowNormBackward {
-    rows: RowNorm,
-    eps: f32,
-}
-
-impl CustomOp3 for RowNormBackward {
-    fn name(&self) -> &'static str {
-        "kit-row-norm-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+impl RowNormOp {
+    /// The backward op: `[dx, dγ, dβ]` from x, γ and dy, packed into one flat tensor, since a
+    /// custom op returns one.
+    fn gradients(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Input; 3]) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s1, l1, "the input")?;
         let gamma = f32s(s2, l2, "the scale")?;
         let dy = f32s(s3, l3, "the gradient")?;

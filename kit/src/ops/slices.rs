@@ -1,4 +1,4 @@
-//! Reading candle's CPU storage as slices: the first thing a custom op's `cpu_fwd` does; the
+//! Reading candle's CPU storage as slices: the first thing a custom op's forward pass does; the
 //! vector sums kit's kernels share; and cutting apart the one tensor a backward op returns.
 //!
 //! candle hands a custom op each input as a `CpuStorage` (a vector of one element type) and a
@@ -6,7 +6,7 @@
 //! of that vector: [`f32s`] returns it as a slice, or an error that names the input.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 
 #[inline]
 pub(crate) fn last_two(t: &Tensor) -> Result<(usize, usize)> {
@@ -19,22 +19,27 @@ pub(crate) fn last_two(t: &Tensor) -> Result<(usize, usize)> {
 /// The elements of a contiguous f32 tensor, in order; `what` names it in an error.
 #[inline]
 pub fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(v) => v.as_slice(),
-        other => candle_core::bail!("{what} must be f32, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{what} must be contiguous"),
-    }
+    elements(storage, layout, what)
 }
 
 /// The elements of a contiguous u32 tensor, in order; `what` names it in an error.
 #[inline]
 pub fn u32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [u32]> {
-    let data = match storage {
-        CpuStorage::U32(v) => v.as_slice(),
-        other => candle_core::bail!("{what} must be u32, got {:?}", other.dtype()),
+    elements(storage, layout, what)
+}
+
+#[inline]
+fn elements<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<&'a [T]> {
+    let Ok(data) = storage.as_slice::<T>() else {
+        candle_core::bail!(
+            "{what} must be {}, got {:?}",
+            T::DTYPE.as_str(),
+            storage.dtype()
+        )
     };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),

@@ -1,8 +1,9 @@
 //! The causal softmax of attention scores, fused, and its composed twin.
 
+use super::kernel::{Input, Kernel, Op, pass};
 use super::pool::{pool, row_block, threads};
 use super::slices::{f32s, last_two};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Softmax over the last dimension of `scores * scale`, where query row `i` of a (T, S) score
@@ -12,9 +13,9 @@ use rayon::prelude::*;
 /// (..., T, S) → (..., T, S), with S ≥ T
 pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
     causal_dims(scores)?;
-    scores.contiguous()?.apply_op1(CausalSoftmaxOp {
+    scores.contiguous()?.apply_op1(Op(CausalSoftmaxOp {
         scale: scale as f32,
-    })
+    }))
 }
 
 /// T and S of (..., T, S) scores, which need at least as many keys as queries.
@@ -50,12 +51,12 @@ struct CausalSoftmaxOp {
     scale: f32,
 }
 
-impl CustomOp1 for CausalSoftmaxOp {
+impl Kernel<1> for CausalSoftmaxOp {
     fn name(&self) -> &'static str {
         "kit-causal-softmax"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn forward(&self, [(storage, layout)]: [Input; 1]) -> Result<(CpuStorage, Shape)> {
         let x = f32s(storage, layout, "causal_softmax input")?;
         let dims = layout.dims();
         let (t, s) = (dims[dims.len() - 2], dims[dims.len() - 1]);
@@ -70,10 +71,17 @@ impl CustomOp1 for CausalSoftmaxOp {
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let dx =
-            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
-        Ok(Some(dx))
+    fn backward(
+        &self,
+        _scores: [&Tensor; 1],
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Option<Tensor>; 1]> {
+        let backward = pass("kit-causal-softmax-backward", |inputs| {
+            softmax_backward(inputs, self.scale)
+        });
+        let dx = res.apply_op2_no_bwd(&grad.contiguous()?, &backward)?;
+        Ok([Some(dx)])
     }
 }
 
@@ -99,45 +107,29 @@ impl CausalSoftmaxOp {
     }
 }
 
-/// `dx = scale · y ⊙ (dy − Σⱼ dyⱼ yⱼ)`, row by row; masked entries have y = 0 and get dx = 0.
-struct SoftmaxBackward {
-    scale: f32,
-}
-
-impl CustomOp2 for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        "kit-causal-softmax-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let y = f32s(s1, l1, "softmax output")?;
-        let dy = f32s(s2, l2, "softmax gradient")?;
-        let s = *l1.dims().last().unwrap_or(&1);
-        let mut dx = vec![0f32; y.len()];
-        let per_task = s * row_block(y.len() / s.max(1));
-        let scale = self.scale;
-        pool().install(|| {
-            dx.par_chunks_mut(per_task)
-                .zip(y.par_chunks(per_task).zip(dy.par_chunks(per_task)))
-                .for_each(|(dxb, (yb, dyb))| {
-                    for ((yr, dyr), dxr) in yb
-                        .chunks_exact(s)
-                        .zip(dyb.chunks_exact(s))
-                        .zip(dxb.chunks_exact_mut(s))
-                    {
-                        let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
-                        for j in 0..s {
-                            dxr[j] = scale * yr[j] * (dyr[j] - dot);
-                        }
+/// `dx = scale · y ⊙ (dy − Σⱼ dyⱼ yⱼ)` from y and dy, row by row; masked entries have y = 0 and
+/// get dx = 0.
+fn softmax_backward([(s1, l1), (s2, l2)]: [Input; 2], scale: f32) -> Result<(CpuStorage, Shape)> {
+    let y = f32s(s1, l1, "softmax output")?;
+    let dy = f32s(s2, l2, "softmax gradient")?;
+    let s = *l1.dims().last().unwrap_or(&1);
+    let mut dx = vec![0f32; y.len()];
+    let per_task = s * row_block(y.len() / s.max(1));
+    pool().install(|| {
+        dx.par_chunks_mut(per_task)
+            .zip(y.par_chunks(per_task).zip(dy.par_chunks(per_task)))
+            .for_each(|(dxb, (yb, dyb))| {
+                for ((yr, dyr), dxr) in yb
+                    .chunks_exact(s)
+                    .zip(dyb.chunks_exact(s))
+                    .zip(dxb.chunks_exact_mut(s))
+                {
+                    let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+                    for j in 0..s {
+                        dxr[j] = scale * yr[j] * (dyr[j] - dot);
                     }
-                })
-        });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
-    }
+                }
+            })
+    });
+    Ok((CpuStorage::F32(dx), l1.shape().clone()))
 }
