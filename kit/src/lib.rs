@@ -2,7 +2,8 @@
 //!
 //! Everything a task needs but does not teach lives here:
 //!
-//! - [`tokenizer`] and [`data`]: characters to token ids, the train / eval split, random batches;
+//! - [`tokenizer`] and [`data`]: characters to token ids (or any [`Codec`]: Task 8's BPE is
+//!   one), the train / eval split, random batches;
 //! - [`bpe`]: what Task 8's byte-level BPE tokenizer is given (GPT-2's chunks, its byte
 //!   characters and its files);
 //! - [`init`]: parameters drawn from a seeded generator, so a run can be repeated exactly;

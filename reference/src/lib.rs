@@ -4,6 +4,8 @@
 //! layout, (out, in). [`RefGpt`] is a MiniGPT held by the checks whose attention is whatever
 //! module a task supplies, so that Task 3 can be graded without the learner's Task 1.
 //!
+//! [`bpe`] is a byte-level BPE written from Task 8's definitions as plainly as they read.
+//!
 //! The checks compare the learner's code with these; the model commands train [`RefGpt`] for
 //! the tasks that write only its attention, and draw attention maps with
 //! [`minigpt_f64_traced`]. [`curves`] holds the reference solutions' loss curves, which
