@@ -189,13 +189,22 @@ impl Bpe {
     pub fn train(text: &str, vocab_size: usize) -> Bpe {
         let mut words = words(text);
         let mut counts = pair_counts(&words);
+        // Which words hold each pair: a merge looks at those words only, not at all of them.
+        // A word stays listed under a pair it no longer holds, and is skipped there.
+        let mut holders: PairMap<Vec<usize>> = PairMap::default();
+        for (i, word) in words.iter().enumerate() {
+            for p in word.tokens.windows(2) {
+                holders.entry((p[0], p[1])).or_default().push(i);
+            }
+        }
         let mut merges = Vec::new();
         while 256 + merges.len() < vocab_size {
             let Some(pair) = best_pair(&counts) else {
                 break;
             };
             let id = (256 + merges.len()) as u32;
-            for word in &mut words {
+            for i in holders.remove(&pair).unwrap_or_default() {
+                let word = &mut words[i];
                 if !word.tokens.windows(2).any(|p| (p[0], p[1]) == pair) {
                     continue;
                 }
@@ -206,6 +215,10 @@ impl Bpe {
                 }
                 for p in merged.windows(2) {
                     *counts.entry((p[0], p[1])).or_default() += word.count;
+                    // The pairs with the new token are the ones it was not listed under.
+                    if p.contains(&id) {
+                        holders.entry((p[0], p[1])).or_default().push(i);
+                    }
                 }
                 word.tokens = merged;
             }
