@@ -7,7 +7,8 @@
 //! with [`byte_char`] one character a byte, to its id, and `merges.txt` lists the merges in
 //! order, one pair a line, after a `#version: 0.2` line.
 
-use fancy_regex::Regex;
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
@@ -22,17 +23,52 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 pub const PATTERN: &str =
     r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-static SPLITTER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(PATTERN).expect("GPT-2's pattern compiles"));
+/// [`PATTERN`] without its look-ahead, which the automata of the `regex` crate (regex-automata)
+/// have no way to run: [`Chunks`] does the look-ahead's work by hand, and the automata find a
+/// chunk several times faster than a backtracking engine runs the whole pattern.
+static SPLITTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+")
+        .expect("GPT-2's pattern without its look-ahead compiles")
+});
 
 /// The chunks of `text`, in order, by GPT-2's [`PATTERN`]: together they are the whole text.
 /// ("Hello  world!" → "Hello", " ", " world", "!".)
-pub fn chunks(text: &str) -> impl Iterator<Item = &str> {
-    SPLITTER.find_iter(text).map(|found| {
-        found
-            .expect("GPT-2's pattern backtracks a few characters at most: it cannot run out")
-            .as_str()
-    })
+pub fn chunks(text: &str) -> Chunks<'_> {
+    Chunks { text, at: 0 }
+}
+
+/// The chunks of a text, one after the other: [`chunks`].
+#[derive(Debug, Clone)]
+pub struct Chunks<'a> {
+    text: &'a str,
+    /// Where the next chunk starts.
+    at: usize,
+}
+
+impl<'a> Iterator for Chunks<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        // Every character starts a chunk of some alternative, so the next chunk starts where
+        // the last one ended: a search anchored there only looks for its end.
+        let from_here = Input::new(self.text)
+            .range(self.at..)
+            .anchored(Anchored::Yes);
+        let found = SPLITTER.find(from_here)?;
+        let mut end = found.end();
+        // Only the last alternative ends in whitespace: a whole run of it. Before more text,
+        // `\s+(?!\S)` leaves the run's last character to the chunk after it ("  world" →
+        // " ", " world"), unless that character is the whole run.
+        let run = &self.text[found.range()];
+        if end < self.text.len() && run.ends_with(char::is_whitespace) {
+            let last = run.chars().next_back().map_or(0, char::len_utf8);
+            if run.len() > last {
+                end -= last;
+            }
+        }
+        self.at = end;
+        Some(&self.text[found.start()..end])
+    }
 }
 
 /// Two adjacent token ids, left then right. Pairs compare by the left id, then the right one.
@@ -197,6 +233,43 @@ mod tests {
             ]
         );
         assert_eq!(chunks("").count(), 0);
+    }
+
+    /// [`PATTERN`] itself, run by a backtracking engine that has look-ahead.
+    fn pattern_chunks(text: &str) -> Vec<&str> {
+        let pattern = fancy_regex::Regex::new(PATTERN).unwrap();
+        pattern
+            .find_iter(text)
+            .map(|found| found.unwrap().as_str())
+            .collect()
+    }
+
+    #[test]
+    fn chunks_are_the_patterns_on_every_kind_of_whitespace() {
+        let texts = [
+            "a   b",
+            "  leading",
+            "trailing   ",
+            " \t \n \r\n  mixed  \n\n",
+            "x\n\n\ny \n\tz\t\t!",
+            "no-break\u{a0}space, \u{a0} twice\u{3000}\u{3000}ideographic\u{2028}\u{2028}x",
+            "vertical\u{b}tab, form\u{c}feed, \u{1c}file separator, next\u{85}line",
+            "  12 ,,, 'll  's\u{a0}'ve   \u{a0}\u{a0}é",
+        ];
+        for text in texts {
+            assert_eq!(
+                chunks(text).collect::<Vec<_>>(),
+                pattern_chunks(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn chunks_are_the_patterns(text in "[ asl1!'\t\r\n\u{a0}\u{3000}é]{0,40}") {
+            proptest::prop_assert_eq!(chunks(&text).collect::<Vec<_>>(), pattern_chunks(&text));
+        }
     }
 
     #[test]

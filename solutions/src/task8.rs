@@ -189,13 +189,22 @@ impl Bpe {
     pub fn train(text: &str, vocab_size: usize) -> Bpe {
         let mut words = words(text);
         let mut counts = pair_counts(&words);
+        // Which words hold each pair: a merge looks at those words only, not at all of them.
+        // A word stays listed under a pair it no longer holds, and is skipped there.
+        let mut holders: PairMap<Vec<usize>> = PairMap::default();
+        for (i, word) in words.iter().enumerate() {
+            for p in word.tokens.windows(2) {
+                holders.entry((p[0], p[1])).or_default().push(i);
+            }
+        }
         let mut merges = Vec::new();
         while 256 + merges.len() < vocab_size {
             let Some(pair) = best_pair(&counts) else {
                 break;
             };
             let id = (256 + merges.len()) as u32;
-            for word in &mut words {
+            for i in holders.remove(&pair).unwrap_or_default() {
+                let word = &mut words[i];
                 if !word.tokens.windows(2).any(|p| (p[0], p[1]) == pair) {
                     continue;
                 }
@@ -206,6 +215,10 @@ impl Bpe {
                 }
                 for p in merged.windows(2) {
                     *counts.entry((p[0], p[1])).or_default() += word.count;
+                    // The pairs with the new token are the ones it was not listed under.
+                    if p.contains(&id) {
+                        holders.entry((p[0], p[1])).or_default().push(i);
+                    }
                 }
                 word.tokens = merged;
             }
@@ -217,13 +230,28 @@ impl Bpe {
     /// The ids of one chunk's bytes, merged by the merges' order.
     pub fn encode_chunk(&self, chunk: &[u8]) -> Vec<u32> {
         let mut tokens: Vec<u32> = chunk.iter().map(|&b| self.byte_ids[b as usize]).collect();
-        // The merge learnt first among the adjacent pairs, until none is a merge.
-        while let Some((id, pair)) = tokens
-            .windows(2)
-            .filter_map(|p| self.merges.get(&(p[0], p[1])).map(|&id| (id, (p[0], p[1]))))
+        let merge_of = |left: u32, right: u32| self.merges.get(&(left, right)).copied();
+        // made[i]: the id tokens i and i + 1 merge into, if they are a merge.
+        let mut made: Vec<Option<u32>> = tokens.windows(2).map(|p| merge_of(p[0], p[1])).collect();
+        // The merge learnt first, at its leftmost place, until none is left. Its other places
+        // come next, as if merged everywhere at once: a pair holding the new token merges, if
+        // at all, into a later id. Only the two pairs beside the new token change, so only
+        // they are looked up again.
+        while let Some((id, i)) = made
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|id| (id, i)))
             .min()
         {
-            tokens = merge(&tokens, pair, id);
+            tokens[i] = id;
+            tokens.remove(i + 1);
+            made.remove(i);
+            if i > 0 {
+                made[i - 1] = merge_of(tokens[i - 1], id);
+            }
+            if i < made.len() {
+                made[i] = merge_of(id, tokens[i + 1]);
+            }
         }
         tokens
     }

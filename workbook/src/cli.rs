@@ -32,7 +32,7 @@ pub enum Command {
     Data(DataArgs),
     /// Train a model, save a checkpoint and print a sample.
     Train(TrainArgs),
-    /// Measure training or attention speed.
+    /// Measure speed: a training step, attention, generation, the BPE tokenizer.
     Bench(BenchArgs),
     /// Write text with a trained checkpoint.
     Generate(GenerateArgs),
@@ -319,7 +319,10 @@ impl BenchArgs {
         match &self.what {
             BenchWhat::Train(a) => a.composed,
             BenchWhat::Attention(a) => a.composed,
-            BenchWhat::Products(_) | BenchWhat::LayerNorm(_) | BenchWhat::Generate(_) => false,
+            BenchWhat::Products(_)
+            | BenchWhat::LayerNorm(_)
+            | BenchWhat::Generate(_)
+            | BenchWhat::Bpe(_) => false,
         }
     }
 }
@@ -337,6 +340,23 @@ pub enum BenchWhat {
     /// Tokens per second with and without a KV cache (Task 6), at two context lengths: the
     /// reference solution's cache, or yours with --yours.
     Generate(BenchGenerateArgs),
+    /// Task 8's BPE on tiny Shakespeare, one thread: training 512 ids and encoding the corpus,
+    /// against Hugging Face's tokenizers and tiktoken: the reference solution's, or yours with
+    /// --yours.
+    Bpe(BenchBpeArgs),
+}
+
+#[derive(Args)]
+pub struct BenchBpeArgs {
+    /// Timed runs per measurement, after one untimed (the median is reported).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub repeats: u64,
+    /// Time your exercise's Bpe::train and Bpe::encode instead of the reference solution's.
+    #[arg(long)]
+    pub yours: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -142,6 +142,7 @@ fn bad_arguments_are_clear_errors() {
         &["train", "task1", "--steps", "-5"],
         &["generate", "--checkpoint", "runs/task1", "--top-k", "0"],
         &["bench", "train", "--steps", "zero"],
+        &["bench", "bpe", "--repeats", "0"],
     ] {
         let (code, text) = xtask(args, state.path());
         assert_eq!(code, 2, "{args:?}: {text}");

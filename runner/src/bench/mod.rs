@@ -1,12 +1,13 @@
 //! `cargo xtask bench`: one file a benchmark (the training step, attention, the matrix
-//! products, LayerNorm, generation with a cache), and the two timers they share. Method and
-//! figures live in BENCHMARKS.md.
+//! products, LayerNorm, generation with a cache, the BPE tokenizer), the two timers they share
+//! and the line that names the machine. Method and figures live in BENCHMARKS.md.
 
 use std::process::ExitCode;
 use std::time::Instant;
 use workbook::cli::{BenchArgs, BenchWhat};
 
 mod attention;
+mod bpe;
 mod generate;
 mod layer_norm;
 mod products;
@@ -19,6 +20,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Products(a) => products::run(a),
         BenchWhat::LayerNorm(a) => layer_norm::run(a),
         BenchWhat::Generate(a) => generate::run(a),
+        BenchWhat::Bpe(a) => bpe::run(a),
     }
 }
 
@@ -46,4 +48,27 @@ pub(super) fn time_ms(
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     Ok(median(&mut times))
+}
+
+/// The CPU's model name (Linux's /proc/cpuinfo) and whether it has AVX-512: what a figure
+/// needs beside it to be compared.
+pub(super) fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = if std::arch::is_x86_feature_detected!("avx512f") {
+        "yes"
+    } else {
+        "no"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = "no (not x86-64)";
+    format!("{model}, AVX-512: {avx512}")
 }
