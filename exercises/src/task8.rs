@@ -19,8 +19,8 @@
 //!
 //! 1. `words`: the text cut at every `<|endoftext|>` (which it drops), each piece cut into
 //!    chunks; each distinct chunk once, as its bytes (ids `0..256`) with its number of
-//!    occurrences. A trainer works on these few thousand distinct words, not on the million
-//!    characters of the text.
+//!    occurrences. A trainer works on these distinct words (15,057 in tiny Shakespeare), not
+//!    on the million characters of the text.
 //! 2. `pair_counts`: how often each pair of adjacent ids occurs, a word counting as many times
 //!    as it occurs.
 //! 3. `best_pair`: the pair with the highest count; among pairs of equal count, the
