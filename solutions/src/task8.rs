@@ -74,7 +74,7 @@ pub struct Word {
 
 /// The distinct chunks of `text`, cut at every `<|endoftext|>` first, each as its bytes.
 pub fn words(text: &str) -> Vec<Word> {
-    // Counting the chunks first is what makes training fast: the text has a million
+    // Counting the chunks first is what makes training fast: tiny Shakespeare has a million
     // characters, but only 15,057 distinct chunks.
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for piece in text.split(END_OF_TEXT) {
