@@ -934,7 +934,7 @@ mod bpe_mistakes {
             .iter()
             .filter(|&(_, &n)| n == top)
             .map(|(&p, _)| p)
-            .last()
+            .next_back()
     }
 
     /// The rarest pair.

@@ -20,6 +20,7 @@
 //! Part III, real tokens and real weights:
 //!
 //! - Task 8, [`task8`]: a byte-level BPE tokenizer, GPT-2's, trained on tiny Shakespeare.
+//! - Task 9, [`task9`]: OpenAI's GPT-2, its published weights loaded into your own code.
 
 // Until a stub is filled in, its imports, arguments and fields go unused; these warnings would
 // only be noise while you work.
@@ -33,4 +34,5 @@ pub mod task5;
 pub mod task6;
 pub mod task7;
 pub mod task8;
+pub mod task9;
 pub mod warmup;

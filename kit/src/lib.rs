@@ -6,6 +6,8 @@
 //!   one), the train / eval split, random batches;
 //! - [`bpe`]: what Task 8's byte-level BPE tokenizer is given (GPT-2's chunks, its byte
 //!   characters and its files);
+//! - [`gpt2`]: what Task 9's GPT-2 is given (its settings from `config.json`, its weights
+//!   file opened);
 //! - [`init`]: parameters drawn from a seeded generator, so a run can be repeated exactly;
 //! - [`nn`]: the layers a task uses but does not write (dense, embedding, LayerNorm,
 //!   feed-forward, the Task 1 attention head);
@@ -30,6 +32,7 @@ pub mod bpe;
 pub mod checkpoint;
 pub mod data;
 pub mod decode;
+pub mod gpt2;
 pub mod init;
 pub mod nn;
 pub mod ops;

@@ -22,6 +22,13 @@ pub struct Dense {
     bias: Option<Tensor>,
 }
 
+impl Dense {
+    /// The layer of these tensors: `weight` (out, in), candle's layout, and a bias (out).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+}
+
 /// A [`Dense`] layer with a bias, named `weight` and `bias` under `vb`.
 pub fn dense(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
     let weight = vb.get_with_hints((out_dim, in_dim), "weight", lecun_normal(in_dim))?;
@@ -76,10 +83,15 @@ impl LayerNorm {
 
     /// Scale `weight` (ones) and shift `bias` (zeros) of size `dim`.
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_eps(dim, Self::EPS, vb)
+    }
+
+    /// [`LayerNorm::new`] with another epsilon: GPT-2's is 1e-5.
+    pub fn with_eps(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             weight: vb.get_with_hints(dim, "weight", candle_nn::init::ONE)?,
             bias: vb.get_with_hints(dim, "bias", candle_nn::init::ZERO)?,
-            eps: Self::EPS,
+            eps,
             rows: None,
         })
     }

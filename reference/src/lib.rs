@@ -6,6 +6,9 @@
 //!
 //! [`bpe`] is a byte-level BPE written from Task 8's definitions as plainly as they read.
 //!
+//! [`gpt2`] is GPT-2's forward pass from a Hugging Face file's weights, and the ways of
+//! loading them wrong that Task 9's diagnosis tries.
+//!
 //! The checks compare the learner's code with these; the model commands train [`RefGpt`] for
 //! the tasks that write only its attention, and draw attention maps with
 //! [`minigpt_f64_traced`]. [`curves`] holds the reference solutions' loss curves, which
@@ -14,6 +17,7 @@
 pub mod attention;
 pub mod bpe;
 pub mod curves;
+pub mod gpt2;
 pub mod llama;
 mod maths;
 mod minigpt;

@@ -20,6 +20,7 @@
 //! Part III, real tokens and real weights:
 //!
 //! - Task 8, [`task8`]: a byte-level BPE tokenizer, GPT-2's, trained on tiny Shakespeare.
+//! - Task 9, [`task9`]: OpenAI's GPT-2, its published weights loaded into your own code.
 
 pub mod task1;
 pub mod task2;
@@ -29,4 +30,5 @@ pub mod task5;
 pub mod task6;
 pub mod task7;
 pub mod task8;
+pub mod task9;
 pub mod warmup;

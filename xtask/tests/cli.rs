@@ -132,7 +132,7 @@ fn status_after_checks() {
 #[test]
 fn bad_arguments_are_clear_errors() {
     let state = tempfile::tempdir().unwrap();
-    let (code, text) = xtask(&["check", "task9"], state.path());
+    let (code, text) = xtask(&["check", "task99"], state.path());
     assert_eq!(code, 2);
     insta::assert_snapshot!("unknown_task", text);
     says(xtask(&["hint", "all"], state.path()), 2, &["pick one task"]);
@@ -171,10 +171,10 @@ fn edges_are_answered_in_the_workbooks_words() {
         &["train", "task1", "--steps", "-5"][..],
         &["train", "task1", "--steps", "0"],
         &["train", "task1", "--lr", "-1"],
-        &["hint", "task9"],
-        &["reset", "task9"],
-        &["watch", "task9"],
-        &["solution", "task9"],
+        &["hint", "task99"],
+        &["reset", "task99"],
+        &["watch", "task99"],
+        &["solution", "task99"],
         &["generate", "--checkpoint", "runs/task1", "--temperature=-1"],
         &["generate", "--checkpoint", "runs/task1", "--top-k", "0"],
         &["data", "--from", "/nonexistent/input.txt"],

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod bpe;
+pub mod gpt2;
 pub mod kv_cache;
 pub mod layer_norm;
 pub mod llama;

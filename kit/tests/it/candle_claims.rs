@@ -1451,3 +1451,61 @@ fn candles_cpu_kernels_take_their_thread_count_from_rayon_num_threads() {
     };
     assert_eq!(candle_core::utils::get_num_threads(), n);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Task 9: GELU's two forms, and what a VarBuilder says of a tensor it does not hold as asked.
+// ---------------------------------------------------------------------------------------------
+
+/// exercises/src/task9.rs, module doc ("candle's `Tensor::gelu` computes it [the tanh
+/// approximation], and `Tensor::gelu_erf` the exact `x·Φ(x)`, which differs by up to about
+/// 5e-4"); docs/guide.md, Task 9; tasks.toml, task9 `mlp`, hint 3.
+#[test]
+fn gelu_is_the_tanh_approximation_and_gelu_erf_the_exact_one() {
+    let x = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0];
+    let tanh: Vec<f32> = x
+        .iter()
+        .map(|&v| {
+            let v = f64::from(v);
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            (0.5 * v * (1.0 + (k * (v + 0.044715 * v.powi(3))).tanh())) as f32
+        })
+        .collect();
+    let t = tensor(&x, &[7]);
+    assert_close("Tensor::gelu", &values(&t.gelu().unwrap()), &tanh, 1e-6);
+    // x·Φ(x) with scipy.special.erf: at -3, -1, -0.5, 0, 0.5, 1, 2.
+    let exact = [
+        -0.004_049_694_f32,
+        -0.158_655_25,
+        -0.154_268_73,
+        0.0,
+        0.345_731_27,
+        0.841_344_7,
+        1.954_499_7,
+    ];
+    let erf = values(&t.gelu_erf().unwrap());
+    assert_close("Tensor::gelu_erf", &erf, &exact, 1e-6);
+    let apart = erf
+        .iter()
+        .zip(&tanh)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(apart > 1e-4 && apart < 5e-4, "{apart}");
+}
+
+/// exercises/src/task9.rs, module doc ("Loaded as it is stored, a square weight
+/// (`attn.c_proj`) loads without a complaint"); docs/guide.md, Task 9 ("Asked for in Dense's
+/// shape, a non-square weight is refused by the loader"); tasks.toml, task9 `conv1d`, hint 2.
+/// A VarBuilder over tensors checks the shape asked for against the one it holds, and nothing
+/// else.
+#[test]
+fn a_var_builder_refuses_a_weight_asked_for_in_another_shape_and_only_then() {
+    let held = |shape: &[usize]| {
+        let n = shape.iter().product();
+        let ts = std::collections::HashMap::from([("w".to_string(), tensor(&spread(n), shape))]);
+        VarBuilder::from_tensors(ts, DType::F32, &CPU)
+    };
+    let e = held(&[3, 5]).get((5, 3), "w").unwrap_err().to_string();
+    assert!(e.contains("shape mismatch for w"), "{e}");
+    assert!(held(&[4, 4]).get((4, 4), "w").is_ok());
+    assert!(held(&[4, 4]).contains_tensor("w") && !held(&[4, 4]).contains_tensor("v"));
+}

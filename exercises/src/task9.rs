@@ -1,0 +1,404 @@
+//! # Task 9: OpenAI's GPT-2 on your own code
+//!
+//! MiniGPT has had GPT-2's layout since Task 1. Here you write GPT-2 exactly as OpenAI shipped
+//! it, load the weights they published into it, and write text with them: the smallest GPT-2,
+//! 124 million parameters, with Task 8's tokenizer reading OpenAI's `vocab.json` and
+//! `merges.txt`. What changes from MiniGPT is small and must be exact, or the published weights
+//! compute nonsense:
+//!
+//! - LayerNorm's ε is 1e-5 (kit's `LayerNorm::new` takes Flax's 1e-6:
+//!   `LayerNorm::with_eps(dim, cfg.layer_norm_epsilon, vb)` takes the config's).
+//! - The attention makes its queries, keys and values with **one** projection, `c_attn`,
+//!   C → 3C, with a bias: columns `0..C` are the queries, `C..2C` the keys, `2C..3C` the
+//!   values, and within each, head `i` owns columns `i·h..(i+1)·h`. Then `c_proj`, C → C, with a
+//!   bias.
+//! - The feed-forward layer is `c_fc` (C → 4C), GELU, `c_proj` (4C → C), with biases. GPT-2's
+//!   GELU is the tanh approximation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`: candle's
+//!   `Tensor::gelu` computes it, and `Tensor::gelu_erf` the exact `x·Φ(x)`, which differs by up
+//!   to about 5e-4 and is not what the weights were trained with.
+//! - The output layer has no weight of its own: it is the token embedding `wte` (V, C), used
+//!   as a Dense weight, (out, in) = (V, C), without a bias. The weights are **tied**.
+//! - Hugging Face stores GPT-2's projections as `Conv1D` layers (a name from OpenAI's
+//!   TensorFlow code; they are dense layers): `y = x W + b` with the weight stored **(in, out)**,
+//!   the transpose of `Dense`'s (out, in). Loaded as it is stored, a square weight (`attn.c_proj`)
+//!   loads without a complaint and computes `x Wᵀ`: wrong, silently.
+//!
+//! The names in `model.safetensors`, C the width, V the vocabulary, P the positions:
+//!
+//! ```text
+//! wte.weight (V, C)            h.{i}.ln_1.weight, .bias (C)
+//! wpe.weight (P, C)            h.{i}.attn.c_attn.weight (C, 3C), .bias (3C)
+//! ln_f.weight, .bias (C)       h.{i}.attn.c_proj.weight (C, C), .bias (C)
+//! lm_head.weight (V, C)?       h.{i}.ln_2.weight, .bias (C)
+//!                              h.{i}.mlp.c_fc.weight (C, 4C), .bias (4C)
+//!                              h.{i}.mlp.c_proj.weight (4C, C), .bias (C)
+//! ```
+//!
+//! Two layouts are found in the wild: OpenAI's own files name the tensors as above, and
+//! `transformers`' `save_pretrained` writes `transformer.wte.weight`, `transformer.h.0…`. Some
+//! files also hold `lm_head.weight` (a copy of `wte.weight`), most do not. Your loader takes
+//! both: the prefix if the file has `transformer.wte.weight`, and `lm_head.weight` if the file
+//! has it, else `wte`. OpenAI's files also hold `h.{i}.attn.bias`, the causal mask as a
+//! (1, 1, 1024, 1024) table: not a weight, and never read.
+//!
+//! Shapes: `B` batch, `T` new positions, `S` cached before the step, `n` heads, `h` head size,
+//! `C` width, `V` vocabulary.
+//!
+//! 1. `conv1d`: a `Conv1D` of the file as kit's `Dense`: the weight read (in, out), as stored,
+//!    and transposed to (out, in), made contiguous once at load (a transposed view would be
+//!    copied at every call); the bias (out).
+//! 2. `Mlp::forward`: `c_proj(gelu(c_fc(x)))`, GELU's tanh approximation.
+//! 3. `Attention::forward_step`: `c_attn` of the new positions, (B, T, 3C), split into q, k, v,
+//!    each into heads, (B, n, T, h); k and v appended to the layer's cache (Task 6's, given:
+//!    `LayerCache::append`); each new query against the cached keys up to its own position,
+//!    scaled by 1/√h (`kit::ops::causal_softmax`); the weighted values; the heads merged;
+//!    `c_proj`.
+//! 4. `Gpt2::new`: the parts from a `VarBuilder` over the file's names: under `transformer` if
+//!    the file has `transformer.wte.weight`; `wte`, `wpe`, each block `h.{i}` (`ln_1`, `attn`,
+//!    `ln_2`, `mlp`), `ln_f`; and the output layer: `lm_head.weight` where the file has it
+//!    (at the root, never under the prefix), else `wte`'s table. `Gpt2::load(dir)` reads
+//!    `config.json` and `model.safetensors` and calls it.
+//! 5. `Gpt2::forward_step`: Task 6's step with GPT-2's parts: the token embeddings plus the
+//!    position embeddings of `S..S + T`; each block `x + attn(ln_1(x))`, then
+//!    `x + mlp(ln_2(x))`; `ln_f`; the output layer. More than n_positions (1024) in all is an
+//!    error.
+//!
+//! Sampling, as `transformers`' `generate` does it, in this order: the logits divided by the
+//! temperature; the `k` most likely tokens kept (**top-k**); of what is left, the most likely
+//! tokens whose probabilities first add up to at least `p` kept (**top-p**, nucleus sampling),
+//! the fewest that do; the probabilities made to add up to 1 again. Tokens are ranked by their
+//! logit, the lower id first among equals.
+//!
+//! 6. `distribution`: the probability of each of the V ids after those steps: zero outside
+//!    what is kept. A temperature of 0 is greedy: probability 1 for the most likely token (the
+//!    lowest id among equals).
+//! 7. `Sampler::sample`: one number `u` drawn uniformly from [0, 1) (`self.rng.random::<f64>()`,
+//!    one draw per token whatever the settings), and the first id, in id order, at which the
+//!    probabilities added up so far exceed `u`. The same seed draws the same tokens, and the
+//!    checks draw the same ones as you.
+//! 8. `generate`: Task 6's loop, with or without the cache, sampling each token with your
+//!    sampler and stopping after `stop` (`<|endoftext|>`) if it is drawn. With the cache: the
+//!    prompt's last n_positions tokens at most once, then one position per new token but the
+//!    last, the cache rebuilt from the last n_positions tokens when it has no room. Without it:
+//!    every new token from the logits of the last n_positions tokens, run whole. Both write
+//!    the same tokens; `transformers`' `generate(do_sample=False)` writes the same greedy ones.
+//!
+//! Check your work with `cargo xtask check task9`: against a tiny random GPT-2 that
+//! `transformers` made and saved in both layouts (`data/fixtures/task9-gpt2/`), its logits,
+//! its greedy texts and its tokenizer's ids. Then `cargo xtask gpt2 --dir PATH --prompt "…"`
+//! writes with OpenAI's GPT-2 from a folder holding its four files, and
+//! `cargo xtask gpt2 --download` fetches them first. `cargo xtask bench gpt2` times your model
+//! at GPT-2's size against `transformers`.
+//!
+//! **Think about it.** Once it is green, this task's section of docs/guide.md ends with a
+//! question to think about: the workbook keeps its questions there.
+
+use candle_core::{D, IndexOp, Module, Result, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+use kit::decode::Decoder;
+use kit::gpt2::Gpt2Config;
+use kit::nn::{Dense, LayerNorm, embedding};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+
+/// A `Conv1D` of a Hugging Face GPT-2 file, `weight` (in, out) and `bias` (out) under `vb`, as
+/// a [`Dense`] layer, whose weight is (out, in).
+pub fn conv1d(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Dense> {
+    // TODO: the weight as the file stores it, (in, out), transposed to Dense's (out, in) and made
+    // contiguous once, here; the bias, (out); a Dense of the two.
+    todo!(
+        "conv1d: a Conv1D's weight read (in, out) and transposed to Dense's (out, in), with its bias"
+    )
+}
+
+/// GPT-2's feed-forward layer: `c_fc` (C → 4C), GELU's tanh approximation, `c_proj` (4C → C).
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    c_fc: Dense,
+    c_proj: Dense,
+}
+
+impl Mlp {
+    /// `c_fc` and `c_proj`, `Conv1D`s under `vb`.
+    pub fn new(hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            c_fc: conv1d(hidden, 4 * hidden, vb.pp("c_fc"))?,
+            c_proj: conv1d(4 * hidden, hidden, vb.pp("c_proj"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    /// # Shapes
+    /// (B, T, C) → (B, T, C)
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        // TODO: c_fc, then GELU's tanh approximation (GPT-2's "gelu_new"), then c_proj.
+        todo!("Mlp::forward: c_proj(gelu(c_fc(x))), GELU's tanh approximation")
+    }
+}
+
+/// One layer's keys and values of the positions run so far, each (B, n, S, h): Task 6's.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+impl LayerCache {
+    /// Positions cached.
+    pub fn positions(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    /// Appends the keys and values (B, n, T, h) of new positions after the cached ones;
+    /// returns all of them, (B, n, S + T, h).
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match (&self.k, &self.v) {
+            (Some(old_k), Some(old_v)) => {
+                (Tensor::cat(&[old_k, k], 2)?, Tensor::cat(&[old_v, v], 2)?)
+            }
+            _ => (k.clone(), v.clone()),
+        };
+        self.k = Some(k.clone());
+        self.v = Some(v.clone());
+        Ok((k, v))
+    }
+}
+
+/// Every layer's cache.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    layers: Vec<LayerCache>,
+}
+
+impl Cache {
+    /// Positions cached.
+    pub fn positions(&self) -> usize {
+        self.layers.first().map_or(0, LayerCache::positions)
+    }
+}
+
+/// GPT-2's causal self-attention: one fused projection for queries, keys and values.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    c_attn: Dense,
+    c_proj: Dense,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// `c_attn` (C → 3C) and `c_proj` (C → C), `Conv1D`s under `vb`.
+    pub fn new(hidden: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            c_attn: conv1d(hidden, 3 * hidden, vb.pp("c_attn"))?,
+            c_proj: conv1d(hidden, hidden, vb.pp("c_proj"))?,
+            num_heads,
+            head_dim: hidden / num_heads,
+        })
+    }
+
+    /// The attention of `xs`, the new positions, over the cached ones and themselves.
+    ///
+    /// # Shapes
+    /// (B, T, C) → (B, T, C)
+    pub fn forward_step(&self, xs: &Tensor, cache: &mut LayerCache) -> Result<Tensor> {
+        // TODO: c_attn of the new positions, (B, T, 3C); the queries, keys and values its three
+        // thirds, each split into heads, (B, n, T, h); k and v appended to the cache; the scores
+        // of the new queries against all S + T keys, masked so that new query i sees keys
+        // 0..=S + i, scaled by 1/√h and normalised; the weighted values; the heads merged; c_proj.
+        todo!(
+            "Attention::forward_step: c_attn split into q, k and v per head, the cache, causal attention, c_proj"
+        )
+    }
+}
+
+/// A pre-norm block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Debug, Clone)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+/// GPT-2, as OpenAI shipped it.
+#[derive(Debug, Clone)]
+pub struct Gpt2 {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Dense,
+    cfg: Gpt2Config,
+}
+
+impl Gpt2 {
+    /// The model of the weights `vb` holds, named as a Hugging Face GPT-2 file names them:
+    /// with or without the `transformer.` prefix, with `lm_head.weight` or without it (then the
+    /// output layer is `wte`).
+    pub fn new(cfg: &Gpt2Config, vb: VarBuilder) -> Result<Self> {
+        // TODO: the body's names under "transformer" if vb has transformer.wte.weight, else at the
+        // root; wte, wpe, the blocks h.0, h.1, … (ln_1, attn, ln_2, mlp) and ln_f, each LayerNorm
+        // with the config's ε; the output layer lm_head.weight if vb has it (at the root), else
+        // wte's table, without a bias. Keep the config.
+        todo!(
+            "Gpt2::new: wte, wpe, {} blocks h.i and ln_f, under transformer. or not; lm_head or wte tied",
+            cfg.n_layer
+        )
+    }
+
+    /// The GPT-2 of the folder `dir`: its `config.json` and `model.safetensors`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let cfg = Gpt2Config::read(dir)?;
+        Self::new(&cfg, kit::gpt2::weights(dir)?)
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &Gpt2Config {
+        &self.cfg
+    }
+
+    /// An empty cache, one layer per block.
+    pub fn new_cache(&self) -> Cache {
+        Cache {
+            layers: vec![LayerCache::default(); self.blocks.len()],
+        }
+    }
+
+    /// The logits of `tokens`, the positions after those in `cache`, whose keys and values
+    /// every layer adds to its cache.
+    ///
+    /// # Shapes
+    /// (B, T) → (B, T, V), with T plus the cached positions at most n_positions
+    pub fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        // TODO: refuse more than n_positions positions in all. The embeddings of the new tokens
+        // plus those of their positions, S..S + T; each block with its own layer of the cache,
+        // x + attn(ln_1(x)) then x + mlp(ln_2(x)); ln_f; the output layer.
+        todo!(
+            "Gpt2::forward_step: embeddings at positions S..S+T, the blocks with their caches, ln_f, the tied output layer"
+        )
+    }
+}
+
+impl Module for Gpt2 {
+    /// The whole of `idx` at once: one step from an empty cache, positions 0..T.
+    fn forward(&self, idx: &Tensor) -> Result<Tensor> {
+        self.forward_step(idx, &mut self.new_cache())
+    }
+}
+
+impl Decoder for Gpt2 {
+    type Cache = Cache;
+
+    fn new_cache(&self) -> Cache {
+        Gpt2::new_cache(self)
+    }
+
+    fn block_size(&self) -> usize {
+        self.cfg.n_positions
+    }
+
+    fn has_room(&self, cache: &Cache) -> bool {
+        cache.positions() < self.cfg.n_positions
+    }
+
+    fn forward_step(&self, tokens: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        Gpt2::forward_step(self, tokens, cache)
+    }
+}
+
+/// How the next token is drawn from the logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// The logits are divided by it; 0 always takes the most likely token.
+    pub temperature: f64,
+    /// Keep only the k most likely tokens.
+    pub top_k: Option<usize>,
+    /// Keep only the most likely tokens whose probabilities first add up to p, in (0, 1].
+    pub top_p: Option<f64>,
+}
+
+impl Sampling {
+    /// The most likely token, always.
+    pub const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+    };
+
+    /// The model's own probabilities: temperature 1, every token kept.
+    pub const PLAIN: Sampling = Sampling {
+        temperature: 1.0,
+        top_k: None,
+        top_p: None,
+    };
+}
+
+/// The probability of each id that `sampling` draws from `logits`: the logits divided by the
+/// temperature, the top-k kept, then the top-p, the probabilities of what is kept made to add up
+/// to 1, zero elsewhere.
+pub fn distribution(logits: &[f32], sampling: &Sampling) -> Vec<f64> {
+    // TODO: a temperature of 0: probability 1 for the largest logit (the lowest id among
+    // equals). Else the ids ranked by logit, the lower id first among equals; the first top_k
+    // kept; softmax(logit / temperature) over those; of them, the fewest first ones whose
+    // probabilities add up to at least top_p kept; renormalised; zero for every other id.
+    todo!(
+        "distribution: temperature, top-k, then top-p, renormalised; 1 on the argmax at temperature 0"
+    )
+}
+
+/// Draws token ids from logits with a seeded generator.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    sampling: Sampling,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    /// A sampler with these settings, drawing from a ChaCha8 generator seeded with `seed`.
+    pub fn new(sampling: Sampling, seed: u64) -> Self {
+        Self {
+            sampling,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Its settings.
+    pub fn sampling(&self) -> &Sampling {
+        &self.sampling
+    }
+
+    /// One id drawn from `distribution(logits, sampling)`.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        // TODO: the distribution of the logits under self.sampling; one number u drawn uniformly
+        // from [0, 1) by self.rng; the first id, in id order, at which the probabilities added up
+        // so far exceed u.
+        todo!(
+            "Sampler::sample: one uniform draw u, the first id whose cumulative probability exceeds it"
+        )
+    }
+}
+
+/// `prompt` followed by up to `max_new_tokens` tokens, each drawn by `sampler` from the logits
+/// of the last position, stopping after `stop` if it is drawn. With `use_cache`, the prompt
+/// runs once and each new token one position on top of the cache; without, the last
+/// block_size tokens run whole for every new token.
+pub fn generate<M: Decoder + Module + ?Sized>(
+    model: &M,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    max_new_tokens: usize,
+    use_cache: bool,
+    stop: Option<u32>,
+) -> Result<Vec<u32>> {
+    // TODO: refuse an empty prompt. With use_cache: the prompt's last block_size tokens into a new
+    // cache, then each new token alone on top of it, the cache rebuilt from the last block_size
+    // tokens when it has no room; without: the last block_size tokens run whole for each new
+    // token. Each token drawn by the sampler from the last position's logits; stop after
+    // max_new_tokens, or after `stop` once drawn. Tensors go on Device::Cpu.
+    todo!(
+        "generate: Task 6's loop with or without the cache, the sampler drawing, stopping at stop"
+    )
+}
