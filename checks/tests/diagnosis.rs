@@ -1161,3 +1161,318 @@ mod bpe_mistakes {
         });
     }
 }
+
+// ---- Task 9 --------------------------------------------------------------------------------
+
+mod gpt2_mistakes {
+    //! Task 9's loader and GPT-2 written wrong by hand with candle's ops, the way a learner
+    //! might, on the fixture's weights, each with the verdict the diagnosis gives.
+
+    use candle_core::{D, DType, Device, Module, Result, Tensor};
+    use candle_nn::VarBuilder;
+    use checks::diagnose::gpt2;
+    use checks::support::values;
+    use kit::gpt2::Gpt2Config;
+    use kit::nn::Dense;
+    use reference::gpt2::Weights;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    fn folder() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/task9-gpt2")
+    }
+
+    /// The fixture's tensors, named without the prefix.
+    fn tensors() -> HashMap<String, Tensor> {
+        candle_core::safetensors::load(folder().join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| (name.trim_start_matches("transformer.").to_string(), t))
+            .collect()
+    }
+
+    /// The fixture's first prompt: "The keeper's lamp wasn't lit".
+    const PROMPT: [u32; 15] = [
+        298, 332, 101, 336, 277, 264, 97, 109, 112, 263, 301, 110, 355, 264, 269,
+    ];
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Wrong {
+        ExactGelu,
+        KitEpsilon,
+        SquareUntransposed,
+        Reshaped,
+        NoBias,
+        NotScaled,
+        KeysFirst,
+        HeadByHead,
+        NoFinalNorm,
+        NoPositions,
+        ExactGeluAndKitEpsilon,
+        PositionsFromZero,
+        NoCache,
+    }
+
+    /// GPT-2 on the fixture's weights with one mistake, run in steps on a cache of its own.
+    struct WrongGpt2 {
+        t: HashMap<String, Tensor>,
+        cfg: Gpt2Config,
+        wrong: Wrong,
+    }
+
+    impl WrongGpt2 {
+        fn new(wrong: Wrong) -> Self {
+            Self {
+                t: tensors(),
+                cfg: Gpt2Config::read(&folder()).unwrap(),
+                wrong,
+            }
+        }
+
+        fn get(&self, name: &str) -> &Tensor {
+            &self.t[name]
+        }
+
+        /// `x W + b` of the Conv1D `name`, its weight stored (n_in, n_out), used wrong where
+        /// the mistake says.
+        fn conv(&self, x: &Tensor, name: &str, n_in: usize, n_out: usize) -> Result<Tensor> {
+            let w = self.get(&format!("{name}.weight"));
+            let w = match self.wrong {
+                Wrong::SquareUntransposed if n_in == n_out => w.t()?,
+                Wrong::Reshaped => w.reshape((n_out, n_in))?.t()?,
+                _ => w.clone(),
+            };
+            let y = x.matmul(&w)?;
+            if self.wrong == Wrong::NoBias {
+                Ok(y)
+            } else {
+                y.broadcast_add(self.get(&format!("{name}.bias")))
+            }
+        }
+
+        fn norm(&self, x: &Tensor, name: &str) -> Result<Tensor> {
+            let eps = match self.wrong {
+                Wrong::KitEpsilon | Wrong::ExactGeluAndKitEpsilon => 1e-6,
+                _ => 1e-5,
+            };
+            let (g, b) = (
+                self.get(&format!("{name}.weight")),
+                self.get(&format!("{name}.bias")),
+            );
+            kit::ops::layer_norm(x, g, b, eps)
+        }
+
+        /// The logits of `ids` run in steps of `steps` tokens, joined.
+        fn run(&self, ids: &[u32], steps: &[usize]) -> Result<Vec<f64>> {
+            let (c, n) = (self.cfg.n_embd, self.cfg.n_head);
+            let h = c / n;
+            let mut cache: Vec<Option<(Tensor, Tensor)>> = vec![None; self.cfg.n_layer];
+            let mut out = Vec::new();
+            let mut start = 0;
+            for &len in steps {
+                if self.wrong == Wrong::NoCache {
+                    cache = vec![None; self.cfg.n_layer];
+                }
+                let first = if self.wrong == Wrong::PositionsFromZero {
+                    0
+                } else {
+                    start
+                };
+                let tokens = Tensor::new(&ids[start..start + len], &Device::Cpu)?;
+                let mut x = self.get("wte.weight").index_select(&tokens, 0)?; // (T, C)
+                if self.wrong != Wrong::NoPositions {
+                    x = (x + self.get("wpe.weight").narrow(0, first, len)?)?;
+                }
+                for (l, kv) in cache.iter_mut().enumerate() {
+                    let at = |name: &str| format!("h.{l}.{name}");
+                    let qkv =
+                        self.conv(&self.norm(&x, &at("ln_1"))?, &at("attn.c_attn"), c, 3 * c)?;
+                    let heads = |t: Tensor| t.reshape((len, n, h))?.transpose(0, 1)?.contiguous();
+                    let part = |i: usize| -> Result<Tensor> {
+                        match self.wrong {
+                            Wrong::HeadByHead => qkv
+                                .reshape((len, n, 3 * h))?
+                                .narrow(D::Minus1, i * h, h)?
+                                .transpose(0, 1)?
+                                .contiguous(),
+                            Wrong::KeysFirst => heads(qkv.narrow(1, [1, 0, 2][i] * c, c)?),
+                            _ => heads(qkv.narrow(1, i * c, c)?),
+                        }
+                    };
+                    let (q, mut k, mut v) = (part(0)?, part(1)?, part(2)?);
+                    if let Some((old_k, old_v)) = kv.take() {
+                        k = Tensor::cat(&[&old_k, &k], 1)?;
+                        v = Tensor::cat(&[&old_v, &v], 1)?;
+                    }
+                    *kv = Some((k.clone(), v.clone()));
+                    let scale = if self.wrong == Wrong::NotScaled {
+                        1.0
+                    } else {
+                        1.0 / (h as f64).sqrt()
+                    };
+                    let scores = q.matmul(&k.t()?.contiguous()?)?; // (n, T, S + T)
+                    let weights = kit::ops::causal_softmax(&scores, scale)?;
+                    let merged = weights.matmul(&v)?.transpose(0, 1)?.contiguous()?;
+                    let attn = self.conv(&merged.reshape((len, c))?, &at("attn.c_proj"), c, c)?;
+                    x = (x + attn)?;
+                    let hidden =
+                        self.conv(&self.norm(&x, &at("ln_2"))?, &at("mlp.c_fc"), c, 4 * c)?;
+                    let hidden = match self.wrong {
+                        Wrong::ExactGelu | Wrong::ExactGeluAndKitEpsilon => hidden.gelu_erf()?,
+                        _ => hidden.gelu()?,
+                    };
+                    x = (x + self.conv(&hidden, &at("mlp.c_proj"), 4 * c, c)?)?;
+                }
+                let x = if self.wrong == Wrong::NoFinalNorm {
+                    x
+                } else {
+                    self.norm(&x, "ln_f")?
+                };
+                out.extend(values(&x.matmul(&self.get("wte.weight").t()?)?));
+                start += len;
+            }
+            Ok(out)
+        }
+    }
+
+    /// A Conv1D's weight asked for as the mistake `how` asks for it: "out-in" in Dense's
+    /// shape, "stored" as stored and used as Dense's, "reshaped", "no-bias".
+    fn wrong_conv1d(how: &str, n_in: usize, n_out: usize, vb: &VarBuilder) -> Result<Dense> {
+        let bias = vb.get(n_out, "bias")?;
+        Ok(match how {
+            "out-in" => Dense::new(vb.get((n_out, n_in), "weight")?, Some(bias)),
+            "stored" => Dense::new(vb.get((n_in, n_out), "weight")?, Some(bias)),
+            "reshaped" => Dense::new(
+                vb.get((n_in, n_out), "weight")?.reshape((n_out, n_in))?,
+                Some(bias),
+            ),
+            _ => Dense::new(vb.get((n_in, n_out), "weight")?.t()?.contiguous()?, None),
+        })
+    }
+
+    #[test]
+    fn every_task9_mistake_is_named() {
+        let mut shown = String::new();
+        let mut say =
+            |what: &str, verdict: String| shown.push_str(&format!("{what}:\n{verdict}\n\n"));
+        let t = tensors();
+        let cfg = Gpt2Config::read(&folder()).unwrap();
+
+        // The Conv1D alone: c_attn (32 → 96), then attn.c_proj (32 → 32), layer 0.
+        for (name, n_out) in [("h.0.attn.c_attn", 96), ("h.0.attn.c_proj", 32)] {
+            let layer = HashMap::from([
+                ("weight".to_string(), t[&format!("{name}.weight")].clone()),
+                ("bias".to_string(), t[&format!("{name}.bias")].clone()),
+            ]);
+            let vb = VarBuilder::from_tensors(layer, DType::F32, &Device::Cpu);
+            let x = checks::support::random_tensor(91, &[3, 32]);
+            let (w, b) = (
+                values(&t[&format!("{name}.weight")]),
+                values(&t[&format!("{name}.bias")]),
+            );
+            for how in ["out-in", "stored", "reshaped", "no-bias"] {
+                let got = wrong_conv1d(how, 32, n_out, &vb)
+                    .and_then(|d| d.forward(&x))
+                    .map(|y| values(&y))
+                    .map_err(|e| e.to_string());
+                let verdict = gpt2::conv1d(&got, &values(&x), (&w, &b), 32, n_out);
+                say(&format!("conv1d {name} / {how}"), verdict);
+            }
+        }
+
+        // The feed-forward layer of block 0 on random rows.
+        let x = checks::support::random_tensor(92, &[4, 32])
+            .affine(2.0, 0.0)
+            .unwrap();
+        let v = |name: &str| values(&t[name]);
+        let (fc_w, fc_b) = (v("h.0.mlp.c_fc.weight"), v("h.0.mlp.c_fc.bias"));
+        let (pr_w, pr_b) = (v("h.0.mlp.c_proj.weight"), v("h.0.mlp.c_proj.bias"));
+        let mlp = |act: &dyn Fn(&Tensor) -> Result<Tensor>| -> Vec<f64> {
+            let fc = x.matmul(&t["h.0.mlp.c_fc.weight"]).unwrap();
+            let fc = fc.broadcast_add(&t["h.0.mlp.c_fc.bias"]).unwrap();
+            let y = act(&fc)
+                .unwrap()
+                .matmul(&t["h.0.mlp.c_proj.weight"])
+                .unwrap();
+            values(&y.broadcast_add(&t["h.0.mlp.c_proj.bias"]).unwrap())
+        };
+        let fc = (&fc_w[..], Some(&fc_b[..]));
+        let proj = (&pr_w[..], Some(&pr_b[..]));
+        for what in ["gelu_erf", "relu", "no activation"] {
+            let act = |z: &Tensor| match what {
+                "gelu_erf" => z.gelu_erf(),
+                "relu" => z.relu(),
+                _ => Ok(z.clone()),
+            };
+            say(
+                &format!("mlp / {what}"),
+                gpt2::mlp(&mlp(&act), &values(&x), 32, fc, proj),
+            );
+        }
+
+        // Loaders that fail, as candle says it, read back.
+        let weights = kit::gpt2::weights(&folder()).unwrap();
+        let layout = "transformers' layout: every name under transformer., no lm_head.weight";
+        for (what, name) in [
+            ("untied: lm_head.weight asked for", "lm_head.weight"),
+            ("no prefix taken", "h.0.ln_1.weight"),
+            ("lm_head under the prefix", "transformer.lm_head.weight"),
+        ] {
+            let e = weights.get((357, 32), name).map(|_| ()).unwrap_err();
+            say(
+                &format!("load / {what}"),
+                gpt2::load_error(&e.to_string(), layout, &cfg),
+            );
+        }
+        let bare = "OpenAI's layout: no prefix, no lm_head.weight";
+        let e = VarBuilder::from_tensors(t.clone(), DType::F32, &Device::Cpu)
+            .get(32, "transformer.h.0.ln_1.weight")
+            .unwrap_err();
+        say(
+            "load / the prefix always taken",
+            gpt2::load_error(&e.to_string(), bare, &cfg),
+        );
+
+        // Whole models, each with one mistake, on the first prompt at once.
+        let w = Weights::from_tensors(&t);
+        for wrong in [
+            Wrong::ExactGelu,
+            Wrong::KitEpsilon,
+            Wrong::SquareUntransposed,
+            Wrong::Reshaped,
+            Wrong::NoBias,
+            Wrong::NotScaled,
+            Wrong::KeysFirst,
+            Wrong::HeadByHead,
+            Wrong::NoFinalNorm,
+            Wrong::NoPositions,
+            Wrong::ExactGeluAndKitEpsilon,
+        ] {
+            let got = WrongGpt2::new(wrong).run(&PROMPT, &[15]).unwrap();
+            say(
+                &format!("model / {wrong:?}"),
+                gpt2::logits(&got, &w, &cfg, &PROMPT),
+            );
+        }
+        // Cached steps of 6, 3, 1 and 5 tokens.
+        let steps = [6, 3, 1, 5];
+        for wrong in [Wrong::PositionsFromZero, Wrong::NoCache] {
+            let got = WrongGpt2::new(wrong).run(&PROMPT, &steps).unwrap();
+            say(
+                &format!("steps / {wrong:?}"),
+                gpt2::steps(&got, &w, &cfg, &PROMPT, &steps),
+            );
+        }
+        insta::with_settings!({
+            description => "The diagnosis of each wrong Task 9 piece above, written by hand with \
+                candle's ops on the fixture's tiny GPT-2 (width 32, 4 heads, 2 blocks, 357 \
+                tokens): a Conv1D (c_attn 32 → 96, attn.c_proj 32 → 32), the feed-forward \
+                layer, loaders that fail, the whole model on the prompt \"The keeper's lamp \
+                wasn't lit\", and its cached steps of 6, 3, 1 and 5 tokens. Each must say what \
+                the piece does.",
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(shown);
+        });
+    }
+}

@@ -75,8 +75,8 @@ const MISTAKES: &[Mistake] = &[
     },
     Mistake {
         way: |w| Way { biases: false, ..w },
-        says: "no Conv1D adds its bias: every projection of GPT-2, c_attn, c_proj and c_fc, has \
-               one",
+        says: "every Conv1D without its bias: each projection of GPT-2, c_attn, c_proj and c_fc, \
+               adds one",
     },
     Mistake {
         way: |w| Way { scale: None, ..w },
@@ -352,7 +352,7 @@ pub fn steps(got: &[f64], w: &Weights, cfg: &Gpt2Config, ids: &[u32], steps: &[u
         (
             &in_order,
             &|i| starts[i],
-            "each step sees only its own tokens: the keys and values of the earlier steps were \
+            "each step seeing only its own tokens: the keys and values of the earlier steps \
              not kept, or not used (the cache's append returns them all)",
         ),
         (
