@@ -1,4 +1,4 @@
-//! The model commands of `cargo xtask`: `train`, `generate`, `attention`, `bench` and
+//! The model commands of `cargo xtask`: `train`, `generate`, `attention`, `gpt2`, `bench` and
 //! `reference-curves`.
 //!
 //! They need a model, so this binary links the learner's exercises (and the reference
@@ -10,6 +10,7 @@ mod attention;
 mod bench;
 mod checkpoint;
 mod generate;
+mod gpt2;
 mod models;
 mod plot;
 mod reference;
@@ -28,10 +29,11 @@ fn main() -> ExitCode {
         Command::Train(args) => with_corpus().and_then(|()| train::run(args)),
         Command::Generate(args) => generate::run(args),
         Command::Attention(args) => attention::run(args),
+        Command::Gpt2(args) => gpt2::run(args),
         Command::ReferenceCurves(args) => with_corpus().and_then(|()| reference::write(args)),
         Command::Bench(args) => with_corpus().and_then(|()| bench::run(args)),
         _ => Err(anyhow::anyhow!(
-            "this runner takes train, generate, attention, bench and reference-curves; run `cargo xtask` for the rest"
+            "this runner takes train, generate, attention, gpt2, bench and reference-curves; run `cargo xtask` for the rest"
         )),
     };
     match result {

@@ -38,6 +38,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Draw what every attention head of a trained model looks at, for one prompt.
     Attention(AttentionArgs),
+    /// Write with OpenAI's GPT-2 (or any GPT-2 folder) on your Task 9 code.
+    Gpt2(Gpt2Args),
     /// Show the next hint for the part of a task you are on (a nudge, the concept, the candle
     /// calls, then its code).
     Hint(HintArgs),
@@ -130,6 +132,42 @@ pub struct GenerateArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("weights").required(true).args(["dir", "download"])))]
+pub struct Gpt2Args {
+    /// A GPT-2 folder: config.json, model.safetensors, vocab.json and merges.txt.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Fetch OpenAI's GPT-2 (124M, openai-community/gpt2) from the Hugging Face hub first, with
+    /// the hub's own Rust client, into its cache (HF_HOME).
+    #[arg(long, conflicts_with = "dir")]
+    pub download: bool,
+    /// The text to continue.
+    #[arg(long, default_value = "The meaning of life is")]
+    pub prompt: String,
+    /// How many tokens to add at most (fewer if <|endoftext|> comes first).
+    #[arg(long, default_value_t = 40, allow_negative_numbers = true, value_parser = zero_or_more)]
+    pub tokens: u64,
+    /// Below 1 sharper, above 1 wilder; 0 always takes the most likely token.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = gpt2_temperature)]
+    pub temperature: f64,
+    /// Sample only among the k most likely tokens (transformers' default is 50).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub top_k: u64,
+    /// Sample only among the most likely tokens whose probabilities add up to p (nucleus
+    /// sampling), a number in (0, 1].
+    #[arg(long, allow_negative_numbers = true, value_parser = top_p)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = zero_or_more)]
+    pub seed: u64,
+    /// Run the whole text again for every token instead of using the KV cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run the reference solution's GPT-2 and tokenizer instead of your Tasks 9 and 8.
+    #[arg(long)]
+    pub solutions: bool,
+}
+
+#[derive(Args)]
 pub struct AttentionArgs {
     /// A checkpoint folder of a model with attention heads (runs/task1), or its
     /// model.safetensors.
@@ -215,6 +253,28 @@ fn temperature(s: &str) -> Result<f32, String> {
         _ => Err(format!(
             "{s} is not a temperature: give a number from 0 (always the most likely character) \
              upwards, 1 samples the model as it is"
+        )),
+    }
+}
+
+/// A sampling temperature for GPT-2: 0 (greedy) or more.
+fn gpt2_temperature(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!(
+            "{s} is not a temperature: give a number from 0 (always the most likely token) \
+             upwards, 1 samples the model as it is"
+        )),
+    }
+}
+
+/// A top-p threshold: a number in (0, 1].
+fn top_p(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(format!(
+            "{s} is not a top-p: give a number above 0 and at most 1, such as 0.9 (1 keeps every \
+             token)"
         )),
     }
 }

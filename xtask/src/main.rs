@@ -2,8 +2,8 @@
 //!
 //! This binary never links the learner's code, so `hint`, `status`, `reset`, `solution`,
 //! `data`, `watch`, `doctor` and `help` work while an exercise does not compile. `check` builds the
-//! checks with an inner cargo, and `train`, `generate`, `attention` and `bench` run in the
-//! `runner` binary (see `models`).
+//! checks with an inner cargo, and `train`, `generate`, `attention`, `gpt2` and `bench` run
+//! in the `runner` binary (see `models`).
 
 mod cargo;
 mod check;
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             | Command::Train(_)
             | Command::Generate(_)
             | Command::Attention(_)
+            | Command::Gpt2(_)
             | Command::Bench(_)
             | Command::ReferenceCurves(_)
     ) {
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Train(_)
         | Command::Generate(_)
         | Command::Attention(_)
+        | Command::Gpt2(_)
         | Command::ReferenceCurves(_) => models::run(false),
         Command::Bench(args) => models::run(args.composed()),
         Command::Hint(args) => hint::run(args),

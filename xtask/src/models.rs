@@ -1,4 +1,4 @@
-//! `train`, `generate`, `attention` and `bench`: they need a model, so they run in the
+//! `train`, `generate`, `attention`, `gpt2` and `bench`: they need a model, so they run in the
 //! `runner` binary, which links the learner's code. This builds it, turning a compile error
 //! into a verdict, and runs it with the same arguments.
 

@@ -250,6 +250,7 @@ fn every_command_has_help() {
         "bench",
         "generate",
         "attention",
+        "gpt2",
         "hint",
         "status",
         "reset",
@@ -333,6 +334,61 @@ fn train_saves_a_checkpoint_and_a_loss_curve_that_generate_reads() {
     std::fs::write(run.path().join("model.safetensors"), b"not safetensors").unwrap();
     let damaged = xtask(&["generate", "--checkpoint", out], state.path());
     says(damaged, 1, &["is truncated or damaged"]);
+}
+
+/// `gpt2 --download` where the hub cannot be reached (its client pointed at a closed port of
+/// this machine, its cache empty): no download, and an error that says what to do instead.
+#[test]
+fn gpt2_download_without_a_network_says_what_to_do() {
+    let state = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["gpt2", "--download", "--solutions"])
+        .env("MINIGPT_STATE_DIR", state.path())
+        .env("NO_COLOR", "1")
+        .env("HF_HOME", cache.path())
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .expect("run xtask");
+    let text = without_cargo_status(&String::from_utf8_lossy(&out.stderr));
+    says(
+        (out.status.code().unwrap_or(-1), text),
+        1,
+        &[
+            "error: cannot fetch openai-community/gpt2 from the Hugging Face hub",
+            "get its four files (config.json, model.safetensors, vocab.json, merges.txt)",
+            "Next: cargo xtask gpt2 --dir PATH/TO/THAT/FOLDER",
+        ],
+    );
+}
+
+/// `gpt2 --dir` on the fixture's tiny GPT-2, with the reference's code: the prompt, its
+/// continuation, and what it cost.
+#[test]
+fn gpt2_writes_from_a_folder() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/fixtures/task9-gpt2");
+    let args = [
+        "gpt2",
+        "--dir",
+        dir,
+        "--solutions",
+        "--prompt",
+        "Hello",
+        "--tokens",
+        "8",
+    ];
+    let (code, text) = xtask(&args, state.path());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("Hello"), "{text}");
+    assert!(
+        text.contains("new tokens in") && text.contains("with the KV cache"),
+        "{text}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap();
+    let args = ["gpt2", "--dir", empty, "--solutions"];
+    says(xtask(&args, state.path()), 1, &["has no config.json"]);
 }
 
 #[test]

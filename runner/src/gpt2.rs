@@ -1,0 +1,159 @@
+//! `cargo xtask gpt2`: text from a GPT-2 folder on the learner's Task 9 model and Task 8
+//! tokenizer (the reference's with `--solutions`); with `--download`, OpenAI's GPT-2 fetched
+//! first by the Hugging Face hub's own Rust client.
+
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use workbook::cli::Gpt2Args;
+
+/// OpenAI's smallest GPT-2, "124M", as the hub names it.
+const REPO: &str = "openai-community/gpt2";
+/// What a GPT-2 folder holds.
+const FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// What a run wrote and how long it took.
+struct Written {
+    text: String,
+    new_tokens: usize,
+    loaded: Duration,
+    generated: Duration,
+    about: String,
+}
+
+/// Loads the GPT-2 and the tokenizer of `dir` with the code of `$side` (`exercises` or
+/// `solutions`) and writes from the prompt.
+macro_rules! write_with {
+    ($side:ident, $whose:expr, $dir:expr, $args:expr) => {{
+        use $side::task8::Bpe;
+        use $side::task9::{Gpt2, Sampler, Sampling, generate};
+        let (dir, args): (&Path, &Gpt2Args) = ($dir, $args);
+        let started = Instant::now();
+        let model = Gpt2::load(dir)
+            .with_context(|| format!("cannot load the GPT-2 of {}", dir.display()))?;
+        let bpe = Bpe::load(dir)
+            .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
+        let loaded = started.elapsed();
+        let cfg = model.config().clone();
+        let about = format!(
+            "GPT-2 of {}: {} blocks of {} heads, width {}, {} tokens, {} parameters ({:.1} MB in \
+             f32), on {}",
+            dir.display(),
+            cfg.n_layer,
+            cfg.n_head,
+            cfg.n_embd,
+            cfg.vocab_size,
+            cfg.parameters(),
+            cfg.parameters() as f64 * 4.0 / 1e6,
+            $whose
+        );
+        let prompt = bpe.encode(&args.prompt);
+        anyhow::ensure!(
+            !prompt.is_empty(),
+            "the prompt is empty: give at least one character"
+        );
+        let sampling = Sampling {
+            temperature: args.temperature,
+            top_k: Some(args.top_k as usize),
+            top_p: args.top_p,
+        };
+        let mut sampler = Sampler::new(sampling, args.seed);
+        let started = Instant::now();
+        let tokens = kit::ops::on_pool(|| {
+            generate(
+                &model,
+                &mut sampler,
+                &prompt,
+                args.tokens as usize,
+                !args.no_cache,
+                cfg.eos_token_id,
+            )
+        })?;
+        Written {
+            text: bpe.decode(&tokens)?,
+            new_tokens: tokens.len() - prompt.len(),
+            loaded,
+            generated: started.elapsed(),
+            about,
+        }
+    }};
+}
+
+pub fn run(args: Gpt2Args) -> anyhow::Result<ExitCode> {
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => download()?,
+    };
+    if let Some(missing) = FILES.iter().find(|f| !dir.join(f).is_file()) {
+        anyhow::bail!(
+            "{} has no {missing}: a GPT-2 folder holds {}",
+            dir.display(),
+            FILES.join(", ")
+        );
+    }
+    let written = if args.solutions {
+        write_with!(
+            solutions,
+            "the reference solution's Tasks 9 and 8",
+            &dir,
+            &args
+        )
+    } else {
+        write_with!(
+            exercises,
+            "your Tasks 9 and 8 (exercises/src/task9.rs, task8.rs)",
+            &dir,
+            &args
+        )
+    };
+    println!("{}", written.text);
+    let cache = if args.no_cache {
+        "without the cache"
+    } else {
+        "with the KV cache"
+    };
+    let top_p = args.top_p.map_or("none".to_string(), |p| p.to_string());
+    eprintln!(
+        "\n{} new tokens in {:.2} s, {:.1} tokens/s {cache}; the model loaded in {:.2} s. \
+         {}; temperature {}, top-k {}, top-p {top_p}, seed {}.",
+        written.new_tokens,
+        written.generated.as_secs_f64(),
+        written.new_tokens as f64 / written.generated.as_secs_f64().max(1e-9),
+        written.loaded.as_secs_f64(),
+        written.about,
+        args.temperature,
+        args.top_k,
+        args.seed
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The folder of OpenAI's GPT-2 in the hub's cache, fetched first if it is not there.
+fn download() -> anyhow::Result<PathBuf> {
+    let offline = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "cannot fetch {REPO} from the Hugging Face hub: {e}\n\
+             Without a network, get its four files ({}) by other means into one folder.\n\
+             Next: cargo xtask gpt2 --dir PATH/TO/THAT/FOLDER --prompt \"…\"",
+            FILES.join(", ")
+        )
+    };
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .build()
+        .map_err(|e| offline(&e))?;
+    let repo = api.model(REPO.to_string());
+    let mut dir = None;
+    for file in FILES {
+        let path = repo.get(file).map_err(|e| offline(&e))?;
+        dir = path.parent().map(Path::to_path_buf);
+    }
+    let dir = dir.context("the hub's cache gave no folder")?;
+    eprintln!("{REPO} is in {}", dir.display());
+    Ok(dir)
+}
