@@ -19,7 +19,7 @@ mod train;
 use clap::Parser;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use workbook::cli::{Cli, Command};
+use workbook::cli::{BenchWhat, Cli, Command};
 use workbook::style;
 
 fn main() -> ExitCode {
@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         Command::Attention(args) => attention::run(args),
         Command::Gpt2(args) => gpt2::run(args),
         Command::ReferenceCurves(args) => with_corpus().and_then(|()| reference::write(args)),
+        // GPT-2's bench draws its weights and reads no corpus.
+        Command::Bench(args) if matches!(args.what, BenchWhat::Gpt2(_)) => bench::run(args),
         Command::Bench(args) => with_corpus().and_then(|()| bench::run(args)),
         _ => Err(anyhow::anyhow!(
             "this runner takes train, generate, attention, gpt2, bench and reference-curves; run `cargo xtask` for the rest"

@@ -391,16 +391,27 @@ pub fn distribution(logits: &[f32], sampling: &Sampling) -> Vec<f64> {
     if logits.is_empty() {
         return probs;
     }
-    // The ids by decreasing logit, the lower id first among equals.
+    // The ranking: a larger logit first, the lower id first among equals.
+    let rank = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
     let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     if sampling.temperature <= 0.0 {
-        probs[order[0]] = 1.0;
+        let first = order
+            .into_iter()
+            .min_by(rank)
+            .expect("logits are not empty");
+        probs[first] = 1.0;
         return probs;
     }
-    if let Some(k) = sampling.top_k {
-        order.truncate(k.max(1));
+    if let Some(k) = sampling
+        .top_k
+        .map(|k| k.max(1))
+        .filter(|&k| k < order.len())
+    {
+        // The k first of the ranking, found without sorting all V ids (GPT-2 has 50257).
+        order.select_nth_unstable_by(k - 1, rank);
+        order.truncate(k);
     }
+    order.sort_by(rank);
     // softmax(logits / T) over what is kept, from the largest logit down.
     let max = f64::from(logits[order[0]]);
     let weights: Vec<f64> = order

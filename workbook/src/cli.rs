@@ -382,7 +382,8 @@ impl BenchArgs {
             BenchWhat::Products(_)
             | BenchWhat::LayerNorm(_)
             | BenchWhat::Generate(_)
-            | BenchWhat::Bpe(_) => false,
+            | BenchWhat::Bpe(_)
+            | BenchWhat::Gpt2(_) => false,
         }
     }
 }
@@ -404,6 +405,10 @@ pub enum BenchWhat {
     /// against Hugging Face's tokenizers and tiktoken: the reference solution's, or yours with
     /// --yours.
     Bpe(BenchBpeArgs),
+    /// Tokens per second of GPT-2 small's shape (random weights) with the KV cache (Task 9),
+    /// the reference solution's or yours with --yours, against transformers' generate; and the
+    /// model's memory.
+    Gpt2(BenchGpt2Args),
 }
 
 #[derive(Args)]
@@ -412,6 +417,25 @@ pub struct BenchBpeArgs {
     #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
     pub repeats: u64,
     /// Time your exercise's Bpe::train and Bpe::encode instead of the reference solution's.
+    #[arg(long)]
+    pub yours: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchGpt2Args {
+    /// Timed generations (the median is reported).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub repeats: u64,
+    /// Tokens of the prompt.
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub prompt: u64,
+    /// New tokens each generation writes.
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = at_least_one)]
+    pub tokens: u64,
+    /// Time your exercise's GPT-2 and generate instead of the reference solution's.
     #[arg(long)]
     pub yours: bool,
     /// Print one JSON object as the last line.

@@ -362,6 +362,44 @@ fn gpt2_download_without_a_network_says_what_to_do() {
     );
 }
 
+/// `bench gpt2` at GPT-2 small's size, one token after one: a rate, the model's memory, and
+/// why transformers was not timed (the peer's Python pointed at nothing).
+#[test]
+fn bench_gpt2_reports_tokens_per_second_and_memory() {
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "bench",
+            "gpt2",
+            "--repeats",
+            "1",
+            "--prompt",
+            "1",
+            "--tokens",
+            "1",
+        ])
+        .arg("--json")
+        .env("MINIGPT_STATE_DIR", state.path())
+        .env("NO_COLOR", "1")
+        .env("MINIGPT_PYTHON", "/nonexistent/python3")
+        .output()
+        .expect("run xtask");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("transformers not timed: /nonexistent/python3 does not start"),
+        "{text}"
+    );
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(last["tokens_per_s"].as_f64().unwrap() > 0.0, "{text}");
+    assert_eq!(last["parameters"], 124_439_808, "{text}");
+    assert!(last["rss_mb"].as_f64().unwrap() > 400.0, "{text}");
+}
+
 /// `gpt2 --dir` on the fixture's tiny GPT-2, with the reference's code: the prompt, its
 /// continuation, and what it cost.
 #[test]

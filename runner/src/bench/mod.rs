@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: one file a benchmark (the training step, attention, the matrix
-//! products, LayerNorm, generation with a cache, the BPE tokenizer), the two timers they share
-//! and the line that names the machine. Method and figures live in BENCHMARKS.md.
+//! products, LayerNorm, generation with a cache, the BPE tokenizer, GPT-2), the two timers
+//! they share and the line that names the machine. Method and figures live in BENCHMARKS.md.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,6 +9,7 @@ use workbook::cli::{BenchArgs, BenchWhat};
 mod attention;
 mod bpe;
 mod generate;
+mod gpt2;
 mod layer_norm;
 mod products;
 mod train;
@@ -21,6 +22,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::LayerNorm(a) => layer_norm::run(a),
         BenchWhat::Generate(a) => generate::run(a),
         BenchWhat::Bpe(a) => bpe::run(a),
+        BenchWhat::Gpt2(a) => gpt2::run(a),
     }
 }
 
