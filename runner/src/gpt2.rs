@@ -2,10 +2,11 @@
 //! tokenizer (the reference's with `--solutions`); with `--download`, OpenAI's GPT-2 fetched
 //! first by the Hugging Face hub's own Rust client.
 
+use crate::models::{self, Draw};
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use workbook::cli::Gpt2Args;
 
 /// OpenAI's smallest GPT-2, "124M", as the hub names it.
@@ -17,73 +18,6 @@ const FILES: [&str; 4] = [
     "vocab.json",
     "merges.txt",
 ];
-
-/// What a run wrote and how long it took.
-struct Written {
-    text: String,
-    new_tokens: usize,
-    loaded: Duration,
-    generated: Duration,
-    about: String,
-}
-
-/// Loads the GPT-2 and the tokenizer of `dir` with the code of `$side` (`exercises` or
-/// `solutions`) and writes from the prompt.
-macro_rules! write_with {
-    ($side:ident, $whose:expr, $dir:expr, $args:expr) => {{
-        use $side::task8::Bpe;
-        use $side::task9::{Gpt2, Sampler, Sampling, generate};
-        let (dir, args): (&Path, &Gpt2Args) = ($dir, $args);
-        let started = Instant::now();
-        let model = Gpt2::load(dir)
-            .with_context(|| format!("cannot load the GPT-2 of {}", dir.display()))?;
-        let bpe = Bpe::load(dir)
-            .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
-        let loaded = started.elapsed();
-        let cfg = model.config().clone();
-        let about = format!(
-            "GPT-2 of {}: {} blocks of {} heads, width {}, {} tokens, {} parameters ({:.1} MB in \
-             f32), on {}",
-            dir.display(),
-            cfg.n_layer,
-            cfg.n_head,
-            cfg.n_embd,
-            cfg.vocab_size,
-            cfg.parameters(),
-            cfg.parameters() as f64 * 4.0 / 1e6,
-            $whose
-        );
-        let prompt = bpe.encode(&args.prompt);
-        anyhow::ensure!(
-            !prompt.is_empty(),
-            "the prompt is empty: give at least one character"
-        );
-        let sampling = Sampling {
-            temperature: args.temperature,
-            top_k: Some(args.top_k as usize),
-            top_p: args.top_p,
-        };
-        let mut sampler = Sampler::new(sampling, args.seed);
-        let started = Instant::now();
-        let tokens = kit::ops::on_pool(|| {
-            generate(
-                &model,
-                &mut sampler,
-                &prompt,
-                args.tokens as usize,
-                !args.no_cache,
-                cfg.eos_token_id,
-            )
-        })?;
-        Written {
-            text: bpe.decode(&tokens)?,
-            new_tokens: tokens.len() - prompt.len(),
-            loaded,
-            generated: started.elapsed(),
-            about,
-        }
-    }};
-}
 
 pub fn run(args: Gpt2Args) -> anyhow::Result<ExitCode> {
     let dir = match &args.dir {
@@ -97,36 +31,57 @@ pub fn run(args: Gpt2Args) -> anyhow::Result<ExitCode> {
             FILES.join(", ")
         );
     }
-    let written = if args.solutions {
-        write_with!(
-            solutions,
-            "the reference solution's Tasks 9 and 8",
-            &dir,
-            &args
-        )
-    } else {
-        write_with!(
-            exercises,
-            "your Tasks 9 and 8 (exercises/src/task9.rs, task8.rs)",
-            &dir,
-            &args
-        )
+    let started = Instant::now();
+    let (model, tokenizer) = models::gpt2_folder(args.solutions, &dir)
+        .with_context(|| format!("cannot load the GPT-2 of {}", dir.display()))?;
+    let loaded = started.elapsed();
+    let prompt = tokenizer.encode_text(&args.prompt)?;
+    anyhow::ensure!(
+        !prompt.is_empty(),
+        "the prompt is empty: give at least one character"
+    );
+    let draw = Draw {
+        temperature: args.temperature,
+        top_k: Some(args.top_k as usize),
+        top_p: args.top_p,
+        seed: args.seed,
     };
-    println!("{}", written.text);
+    let cfg = model.config().clone();
+    let started = Instant::now();
+    let tokens = model.write(
+        &prompt,
+        args.tokens as usize,
+        draw,
+        !args.no_cache,
+        cfg.eos_token_id,
+    )?;
+    let took = started.elapsed().as_secs_f64();
+    println!("{}", tokenizer.decode_text(&tokens));
+    let new_tokens = tokens.len() - prompt.len();
     let cache = if args.no_cache {
         "without the cache"
     } else {
         "with the KV cache"
     };
+    let whose = if args.solutions {
+        "the reference solution's Tasks 9 and 8"
+    } else {
+        "your Tasks 9 and 8 (exercises/src/task9.rs, task8.rs)"
+    };
     let top_p = args.top_p.map_or("none".to_string(), |p| p.to_string());
     eprintln!(
-        "\n{} new tokens in {:.2} s, {:.1} tokens/s {cache}; the model loaded in {:.2} s. \
-         {}; temperature {}, top-k {}, top-p {top_p}, seed {}.",
-        written.new_tokens,
-        written.generated.as_secs_f64(),
-        written.new_tokens as f64 / written.generated.as_secs_f64().max(1e-9),
-        written.loaded.as_secs_f64(),
-        written.about,
+        "\n{new_tokens} new tokens in {took:.2} s, {:.1} tokens/s {cache}; the model loaded in \
+         {:.2} s. GPT-2 of {}: {} blocks of {} heads, width {}, {} tokens, {} parameters ({:.1} \
+         MB in f32), on {whose}; temperature {}, top-k {}, top-p {top_p}, seed {}.",
+        new_tokens as f64 / took.max(1e-9),
+        loaded.as_secs_f64(),
+        dir.display(),
+        cfg.n_layer,
+        cfg.n_head,
+        cfg.n_embd,
+        cfg.vocab_size,
+        cfg.parameters(),
+        cfg.parameters() as f64 * 4.0 / 1e6,
         args.temperature,
         args.top_k,
         args.seed

@@ -10,6 +10,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use kit::bpe::BpeError;
+use kit::gpt2::Gpt2Config;
 use kit::nn::LayerNorm;
 use kit::train::{Run, TrainConfig};
 use kit::{Codec, Dataset, GptConfig, Sampler};
@@ -417,6 +418,86 @@ pub fn with_and_without_cache(
         ))
     };
     Ok([Box::new(without), with])
+}
+
+/// How GPT-2's next tokens are drawn, as the command line gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw {
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+}
+
+/// Task 9's GPT-2, the learner's or the reference's, as `gpt2` and `bench gpt2` use it.
+pub trait Gpt2Model: Sync {
+    fn config(&self) -> &Gpt2Config;
+
+    /// `prompt` and up to `n` new tokens, each drawn as `draw` says by Task 9's own sampler
+    /// and `generate` (with or without the KV cache), which stops after `stop`; on kit's pool.
+    fn write(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        draw: Draw,
+        use_cache: bool,
+        stop: Option<u32>,
+    ) -> Result<Vec<u32>>;
+}
+
+/// [`Gpt2Model`] for the Task 9 of `$side` (`exercises` or `solutions`).
+macro_rules! gpt2_model {
+    ($side:ident) => {
+        impl Gpt2Model for $side::task9::Gpt2 {
+            fn config(&self) -> &Gpt2Config {
+                $side::task9::Gpt2::config(self)
+            }
+
+            fn write(
+                &self,
+                prompt: &[u32],
+                n: usize,
+                draw: Draw,
+                use_cache: bool,
+                stop: Option<u32>,
+            ) -> Result<Vec<u32>> {
+                use $side::task9::{Sampler, Sampling, generate};
+                let sampling = Sampling {
+                    temperature: draw.temperature,
+                    top_k: draw.top_k,
+                    top_p: draw.top_p,
+                };
+                let mut sampler = Sampler::new(sampling, draw.seed);
+                kit::ops::on_pool(|| generate(self, &mut sampler, prompt, n, use_cache, stop))
+            }
+        }
+    };
+}
+gpt2_model!(exercises);
+gpt2_model!(solutions);
+
+/// Task 9's GPT-2 of the weights `vb` holds, named as a Hugging Face file names them: the
+/// learner's, or the reference's with `solutions`.
+pub fn gpt2(solutions: bool, cfg: &Gpt2Config, vb: VarBuilder) -> Result<Box<dyn Gpt2Model>> {
+    Ok(if solutions {
+        Box::new(solutions::task9::Gpt2::new(cfg, vb)?)
+    } else {
+        Box::new(exercises::task9::Gpt2::new(cfg, vb)?)
+    })
+}
+
+/// The GPT-2 of the folder `dir` and its tokenizer: Task 9's `Gpt2::load` and Task 8's
+/// `Bpe::load`, the learner's, or the reference's with `solutions`.
+pub fn gpt2_folder(
+    solutions: bool,
+    dir: &Path,
+) -> anyhow::Result<(Box<dyn Gpt2Model>, Arc<dyn Codec>)> {
+    let model: Box<dyn Gpt2Model> = if solutions {
+        Box::new(solutions::task9::Gpt2::load(dir)?)
+    } else {
+        Box::new(exercises::task9::Gpt2::load(dir)?)
+    };
+    Ok((model, bpe("task8", solutions, None, dir)?))
 }
 
 /// `bench layer-norm`'s LayerNorms over `dim` features: Task 5's (the learner's with `yours`,

@@ -1,6 +1,7 @@
 //! `bench gpt2`: generation with Task 9's GPT-2 at GPT-2 small's size, against transformers'.
 
 use super::median;
+use crate::models::{self, Draw};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use kit::gpt2::Gpt2Config;
@@ -58,40 +59,6 @@ fn resident_mb() -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// Seconds of each timed generation (after an untimed one), and the tokens it wrote.
-macro_rules! time_generation {
-    ($side:ident, $cfg:expr, $args:expr) => {{
-        use $side::task9::{Gpt2, Sampler, Sampling, generate};
-        let (cfg, args): (&Gpt2Config, &BenchGpt2Args) = ($cfg, $args);
-        let weights = random_weights(cfg)?;
-        let model = Gpt2::new(
-            cfg,
-            VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
-        )?;
-        let memory = resident_mb();
-        let prompt: Vec<u32> = (0..args.prompt as u32)
-            .map(|i| (i * 7919 + 13) % cfg.vocab_size as u32)
-            .collect();
-        let n = args.tokens as usize;
-        let run = || -> anyhow::Result<f64> {
-            let mut sampler = Sampler::new(Sampling::GREEDY, 0);
-            let start = Instant::now();
-            let out = kit::ops::on_pool(|| generate(&model, &mut sampler, &prompt, n, true, None))?;
-            anyhow::ensure!(
-                out.len() == prompt.len() + n,
-                "generate wrote {} tokens",
-                out.len()
-            );
-            Ok(start.elapsed().as_secs_f64())
-        };
-        run()?;
-        let runs = (0..args.repeats)
-            .map(|_| run())
-            .collect::<anyhow::Result<Vec<f64>>>()?;
-        (runs, memory)
-    }};
-}
-
 pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
     let cfg = Gpt2Config::small();
     anyhow::ensure!(
@@ -122,11 +89,34 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
         args.repeats,
         if threads == 1 { "" } else { "s" },
     );
-    let (mut runs, memory) = if args.yours {
-        time_generation!(exercises, &cfg, &args)
-    } else {
-        time_generation!(solutions, &cfg, &args)
+    let weights = random_weights(&cfg)?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let model = models::gpt2(!args.yours, &cfg, vb)?;
+    let memory = resident_mb();
+    let prompt: Vec<u32> = (0..args.prompt as u32)
+        .map(|i| (i * 7919 + 13) % cfg.vocab_size as u32)
+        .collect();
+    let n = args.tokens as usize;
+    let greedy = Draw {
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        seed: 0,
     };
+    let run = || -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let out = model.write(&prompt, n, greedy, true, None)?;
+        anyhow::ensure!(
+            out.len() == prompt.len() + n,
+            "generate wrote {} tokens",
+            out.len()
+        );
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run()?;
+    let mut runs = (0..args.repeats)
+        .map(|_| run())
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     let seconds = median(&mut runs);
     let ours = args.tokens as f64 / seconds;
     let peer = transformers_peer(&args, threads);
