@@ -87,8 +87,8 @@
 //! `transformers` made and saved in both layouts (`data/fixtures/task9-gpt2/`), its logits,
 //! its greedy texts and its tokenizer's ids. Then `cargo xtask gpt2 --dir PATH --prompt "…"`
 //! writes with OpenAI's GPT-2 from a folder holding its four files, and
-//! `cargo xtask gpt2 --download` fetches them first. `cargo xtask bench gpt2` times your model
-//! at GPT-2's size against `transformers`.
+//! `cargo xtask gpt2 --download` fetches them first. `cargo xtask bench gpt2 --yours` times
+//! your model at GPT-2's size against `transformers` (without `--yours`, the reference's).
 //!
 //! **Think about it.** Once it is green, this task's section of docs/guide.md ends with a
 //! question to think about: the workbook keeps its questions there.
