@@ -120,9 +120,9 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
     let seconds = median(&mut runs);
     let ours = args.tokens as f64 / seconds;
     let peer = transformers_peer(&args, threads);
-    println!("{:<34} {:>10} {:>10}", "", "tokens/s", "ms/token");
+    println!("{:<42} {:>10} {:>10}", "", "tokens/s", "ms/token");
     println!(
-        "{:<34} {ours:>10.1} {:>10.1}",
+        "{:<42} {ours:>10.1} {:>10.1}",
         if args.yours {
             "yours"
         } else {
@@ -132,7 +132,7 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
     );
     match &peer {
         Ok(p) => println!(
-            "{:<34} {:>10.1} {:>10.1}",
+            "{:<42} {:>10.1} {:>10.1}",
             format!(
                 "transformers {} (torch {})",
                 p["transformers"].as_str().unwrap_or("?"),
