@@ -129,8 +129,7 @@ fn your_gpt2(cfg: &Gpt2Config, tensors: &HashMap<String, Tensor>) -> Gpt2 {
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &device());
     Gpt2::new(cfg, vb).unwrap_or_else(|e| {
         panic!(
-            "Gpt2::new of a random GPT-2 named as OpenAI's files (no prefix, no lm_head.weight) \
-             failed: {}",
+            "Gpt2::new of a random GPT-2 failed: {}",
             diagnose::load_error(&e.to_string(), "OpenAI's layout, without the prefix", cfg)
         )
     })
@@ -417,8 +416,7 @@ fn loaded(layout: Layout) -> Gpt2 {
     let (dir, _keep) = layout.folder();
     Gpt2::load(&dir).unwrap_or_else(|e| {
         panic!(
-            "Gpt2::load of the fixture's GPT-2 in {} failed: {}",
-            layout.words(),
+            "Gpt2::load of the fixture's GPT-2 failed: {}",
             diagnose::load_error(&e.to_string(), layout.words(), &fixture_config())
         )
     })
