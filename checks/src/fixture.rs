@@ -38,3 +38,12 @@ pub fn tensor(v: &Value, dims: &[usize]) -> Tensor {
     let values: Vec<f32> = floats(v).into_iter().map(|x| x as f32).collect();
     Tensor::from_vec(values, dims, &device()).expect("as many numbers as the shape holds")
 }
+
+/// An array of token ids.
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("a list of ids")
+        .iter()
+        .map(|i| i.as_u64().expect("an id") as u32)
+        .collect()
+}

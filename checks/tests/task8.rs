@@ -42,14 +42,6 @@ fn pairs(v: &Value) -> Vec<Pair> {
         .collect()
 }
 
-fn id_list(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("a list of ids")
-        .iter()
-        .map(|i| i.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// The merges the fixture's trainer learnt from tiny Shakespeare, 512 ids.
 fn shakespeare_merges() -> Vec<Pair> {
     pairs(&fixture()["shakespeare"]["merges"])
@@ -62,7 +54,7 @@ fn battery() -> Vec<(String, Vec<u32>)> {
         .expect("a battery")
         .iter()
         .map(|case| {
-            let (tiktoken, hf) = (id_list(&case["tiktoken"]), id_list(&case["hf"]));
+            let (tiktoken, hf) = (fixture::ids(&case["tiktoken"]), fixture::ids(&case["hf"]));
             assert_eq!(
                 tiktoken, hf,
                 "the fixture's tiktoken and Hugging Face agree"
@@ -230,6 +222,13 @@ fn training_a_small_text_learns_the_fixtures_merges() {
         small_text(),
         vocab_size,
     );
+    let bpe = Bpe::from_merges(&expected);
+    assert_eq!(
+        (bpe.vocab_size(), bpe.end_of_text()),
+        (vocab_size + 1, vocab_size as u32),
+        "a vocabulary of {vocab_size} ids has <|endoftext|> after them: {} ids in all",
+        vocab_size + 1
+    );
 }
 
 #[test]
@@ -304,7 +303,7 @@ fn encoding_the_start_of_tiny_shakespeare_equals_tiktoken() {
     let text: String = corpus().chars().take(chars).collect();
     let got = shakespeare_bpe().encode(&text);
     assert!(
-        got == id_list(&prefix["ids"]),
+        got == fixture::ids(&prefix["ids"]),
         "Bpe::encode of the first {chars} characters of tiny Shakespeare: {}",
         diagnose::encode(&got, &text, &shakespeare_merges())
     );

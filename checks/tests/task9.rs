@@ -58,21 +58,18 @@ fn fixture_weights() -> &'static Weights {
     })
 }
 
-fn id_list(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("a list of ids")
-        .iter()
-        .map(|i| i.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// The fixture's prompts: their text and ids.
 fn prompts() -> Vec<(String, Vec<u32>)> {
     fixture()["prompts"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["text"].as_str().unwrap().to_string(), id_list(&p["ids"])))
+        .map(|p| {
+            (
+                p["text"].as_str().unwrap().to_string(),
+                fixture::ids(&p["ids"]),
+            )
+        })
         .collect()
 }
 
@@ -837,7 +834,7 @@ fn greedy_generation_matches_transformers_with_and_without_the_cache() {
     let eos = fixture_config().eos_token_id;
     for (i, (text, prompt)) in prompts().into_iter().enumerate() {
         for (use_cache, key) in [(true, "cached"), (false, "uncached")] {
-            let want = id_list(&runs[i][key]);
+            let want = fixture::ids(&runs[i][key]);
             let mut sampler = Sampler::new(Sampling::GREEDY, 0);
             let (got, _) = written(
                 loaded(Layout::Transformers),
@@ -977,7 +974,12 @@ fn your_task8_tokenizer_reads_the_folder_and_encodes_as_gpt2_tokenizer_fast() {
     let battery = fixture()["battery"].as_array().unwrap();
     let cases = battery
         .iter()
-        .map(|c| (c["text"].as_str().unwrap().to_string(), id_list(&c["ids"])))
+        .map(|c| {
+            (
+                c["text"].as_str().unwrap().to_string(),
+                fixture::ids(&c["ids"]),
+            )
+        })
         .chain(prompts());
     for (text, want) in cases {
         let got = bpe.encode(&text);

@@ -50,7 +50,7 @@
 //! 2. `Mlp::forward`: `c_proj(gelu(c_fc(x)))`, GELU's tanh approximation.
 //! 3. `Attention::forward_step`: `c_attn` of the new positions, (B, T, 3C), split into q, k, v,
 //!    each into heads, (B, n, T, h); k and v appended to the layer's cache (Task 6's, given:
-//!    `LayerCache::append`); each new query against the cached keys up to its own position,
+//!    `kit::decode::LayerCache::append`); each new query against the cached keys up to its own position,
 //!    scaled by 1/√h (`kit::ops::causal_softmax`); the weighted values; the heads merged;
 //!    `c_proj`.
 //! 4. `Gpt2::new`: the parts from a `VarBuilder` over the file's names: under `transformer` if
@@ -96,6 +96,8 @@
 use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use kit::decode::Decoder;
+// Task 6's cache, given: each layer's keys and values, and every layer's.
+pub use kit::decode::{Cache, LayerCache};
 use kit::gpt2::Gpt2Config;
 use kit::nn::{Dense, LayerNorm, embedding};
 use rand::{Rng, SeedableRng};
@@ -135,47 +137,6 @@ impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // candle's gelu is the tanh approximation, GPT-2's "gelu_new"; gelu_erf is the exact one.
         self.c_proj.forward(&self.c_fc.forward(xs)?.gelu()?)
-    }
-}
-
-/// One layer's keys and values of the positions run so far, each (B, n, S, h): Task 6's.
-#[derive(Debug, Clone, Default)]
-pub struct LayerCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-}
-
-impl LayerCache {
-    /// Positions cached.
-    pub fn positions(&self) -> usize {
-        self.k.as_ref().map_or(0, |k| k.dims()[2])
-    }
-
-    /// Appends the keys and values (B, n, T, h) of new positions after the cached ones;
-    /// returns all of them, (B, n, S + T, h).
-    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match (&self.k, &self.v) {
-            (Some(old_k), Some(old_v)) => {
-                (Tensor::cat(&[old_k, k], 2)?, Tensor::cat(&[old_v, v], 2)?)
-            }
-            _ => (k.clone(), v.clone()),
-        };
-        self.k = Some(k.clone());
-        self.v = Some(v.clone());
-        Ok((k, v))
-    }
-}
-
-/// Every layer's cache.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    layers: Vec<LayerCache>,
-}
-
-impl Cache {
-    /// Positions cached.
-    pub fn positions(&self) -> usize {
-        self.layers.first().map_or(0, LayerCache::positions)
     }
 }
 
@@ -297,9 +258,7 @@ impl Gpt2 {
 
     /// An empty cache, one layer per block.
     pub fn new_cache(&self) -> Cache {
-        Cache {
-            layers: vec![LayerCache::default(); self.blocks.len()],
-        }
+        Cache::new(self.blocks.len())
     }
 
     /// The logits of `tokens`, the positions after those in `cache`, whose keys and values

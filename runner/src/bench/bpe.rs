@@ -4,7 +4,7 @@ use super::{machine, median};
 use anyhow::Context as _;
 use kit::bpe::{self, END_OF_TEXT, Pair};
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 use tokenizers::models::bpe::{BPE, BpeTrainer};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -18,7 +18,7 @@ use workbook::cli::BenchBpeArgs;
 const VOCAB: usize = 512;
 
 /// The Python packages `benches/bpe_peers.py` imports.
-const PEER_PACKAGES: &str = "tiktoken tokenizers transformers regex";
+const PEER_MODULES: &str = "tiktoken, tokenizers, transformers, regex";
 
 /// What `bench bpe` needs of a Task 8 file: the learner's or the reference solution's.
 trait Task8: Sized {
@@ -96,7 +96,7 @@ pub(super) fn run(args: BenchBpeArgs) -> anyhow::Result<ExitCode> {
     let peers = python_peers(&path);
     print_table(&ours, peers.as_ref().ok());
     if let Err(why) = &peers {
-        println!("{why}");
+        println!("Python's figures: {why}");
     }
     if args.json {
         println!(
@@ -273,45 +273,16 @@ fn hf_encoder(dir: &Path) -> anyhow::Result<Tokenizer> {
     Ok(hf)
 }
 
-/// `benches/bpe_peers.py`'s JSON line, run by `MINIGPT_PYTHON` (else `python3`); why not, if it
-/// could not run.
+/// `benches/bpe_peers.py`'s JSON line; why not, if it could not run.
 fn python_peers(corpus: &Path) -> Result<serde_json::Value, String> {
-    let python = std::env::var("MINIGPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = workbook::workspace_root();
-    let without = |what: String| {
-        format!(
-            "Python's figures: {what}. For them, a Python with `pip install {PEER_PACKAGES}`, \
-             named by MINIGPT_PYTHON (else python3 is used)."
-        )
-    };
-    let imports = Command::new(&python)
-        .args(["-c", "import tiktoken, tokenizers, transformers, regex"])
-        .output()
-        .map_err(|e| without(format!("{python} does not start ({e})")))?;
-    if !imports.status.success() {
-        return Err(without(format!("{python} lacks one of {PEER_PACKAGES}")));
-    }
-    let out = Command::new(&python)
-        .arg(root.join("benches").join("bpe_peers.py"))
-        .arg("--corpus")
-        .arg(corpus)
-        .arg("--fixture")
-        .arg(root.join("data").join("fixtures").join("task8_bpe.json"))
-        .output()
-        .map_err(|e| without(format!("{python} does not start ({e})")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    match serde_json::from_str(last) {
-        Ok(value) if out.status.success() => Ok(value),
-        _ => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let why = stderr.lines().last().unwrap_or("no output").to_string();
-            Err(format!(
-                "Python's figures: benches/bpe_peers.py failed ({why}); the figures above are \
-                 this program's alone."
-            ))
-        }
-    }
+    let fixture = workbook::workspace_root().join("data/fixtures/task8_bpe.json");
+    let args = [
+        "--corpus".to_string(),
+        corpus.display().to_string(),
+        "--fixture".to_string(),
+        fixture.display().to_string(),
+    ];
+    super::python_peer("bpe_peers.py", PEER_MODULES, &args)
 }
 
 /// The table, Python's figures beside this process's when there are some, and the ratios the

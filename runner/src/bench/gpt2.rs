@@ -6,12 +6,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use kit::gpt2::Gpt2Config;
 use std::collections::HashMap;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 use workbook::cli::BenchGpt2Args;
 
 /// What the peer script needs.
-const PEER_PACKAGES: &str = "torch and transformers";
+const PEER_MODULES: &str = "torch, transformers";
 
 /// GPT-2 small's weights, drawn as `transformers` initialises them: every matrix from
 /// N(0, 0.02²), biases 0, LayerNorms the identity; named as OpenAI's files name them.
@@ -141,7 +141,7 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
             p["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
             p["ms_per_token"].as_f64().unwrap_or(f64::NAN)
         ),
-        Err(why) => println!("{why}"),
+        Err(why) => println!("transformers not timed: {why}"),
     }
     let params = cfg.parameters();
     let (rss, peak) = memory.unwrap_or((f64::NAN, f64::NAN));
@@ -173,42 +173,17 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `benches/gpt2_peers.py`'s JSON line, run by `MINIGPT_PYTHON` (else `python3`) on `threads`
-/// threads; why not, if it could not run.
+/// `benches/gpt2_peers.py`'s JSON line, on `threads` threads; why not, if it could not run.
 fn transformers_peer(args: &BenchGpt2Args, threads: usize) -> Result<serde_json::Value, String> {
-    let python = std::env::var("MINIGPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let without = |what: String| {
-        format!(
-            "transformers not timed: {what}. To compare, install {PEER_PACKAGES} for a Python \
-             named by MINIGPT_PYTHON (else python3 is used)."
-        )
-    };
-    let imports = Command::new(&python)
-        .args(["-c", "import torch, transformers"])
-        .output()
-        .map_err(|e| without(format!("{python} does not start ({e})")))?;
-    if !imports.status.success() {
-        return Err(without(format!("{python} lacks {PEER_PACKAGES}")));
-    }
-    let out = Command::new(&python)
-        .arg(
-            workbook::workspace_root()
-                .join("benches")
-                .join("gpt2_peers.py"),
-        )
-        .args(["--threads", &threads.to_string()])
-        .args(["--prompt", &args.prompt.to_string()])
-        .args(["--new", &args.tokens.to_string()])
-        .args(["--repeats", &args.repeats.to_string()])
-        .output()
-        .map_err(|e| without(format!("{python} does not start ({e})")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).map_err(|_| {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        without(format!(
-            "benches/gpt2_peers.py failed: {}",
-            stderr.lines().last().unwrap_or("no output")
-        ))
-    })
+    let args = [
+        "--threads".to_string(),
+        threads.to_string(),
+        "--prompt".to_string(),
+        args.prompt.to_string(),
+        "--new".to_string(),
+        args.tokens.to_string(),
+        "--repeats".to_string(),
+        args.repeats.to_string(),
+    ];
+    super::python_peer("gpt2_peers.py", PEER_MODULES, &args)
 }

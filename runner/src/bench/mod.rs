@@ -74,3 +74,44 @@ pub(super) fn machine() -> String {
     let avx512 = "no (not x86-64)";
     format!("{model}, AVX-512: {avx512}")
 }
+
+/// The JSON line a peer script in `benches/` prints last, run by the Python `MINIGPT_PYTHON`
+/// names (else `python3`) once it has imported `modules`; why not, if it could not run.
+pub(super) fn python_peer(
+    script: &str,
+    modules: &str,
+    args: &[String],
+) -> Result<serde_json::Value, String> {
+    use std::process::Command;
+    let python = std::env::var("MINIGPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let without = |what: String| {
+        format!(
+            "{what}. For the peers' figures, a Python with `pip install {}`, named by \
+             MINIGPT_PYTHON (else python3 is used).",
+            modules.replace(", ", " ")
+        )
+    };
+    let imports = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map_err(|e| without(format!("{python} does not start ({e})")))?;
+    if !imports.status.success() {
+        return Err(without(format!("{python} lacks one of {modules}")));
+    }
+    let out = Command::new(&python)
+        .arg(workbook::workspace_root().join("benches").join(script))
+        .args(args)
+        .output()
+        .map_err(|e| without(format!("{python} does not start ({e})")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match serde_json::from_str(stdout.lines().last().unwrap_or_default()) {
+        Ok(value) if out.status.success() => Ok(value),
+        _ => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why = stderr.lines().last().unwrap_or("no output");
+            Err(format!(
+                "benches/{script} failed ({why}): the figures above are ours alone"
+            ))
+        }
+    }
+}
