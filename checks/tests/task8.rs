@@ -342,6 +342,23 @@ fn decode_names_an_unknown_id() {
     );
 }
 
+#[test]
+fn decode_writes_text_and_marks_a_cut_character() {
+    let bpe = shakespeare_bpe();
+    let text = "héllo 👋<|endoftext|>";
+    assert_eq!(
+        bpe.decode(&bpe.encode(text)).unwrap(),
+        text,
+        "Bpe::decode(Bpe::encode(text))"
+    );
+    // The first byte of é alone is no character: it reads as U+FFFD.
+    assert_eq!(
+        bpe.decode(&[104, 0xC3]).unwrap(),
+        "h\u{FFFD}",
+        "Bpe::decode of a token that cuts a character in two"
+    );
+}
+
 /// Texts that stress a byte-level tokenizer: any printable Unicode (emoji, combining marks,
 /// every script), runs of whitespace, `\r\n`, and the special token.
 fn text_strategy() -> impl Strategy<Value = String> {
