@@ -527,6 +527,39 @@ fn load_names_the_file_that_breaks_a_rule() {
         Bpe::load(&dir.path().join("nowhere")).is_err(),
         "Bpe::load of a missing folder fails"
     );
+    // vocab.json's ids must be 0, 1, 2, … with <|endoftext|> the last: a gap, or the special
+    // token anywhere else, is an error too.
+    let small = Bpe::from_merges(&[(104, 101)]);
+    let texts: Vec<String> = (0..small.end_of_text())
+        .map(|id| {
+            small
+                .token(id)
+                .unwrap()
+                .iter()
+                .map(|&b| byte_char(b))
+                .collect()
+        })
+        .collect();
+    let gap: Vec<(String, u32)> = texts
+        .iter()
+        .cloned()
+        .zip((0..).map(|id| if id < 100 { id } else { id + 1 }))
+        .chain([(END_OF_TEXT.to_string(), 258)])
+        .collect();
+    let early: Vec<(String, u32)> = [(END_OF_TEXT.to_string(), 0)]
+        .into_iter()
+        .chain(texts.iter().cloned().zip(1..))
+        .collect();
+    for (what, entries) in [("a gap in the ids", gap), ("<|endoftext|> first", early)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_vocab(&dir.path().join("vocab.json"), &entries).unwrap();
+        write_merges(&dir.path().join("merges.txt"), &[("h".into(), "e".into())]).unwrap();
+        assert!(
+            Bpe::load(dir.path()).is_err(),
+            "Bpe::load of a vocab.json with {what} must fail: the ids are 0, 1, 2, … with \
+             <|endoftext|> the last"
+        );
+    }
 }
 
 // ------------------------------------------------------------------- MiniGPT on your tokens
