@@ -310,6 +310,27 @@ fn encoding_the_start_of_tiny_shakespeare_equals_tiktoken() {
 }
 
 #[test]
+fn encode_never_merges_across_chunks() {
+    // Runs of spaces teach (" ", " ") early; across a chunk's edge it would join the space
+    // that starts " the" to the one before it.
+    let merges = plain::train("the   then   thief   they", 262);
+    let plain_encoder = plain::Encoder::new(&merges);
+    let text = "then  the thief   they,  ";
+    let whole = plain_encoder.encode_chunk(text.as_bytes());
+    assert_ne!(
+        whole,
+        plain_encoder.encode(text),
+        "the cut matters on this text"
+    );
+    let got = Bpe::from_merges(&merges).encode(text);
+    assert!(
+        got == plain_encoder.encode(text),
+        "Bpe::encode({text:?}): {}",
+        diagnose::encode(&got, text, &merges)
+    );
+}
+
+#[test]
 fn end_of_text_is_one_id_never_cut_nor_merged() {
     let bpe = shakespeare_bpe();
     let eot = bpe.end_of_text();
