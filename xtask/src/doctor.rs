@@ -44,6 +44,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         corpus(),
         disk(&root),
         built(&root),
+        gpt2(),
         colour(),
     ];
     for f in &findings {
@@ -249,6 +250,17 @@ fn disk(root: &Path) -> Finding {
         ),
         None => Finding::ok("disk: free space unknown (no `df` here)".into()),
     }
+}
+
+/// Part III: what Task 9's `cargo xtask gpt2` runs, and how it gets there. Nothing to check
+/// without a network, so never a failing line.
+fn gpt2() -> Finding {
+    Finding::ok(
+        "GPT-2 (Task 9's `cargo xtask gpt2`): OpenAI's 124M, about 0.5 GB; `--download` fetches \
+         it with a network, `--dir PATH` runs a folder of its four files (config.json, \
+         model.safetensors, vocab.json, merges.txt) you have; Tasks 8 and 9 need nothing else"
+            .into(),
+    )
 }
 
 fn built(root: &Path) -> Finding {
