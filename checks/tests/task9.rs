@@ -607,6 +607,20 @@ fn distribution_is_softmax_of_the_logits_over_the_temperature() {
     }
 }
 
+#[test]
+fn top_k_of_the_whole_vocabulary_or_more_keeps_every_token() {
+    let logits = [2.0f32, -1.0, 0.5, 3.0, 0.0];
+    let all = distribution(&logits, &sampling(1.0, None, None));
+    for k in [5, 6, 50] {
+        let got = distribution(&logits, &sampling(1.0, Some(k), None));
+        assert!(
+            got.len() == all.len() && max_abs_diff(&got, &all) < 1e-12,
+            "top-k with k = {k} over 5 logits keeps all five, as no top-k: yours {got:?}, \
+             softmax {all:?}"
+        );
+    }
+}
+
 /// Random logits: `n` of them from a few values, so that equal logits occur.
 fn logits_strategy() -> impl Strategy<Value = Vec<f32>> {
     prop::collection::vec((-8i32..8).prop_map(|v| v as f32 * 0.5), 2..24)

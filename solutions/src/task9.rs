@@ -361,13 +361,11 @@ pub fn distribution(logits: &[f32], sampling: &Sampling) -> Vec<f64> {
         probs[first] = 1.0;
         return probs;
     }
-    if let Some(k) = sampling
-        .top_k
-        .map(|k| k.max(1))
-        .filter(|&k| k < order.len())
-    {
-        // The k first of the ranking, found without sorting all V ids (GPT-2 has 50257).
-        order.select_nth_unstable_by(k - 1, rank);
+    let k = sampling.top_k.map_or(order.len(), |k| k.max(1));
+    if k < order.len() {
+        // The k first of the ranking, found without sorting all V ids (GPT-2 has 50257): the
+        // selection puts them before index k.
+        order.select_nth_unstable_by(k, rank);
         order.truncate(k);
     }
     order.sort_by(rank);
@@ -382,14 +380,14 @@ pub fn distribution(logits: &[f32], sampling: &Sampling) -> Vec<f64> {
     if let Some(p) = sampling.top_p {
         // The fewest most likely tokens whose mass reaches p.
         let mut mass = 0.0;
-        let last = kept
+        let reach = kept
             .iter()
             .position(|q| {
                 mass += q;
                 mass >= p
             })
-            .unwrap_or(kept.len() - 1);
-        kept.truncate(last + 1);
+            .map_or(kept.len(), |last| last + 1);
+        kept.truncate(reach);
         let total: f64 = kept.iter().sum();
         kept.iter_mut().for_each(|q| *q /= total);
     }
