@@ -1,7 +1,7 @@
 //! `bench gpt2`: generation with Task 9's GPT-2 at GPT-2 small's size, against transformers'.
 
 use super::median;
-use crate::models::{self, Draw};
+use crate::models::{self, Draw, Gpt2Model};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use kit::gpt2::Gpt2Config;
@@ -69,6 +69,35 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
         cfg.n_positions
     );
     let threads = kit::ops::threads();
+    print_setup(&args, &cfg, threads);
+    let weights = random_weights(&cfg)?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+    let model = models::gpt2(!args.yours, &cfg, vb)?;
+    let memory = resident_mb();
+    let mut runs = time_generation(model.as_ref(), &args, &cfg)?;
+    let seconds = median(&mut runs);
+    let ours = args.tokens as f64 / seconds;
+    let peer = transformers_peer(&args, threads);
+    print_results(&args, &cfg, ours, &peer, memory);
+    if args.json {
+        let params = cfg.parameters();
+        let (rss, peak) = memory.unwrap_or((f64::NAN, f64::NAN));
+        println!(
+            "{}",
+            serde_json::json!({
+                "tokens_per_s": ours, "runs_s": runs, "threads": threads,
+                "prompt": args.prompt, "new": args.tokens,
+                "gpt2": if args.yours { "yours" } else { "reference" },
+                "parameters": params, "rss_mb": rss, "peak_rss_mb": peak,
+                "transformers": peer.ok(),
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the bench runs, said before it runs.
+fn print_setup(args: &BenchGpt2Args, cfg: &Gpt2Config, threads: usize) {
     let whose = if args.yours {
         "yours (exercises/src/task9.rs)"
     } else {
@@ -89,10 +118,14 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
         args.repeats,
         if threads == 1 { "" } else { "s" },
     );
-    let weights = random_weights(&cfg)?;
-    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-    let model = models::gpt2(!args.yours, &cfg, vb)?;
-    let memory = resident_mb();
+}
+
+/// The seconds of each timed run of greedy generation with the cache, after one untimed.
+fn time_generation(
+    model: &dyn Gpt2Model,
+    args: &BenchGpt2Args,
+    cfg: &Gpt2Config,
+) -> anyhow::Result<Vec<f64>> {
     let prompt: Vec<u32> = (0..args.prompt as u32)
         .map(|i| (i * 7919 + 13) % cfg.vocab_size as u32)
         .collect();
@@ -114,12 +147,17 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
         Ok(start.elapsed().as_secs_f64())
     };
     run()?;
-    let mut runs = (0..args.repeats)
-        .map(|_| run())
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    let seconds = median(&mut runs);
-    let ours = args.tokens as f64 / seconds;
-    let peer = transformers_peer(&args, threads);
+    (0..args.repeats).map(|_| run()).collect()
+}
+
+/// The table of tokens a second, ours beside transformers', and the memory.
+fn print_results(
+    args: &BenchGpt2Args,
+    cfg: &Gpt2Config,
+    ours: f64,
+    peer: &Result<serde_json::Value, String>,
+    memory: Option<(f64, f64)>,
+) {
     println!("{:<42} {:>10} {:>10}", "", "tokens/s", "ms/token");
     println!(
         "{:<42} {ours:>10.1} {:>10.1}",
@@ -130,7 +168,7 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
         },
         1e3 / ours
     );
-    match &peer {
+    match peer {
         Ok(p) => println!(
             "{:<42} {:>10.1} {:>10.1}",
             format!(
@@ -150,7 +188,7 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
          model was built ({peak:.0} MB at its peak, while the weights it was built from were \
          still held){}",
         params as f64 * 4.0 / 1e6,
-        match &peer {
+        match peer {
             Ok(p) => format!(
                 "; the transformers process peaked at {:.0} MB",
                 p["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
@@ -158,19 +196,6 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
             Err(_) => String::new(),
         }
     );
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "tokens_per_s": ours, "runs_s": runs, "threads": threads,
-                "prompt": args.prompt, "new": args.tokens,
-                "gpt2": if args.yours { "yours" } else { "reference" },
-                "parameters": params, "rss_mb": rss, "peak_rss_mb": peak,
-                "transformers": peer.ok(),
-            })
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `benches/gpt2_peers.py`'s JSON line, on `threads` threads; why not, if it could not run.
