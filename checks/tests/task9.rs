@@ -16,6 +16,7 @@ use checks::diagnose::kv_cache::{self, TokenSteps};
 use checks::fixture;
 use checks::learner::task9::{
     Attention, Cache, Gpt2, LayerCache, Mlp, Sampler, Sampling, conv1d, distribution, generate,
+    pick,
 };
 use checks::support::{assert_causal_with, device, ids, max_abs_diff, random_tensor, values};
 use kit::decode::Decoder;
@@ -284,8 +285,26 @@ impl Attn {
     }
 }
 
-/// Your Attention alone, on the whole sequence at once: `None` if right, else what it does.
+/// Your Task 6 `LayerCache`, where your GPT-2 keeps its keys and values: `None` if its append
+/// keeps every position in order, else what it does.
+fn task6_cache_verdict() -> Option<String> {
+    let fresh = || -> Box<kv_cache::Append<'static>> {
+        let mut cache = LayerCache::default();
+        Box::new(move |k, v| cache.append(k, v))
+    };
+    let why = kv_cache::append_probe("LayerCache::append", &fresh, &[3, 2, 1], None)?;
+    Some(format!(
+        "your Task 6 LayerCache::append, where GPT-2 keeps its keys and values, is wrong first \
+         ({why}): `cargo xtask check task6` grades it"
+    ))
+}
+
+/// Your Attention alone, on the whole sequence at once: `None` if right, else what it does
+/// (or what your Task 6 cache does, if it is wrong first).
 fn attention_verdict() -> Option<String> {
+    if let Some(why) = task6_cache_verdict() {
+        return Some(why);
+    }
     let (got, x, attn) = attention_steps(&[6]);
     match got {
         Err(failed) => Some(failed),
@@ -684,6 +703,43 @@ fn temperature_zero_is_greedy_and_a_small_one_nearly() {
          (1 − e^(−100)): yours gives it {}",
         cold[1]
     );
+}
+
+#[test]
+fn pick_takes_the_first_id_whose_running_sum_exceeds_u() {
+    let cases: [(&[f64], f64, u32, &str); 7] = [
+        (&[0.25, 0.5, 0.25], 0.0, 0, "id 0 owns [0, 0.25)"),
+        (&[0.25, 0.5, 0.25], 0.1, 0, "id 0 owns [0, 0.25)"),
+        (
+            &[0.25, 0.5, 0.25],
+            0.25,
+            1,
+            "id 0 owns [0, 0.25), which does not hold 0.25: the first id whose running sum \
+             exceeds u (u < sum), not the first that reaches it",
+        ),
+        (&[0.25, 0.5, 0.25], 0.75, 2, "id 2 owns [0.75, 1)"),
+        (&[0.25, 0.5, 0.25], 0.9, 2, "id 2 owns [0.75, 1)"),
+        (
+            &[0.0, 0.0, 0.5, 0.5],
+            0.0,
+            2,
+            "an id of probability 0 owns an empty interval and is never drawn",
+        ),
+        (
+            &[0.25, 0.25, 0.0],
+            0.75,
+            1,
+            "the whole sum, 0.5, is under u, as rounding can leave it a hair under 1: then the \
+             last id whose probability is not 0",
+        ),
+    ];
+    for (probs, u, want, why) in cases {
+        let got = pick(probs, u);
+        assert_eq!(
+            got, want,
+            "pick({probs:?}, {u}) is {got}, not {want}: {why}"
+        );
+    }
 }
 
 #[test]

@@ -75,13 +75,20 @@ impl LayerCache {
     }
 }
 
-/// Every layer's cache.
+/// Every layer's cache, first layer first.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    layers: Vec<LayerCache>,
+    pub layers: Vec<LayerCache>,
 }
 
 impl Cache {
+    /// An empty cache for `layers` layers.
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: vec![LayerCache::default(); layers],
+        }
+    }
+
     /// Positions cached.
     pub fn positions(&self) -> usize {
         self.layers.first().map_or(0, LayerCache::positions)
@@ -170,9 +177,7 @@ impl CachedGpt {
 
     /// An empty cache, one layer per block.
     pub fn new_cache(&self) -> Cache {
-        Cache {
-            layers: vec![LayerCache::default(); self.blocks.len()],
-        }
+        Cache::new(self.blocks.len())
     }
 
     /// The logits of `tokens`, the positions after those in `cache`, whose keys and values

@@ -49,10 +49,10 @@
 //!    copied at every call); the bias (out).
 //! 2. `Mlp::forward`: `c_proj(gelu(c_fc(x)))`, GELU's tanh approximation.
 //! 3. `Attention::forward_step`: `c_attn` of the new positions, (B, T, 3C), split into q, k, v,
-//!    each into heads, (B, n, T, h); k and v appended to the layer's cache (Task 6's, given:
-//!    `kit::decode::LayerCache::append`); each new query against the cached keys up to its own position,
-//!    scaled by 1/√h (`kit::ops::causal_softmax`); the weighted values; the heads merged;
-//!    `c_proj`.
+//!    each into heads, (B, n, T, h); k and v appended to the layer's cache (your Task 6
+//!    `LayerCache`: Task 9 keeps its keys and values in it); each new query against the cached
+//!    keys up to its own position, scaled by 1/√h (`kit::ops::causal_softmax`); the weighted
+//!    values; the heads merged; `c_proj`.
 //! 4. `Gpt2::new`: the parts from a `VarBuilder` over the file's names: under `transformer` if
 //!    the file has `transformer.wte.weight`; `wte`, `wpe`, each block `h.{i}` (`ln_1`, `attn`,
 //!    `ln_2`, `mlp`), `ln_f`; and the output layer: `lm_head.weight` where the file has it
@@ -72,10 +72,13 @@
 //! 6. `distribution`: the probability of each of the V ids after those steps: zero outside
 //!    what is kept. A temperature of 0 is greedy: probability 1 for the most likely token (the
 //!    lowest id among equals).
-//! 7. `Sampler::sample`: one number `u` drawn uniformly from [0, 1) (`self.rng.random::<f64>()`,
-//!    one draw per token whatever the settings), and the first id, in id order, at which the
-//!    probabilities added up so far exceed `u`. The same seed draws the same tokens, and the
-//!    checks draw the same ones as you.
+//! 7. `pick`: the id that a number `u` in [0, 1) draws from probabilities: the first id, in id
+//!    order, at which the probabilities added up so far exceed `u`, so that id `i` is drawn for
+//!    `u` in [the sum before `i`, the sum with `i`), an interval as long as its probability.
+//!    Rounding can leave the whole sum at or under `u`: then the last id whose probability is
+//!    not 0. `Sampler::sample`, given, draws one `u` per token (`self.rng.random::<f64>()`,
+//!    whatever the settings) and picks with `distribution`'s probabilities: the same seed draws
+//!    the same tokens, and the checks draw the same ones as you.
 //! 8. `generate`: Task 6's loop, with or without the cache, sampling each token with your
 //!    sampler and stopping after `stop` (`<|endoftext|>`) if it is drawn. With the cache: the
 //!    prompt's last n_positions tokens at most once, then one position per new token but the
@@ -96,8 +99,8 @@
 use candle_core::{D, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 use kit::decode::Decoder;
-// Task 6's cache, given: each layer's keys and values, and every layer's.
-pub use kit::decode::{Cache, LayerCache};
+// Your Task 6 cache: each layer's keys and values, and every layer's.
+pub use crate::task6::{Cache, LayerCache};
 use kit::gpt2::Gpt2Config;
 use kit::nn::{Dense, LayerNorm, embedding};
 use rand::{Rng, SeedableRng};
@@ -308,6 +311,15 @@ pub fn distribution(logits: &[f32], sampling: &Sampling) -> Vec<f64> {
     )
 }
 
+/// The id that `u`, a number in [0, 1), draws from `probs`: the first at which the
+/// probabilities added up so far exceed `u`; the last with a probability above 0 if rounding
+/// leaves their whole sum at or under `u`.
+pub fn pick(probs: &[f64], u: f64) -> u32 {
+    // TODO: walk the ids in order, adding up their probabilities; the first id at which the sum
+    // exceeds u; if none does (rounding), the last id whose probability is not 0.
+    todo!("pick: the first id at which the probabilities added up so far exceed u")
+}
+
 /// Draws token ids from logits with a seeded generator.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -329,14 +341,10 @@ impl Sampler {
         &self.sampling
     }
 
-    /// One id drawn from `distribution(logits, sampling)`.
+    /// One id drawn from `distribution(logits, sampling)`: one uniform draw per token, whatever
+    /// the settings, so that a seed always means the same tokens.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        // TODO: the distribution of the logits under self.sampling; one number u drawn uniformly
-        // from [0, 1) by self.rng; the first id, in id order, at which the probabilities added up
-        // so far exceed u.
-        todo!(
-            "Sampler::sample: one uniform draw u, the first id whose cumulative probability exceeds it"
-        )
+        pick(&distribution(logits, &self.sampling), self.rng.random())
     }
 }
 
