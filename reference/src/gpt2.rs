@@ -6,6 +6,7 @@
 //! [`Way`] changes one thing at a time, as a wrong loader or a wrong block would: the
 //! diagnosis recomputes the logits each way and names the one the learner's match.
 
+use crate::maths::add;
 use candle_core::Tensor;
 use kit::gpt2::Gpt2Config;
 use std::collections::HashMap;
@@ -396,20 +397,7 @@ pub fn distribution_f64(
 
 /// LayerNorm of rows of `c` values with ε `eps`, scaled by `g` and shifted by `b`.
 pub fn layer_norm(x: &[f64], c: usize, g: &[f64], b: &[f64], eps: f64) -> Vec<f64> {
-    x.chunks(c)
-        .flat_map(|row| {
-            let mean = row.iter().sum::<f64>() / c as f64;
-            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
-            let r = 1.0 / (var + eps).sqrt();
-            (0..c)
-                .map(|i| (row[i] - mean) * r * g[i] + b[i])
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
+    crate::norm::layer_norm_eps_way_f64(x, c, g, b, eps, crate::norm::Forward::Right)
 }
 
 #[cfg(test)]

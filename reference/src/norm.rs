@@ -33,8 +33,20 @@ impl Forward {
     ];
 }
 
-/// Rows of `c` values of `x`, normalised `way`, with scale `g` and shift `b`.
+/// Rows of `c` values of `x`, normalised `way`, with scale `g` and shift `b`, ε = [`EPS`].
 pub fn layer_norm_way_f64(x: &[f64], c: usize, g: &[f64], b: &[f64], way: Forward) -> Vec<f64> {
+    layer_norm_eps_way_f64(x, c, g, b, EPS, way)
+}
+
+/// [`layer_norm_way_f64`] with ε = `eps` (GPT-2's is 1e-5).
+pub fn layer_norm_eps_way_f64(
+    x: &[f64],
+    c: usize,
+    g: &[f64],
+    b: &[f64],
+    eps: f64,
+    way: Forward,
+) -> Vec<f64> {
     let mut y = Vec::with_capacity(x.len());
     for row in x.chunks(c) {
         let n = c as f64;
@@ -49,8 +61,8 @@ pub fn layer_norm_way_f64(x: &[f64], c: usize, g: &[f64], b: &[f64], way: Forwar
             _ => squares / n,
         };
         let denominator = match way {
-            Forward::EpsilonOutsideTheRoot => var.sqrt() + EPS,
-            _ => (var + EPS).sqrt(),
+            Forward::EpsilonOutsideTheRoot => var.sqrt() + eps,
+            _ => (var + eps).sqrt(),
         };
         y.extend(row.iter().enumerate().map(|(i, v)| {
             let h = (v - mean) / denominator;
