@@ -2,7 +2,7 @@
 //! tokenizer (the reference's with `--solutions`); with `--download`, OpenAI's GPT-2 fetched
 //! first by the Hugging Face hub's own Rust client.
 
-use crate::models::{self, Draw};
+use crate::models::{self, Writing};
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,21 +40,17 @@ pub fn run(args: Gpt2Args) -> anyhow::Result<ExitCode> {
         !prompt.is_empty(),
         "the prompt is empty: give at least one character"
     );
-    let draw = Draw {
+    let cfg = model.config().clone();
+    let how = Writing {
         temperature: args.temperature,
         top_k: Some(args.top_k as usize),
         top_p: args.top_p,
         seed: args.seed,
+        use_cache: !args.no_cache,
+        stop: cfg.eos_token_id,
     };
-    let cfg = model.config().clone();
     let started = Instant::now();
-    let tokens = model.write(
-        &prompt,
-        args.tokens as usize,
-        draw,
-        !args.no_cache,
-        cfg.eos_token_id,
-    )?;
+    let tokens = model.write(&prompt, args.tokens as usize, how)?;
     let took = started.elapsed().as_secs_f64();
     println!("{}", tokenizer.decode_text(&tokens));
     let new_tokens = tokens.len() - prompt.len();

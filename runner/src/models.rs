@@ -420,29 +420,25 @@ pub fn with_and_without_cache(
     Ok([Box::new(without), with])
 }
 
-/// How GPT-2's next tokens are drawn, as the command line gives it.
+/// How GPT-2 writes, as the command line gives it: how each next token is drawn, with the KV
+/// cache or without, and the token after which it stops.
 #[derive(Debug, Clone, Copy)]
-pub struct Draw {
+pub struct Writing {
     pub temperature: f64,
     pub top_k: Option<usize>,
     pub top_p: Option<f64>,
     pub seed: u64,
+    pub use_cache: bool,
+    pub stop: Option<u32>,
 }
 
 /// Task 9's GPT-2, the learner's or the reference's, as `gpt2` and `bench gpt2` use it.
 pub trait Gpt2Model: Sync {
     fn config(&self) -> &Gpt2Config;
 
-    /// `prompt` and up to `n` new tokens, each drawn as `draw` says by Task 9's own sampler
-    /// and `generate` (with or without the KV cache), which stops after `stop`; on kit's pool.
-    fn write(
-        &self,
-        prompt: &[u32],
-        n: usize,
-        draw: Draw,
-        use_cache: bool,
-        stop: Option<u32>,
-    ) -> Result<Vec<u32>>;
+    /// `prompt` and up to `n` new tokens, written as `how` says by Task 9's own sampler and
+    /// `generate`; on kit's pool.
+    fn write(&self, prompt: &[u32], n: usize, how: Writing) -> Result<Vec<u32>>;
 }
 
 /// [`Gpt2Model`] for the Task 9 of `$side` (`exercises` or `solutions`).
@@ -453,22 +449,16 @@ macro_rules! gpt2_model {
                 $side::task9::Gpt2::config(self)
             }
 
-            fn write(
-                &self,
-                prompt: &[u32],
-                n: usize,
-                draw: Draw,
-                use_cache: bool,
-                stop: Option<u32>,
-            ) -> Result<Vec<u32>> {
+            fn write(&self, prompt: &[u32], n: usize, how: Writing) -> Result<Vec<u32>> {
                 use $side::task9::{Sampler, Sampling, generate};
                 let sampling = Sampling {
-                    temperature: draw.temperature,
-                    top_k: draw.top_k,
-                    top_p: draw.top_p,
+                    temperature: how.temperature,
+                    top_k: how.top_k,
+                    top_p: how.top_p,
                 };
-                let mut sampler = Sampler::new(sampling, draw.seed);
-                kit::ops::on_pool(|| generate(self, &mut sampler, prompt, n, use_cache, stop))
+                let mut sampler = Sampler::new(sampling, how.seed);
+                let (cache, stop) = (how.use_cache, how.stop);
+                kit::ops::on_pool(|| generate(self, &mut sampler, prompt, n, cache, stop))
             }
         }
     };

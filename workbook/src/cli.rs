@@ -246,55 +246,71 @@ fn at_least_one(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `s` as a finite number that `fits`, or the refusal `why` writes.
+fn number(
+    s: &str,
+    fits: impl Fn(f64) -> bool,
+    why: impl FnOnce() -> String,
+) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|&x| x.is_finite() && fits(x))
+        .ok_or_else(why)
+}
+
 /// A sampling temperature: 0 (greedy) or more.
 fn temperature(s: &str) -> Result<f32, String> {
-    match s.trim().parse::<f32>() {
-        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
-        _ => Err(format!(
+    let fits = |t: f64| t >= 0.0 && (t as f32).is_finite();
+    number(s, fits, || {
+        format!(
             "{s} is not a temperature: give a number from 0 (always the most likely character) \
              upwards, 1 samples the model as it is"
-        )),
-    }
+        )
+    })
+    .map(|t| t as f32)
 }
 
 /// A sampling temperature for GPT-2: 0 (greedy) or more.
 fn gpt2_temperature(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
-        _ => Err(format!(
-            "{s} is not a temperature: give a number from 0 (always the most likely token) \
+    number(
+        s,
+        |t| t >= 0.0,
+        || {
+            format!(
+                "{s} is not a temperature: give a number from 0 (always the most likely token) \
              upwards, 1 samples the model as it is"
-        )),
-    }
+            )
+        },
+    )
 }
 
 /// A top-p threshold: a number in (0, 1].
 fn top_p(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
-        _ => Err(format!(
-            "{s} is not a top-p: give a number above 0 and at most 1, such as 0.9 (1 keeps every \
+    number(
+        s,
+        |p| p > 0.0 && p <= 1.0,
+        || {
+            format!(
+                "{s} is not a top-p: give a number above 0 and at most 1, such as 0.9 (1 keeps every \
              token)"
-        )),
-    }
+            )
+        },
+    )
 }
 
 /// A positive number.
 fn positive(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!("{s} is not a positive number")),
-    }
+    number(s, |x| x > 0.0, || format!("{s} is not a positive number"))
 }
 
 /// A learning rate: a positive number.
 fn learning_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(lr) if lr.is_finite() && lr > 0.0 => Ok(lr),
-        _ => Err(format!(
-            "{s} is not a learning rate: give a positive number, such as 1e-3"
-        )),
-    }
+    number(
+        s,
+        |lr| lr > 0.0,
+        || format!("{s} is not a learning rate: give a positive number, such as 1e-3"),
+    )
 }
 
 #[derive(Args)]
@@ -371,6 +387,9 @@ pub struct TrainArgs {
 pub struct BenchArgs {
     #[command(subcommand)]
     pub what: BenchWhat,
+    /// Print one JSON object as the last line.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 impl BenchArgs {
@@ -419,9 +438,6 @@ pub struct BenchBpeArgs {
     /// Time your exercise's Bpe::train and Bpe::encode instead of the reference solution's.
     #[arg(long)]
     pub yours: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]
@@ -438,9 +454,6 @@ pub struct BenchGpt2Args {
     /// Time your exercise's GPT-2 and generate instead of the reference solution's.
     #[arg(long)]
     pub yours: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]
@@ -451,9 +464,6 @@ pub struct BenchGenerateArgs {
     /// Time your exercise's KV cache and generate_cached instead of the reference solution's.
     #[arg(long)]
     pub yours: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]
@@ -464,9 +474,6 @@ pub struct BenchLayerNormArgs {
     /// Time your exercise's LayerNorm instead of the reference solution's.
     #[arg(long)]
     pub yours: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]
@@ -495,9 +502,6 @@ pub struct BenchTrainArgs {
     /// Also time forward, backward and the optimizer step separately.
     #[arg(long)]
     pub breakdown: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]
@@ -505,9 +509,6 @@ pub struct BenchProductsArgs {
     /// Timed calls per product (the median is reported).
     #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = at_least_one)]
     pub repeats: u64,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args)]
@@ -519,7 +520,4 @@ pub struct BenchAttentionArgs {
     /// as a learner's own code would use.
     #[arg(long)]
     pub composed: bool,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
 }

@@ -7,7 +7,7 @@ use kit::SeededVarMap;
 use std::process::ExitCode;
 use workbook::cli::BenchAttentionArgs;
 
-pub(super) fn run(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: BenchAttentionArgs, json: bool) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let (b, heads, d) = (16, 4, 32);
     let hidden = heads * d;
@@ -55,7 +55,7 @@ pub(super) fn run(args: BenchAttentionArgs) -> anyhow::Result<ExitCode> {
             }));
         }
     }
-    if args.json {
+    if json {
         println!("{}", serde_json::Value::Array(rows));
     }
     Ok(ExitCode::SUCCESS)

@@ -70,7 +70,7 @@ task8!(exercises);
 /// pair again after each merge, and Hugging Face's tokenizers as built here; beside them, when
 /// a Python with tiktoken is found, `benches/bpe_peers.py`'s figures of tiktoken and of
 /// tokenizers' Python package.
-pub(super) fn run(args: BenchBpeArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: BenchBpeArgs, json: bool) -> anyhow::Result<ExitCode> {
     // tokenizers spreads its work over rayon's threads unless told not to: one thread, as
     // Task 8's code and tiktoken's `encode`.
     tokenizers::parallelism::set_parallelism(false);
@@ -98,7 +98,7 @@ pub(super) fn run(args: BenchBpeArgs) -> anyhow::Result<ExitCode> {
     if let Err(why) = &peers {
         println!("Python's figures: {why}");
     }
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({

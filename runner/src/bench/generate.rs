@@ -11,7 +11,7 @@ use workbook::cli::BenchGenerateArgs;
 /// `--yours`, else the reference solution's), on the graded MiniGPT with Task 3's attention and
 /// random weights, at a short and a long context: from a prompt of one token, as many new
 /// tokens as the context holds (so the cache is never rebuilt).
-pub(super) fn run(args: BenchGenerateArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: BenchGenerateArgs, json: bool) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let vocab = Dataset::load()?.vocab_size();
     let whose = if args.yours {
@@ -52,7 +52,7 @@ pub(super) fn run(args: BenchGenerateArgs) -> anyhow::Result<ExitCode> {
             "cache": if args.yours { "yours" } else { "reference" },
         }));
     }
-    if args.json {
+    if json {
         println!("{}", serde_json::Value::Array(rows));
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! `bench gpt2`: generation with Task 9's GPT-2 at GPT-2 small's size, against transformers'.
 
 use super::median;
-use crate::models::{self, Draw, Gpt2Model};
+use crate::models::{self, Gpt2Model, Writing};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use kit::gpt2::Gpt2Config;
@@ -59,7 +59,7 @@ fn resident_mb() -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: BenchGpt2Args, json: bool) -> anyhow::Result<ExitCode> {
     let cfg = Gpt2Config::small();
     anyhow::ensure!(
         args.prompt + args.tokens <= cfg.n_positions as u64,
@@ -79,7 +79,7 @@ pub(super) fn run(args: BenchGpt2Args) -> anyhow::Result<ExitCode> {
     let ours = args.tokens as f64 / seconds;
     let peer = transformers_peer(&args, threads);
     print_results(&args, &cfg, ours, &peer, memory);
-    if args.json {
+    if json {
         let params = cfg.parameters();
         let (rss, peak) = memory.unwrap_or((f64::NAN, f64::NAN));
         println!(
@@ -130,15 +130,17 @@ fn time_generation(
         .map(|i| (i * 7919 + 13) % cfg.vocab_size as u32)
         .collect();
     let n = args.tokens as usize;
-    let greedy = Draw {
+    let greedy = Writing {
         temperature: 0.0,
         top_k: None,
         top_p: None,
         seed: 0,
+        use_cache: true,
+        stop: None,
     };
     let run = || -> anyhow::Result<f64> {
         let start = Instant::now();
-        let out = model.write(&prompt, n, greedy, true, None)?;
+        let out = model.write(&prompt, n, greedy)?;
         anyhow::ensure!(
             out.len() == prompt.len() + n,
             "generate wrote {} tokens",

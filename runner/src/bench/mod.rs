@@ -16,13 +16,13 @@ mod train;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.what {
-        BenchWhat::Train(a) => train::run(a),
-        BenchWhat::Attention(a) => attention::run(a),
-        BenchWhat::Products(a) => products::run(a),
-        BenchWhat::LayerNorm(a) => layer_norm::run(a),
-        BenchWhat::Generate(a) => generate::run(a),
-        BenchWhat::Bpe(a) => bpe::run(a),
-        BenchWhat::Gpt2(a) => gpt2::run(a),
+        BenchWhat::Train(a) => train::run(a, args.json),
+        BenchWhat::Attention(a) => attention::run(a, args.json),
+        BenchWhat::Products(a) => products::run(a, args.json),
+        BenchWhat::LayerNorm(a) => layer_norm::run(a, args.json),
+        BenchWhat::Generate(a) => generate::run(a, args.json),
+        BenchWhat::Bpe(a) => bpe::run(a, args.json),
+        BenchWhat::Gpt2(a) => gpt2::run(a, args.json),
     }
 }
 

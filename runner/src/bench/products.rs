@@ -125,7 +125,7 @@ fn time_product(p: &Product, repeats: u64) -> f64 {
     median(&mut times)
 }
 
-pub fn run(args: BenchProductsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: BenchProductsArgs, json: bool) -> anyhow::Result<ExitCode> {
     let graded = TrainConfig::CHALLENGE;
     let cfg = GptConfig::graded(kit::Dataset::load()?.vocab_size());
     let parts = parallel::PARTS;
@@ -166,7 +166,7 @@ pub fn run(args: BenchProductsArgs) -> anyhow::Result<ExitCode> {
         total_flops / 1e9,
         total_us / 1e3,
     );
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({ "products": rows_json, "part_ms": total_us / 1e3, "gflops": gflops })

@@ -18,7 +18,7 @@ use workbook::tasks::{ModelCommand, Task, TaskList};
 /// `bench train`: the median training step of a task's reference model at its graded
 /// settings, its dense products' rate and an evaluation's time, as text and, with `--json`, as
 /// one JSON object.
-pub(super) fn run(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: BenchTrainArgs, json: bool) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let list = TaskList::here()?;
     let task = bench_task(&list, args.task.as_deref())?;
@@ -60,7 +60,7 @@ pub(super) fn run(args: BenchTrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(phases) = &steps.breakdown {
         println!("{phases}");
     }
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({
