@@ -42,6 +42,13 @@ fn scale_and_shift(params: &SeededVarMap) -> (Vec<f64>, Vec<f64>) {
     )
 }
 
+/// A random input (rows, c) spread over about ±2 and the upstream gradient `dy` for it, drawn
+/// from `seed` and `seed + 1`.
+fn input_and_upstream(seed: u64, rows: usize, c: usize) -> (Tensor, Tensor) {
+    let x = (support::random_tensor(seed, &[rows, c]) * 2.0).unwrap();
+    (x, support::random_tensor(seed + 1, &[rows, c]))
+}
+
 /// `x` (rows of `c`) through your layer, and the gradients of Σ y ⊙ dy by candle's backward
 /// pass through your op: (y, dx, dγ, dβ).
 fn through(
@@ -111,8 +118,7 @@ proptest! {
     #[test]
     fn each_gradient_matches_central_differences(rows in 1..=MAX_ROWS, c in 2..=MAX_C, seed in 0u64..1000) {
         let (m, params) = layer(c, seed);
-        let x = (support::random_tensor(seed + 1, &[rows, c]) * 2.0).unwrap();
-        let dy = support::random_tensor(seed + 2, &[rows, c]);
+        let (x, dy) = input_and_upstream(seed + 1, rows, c);
         let (_, dx, dg, db) = through(&m, &params, &x, &dy);
         let (g, b) = scale_and_shift(&params);
         let (xv, w) = (values(&x), values(&dy));
@@ -145,8 +151,7 @@ proptest! {
     #[test]
     fn gradients_match_candles_autograd_through_the_composed_layer_norm(rows in 1..=MAX_ROWS, c in 2..=MAX_C, seed in 0u64..1000) {
         let (m, params) = layer(c, seed);
-        let x = (support::random_tensor(seed + 3, &[rows, c]) * 2.0).unwrap();
-        let dy = support::random_tensor(seed + 4, &[rows, c]);
+        let (x, dy) = input_and_upstream(seed + 3, rows, c);
         let (_, dx, dg, db) = through(&m, &params, &x, &dy);
         // kit's LayerNorm written with candle's differentiable ops: candle's autograd gives the gradients.
         let xv = Var::from_tensor(&x).unwrap();

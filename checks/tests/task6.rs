@@ -78,31 +78,51 @@ fn append_puts_the_new_positions_after_the_cached_ones() {
     );
 }
 
+/// Why everything after the cache is graded after it: `Some` when your append is wrong.
+fn append_first() -> Option<String> {
+    append_verdict().map(|why| {
+        format!(
+            "your LayerCache::append is wrong first ({why}); the check “append puts the new \
+             positions after the cached ones” fails for it too: fix it first"
+        )
+    })
+}
+
+/// Your `attn` on an empty cache of its own, as the probes run it.
+fn on_an_empty_cache(attn: &CachedAttention) -> Box<AttentionSteps<'_>> {
+    let mut cache = LayerCache::default();
+    Box::new(move |x, _| attn.forward_step(x, &mut cache))
+}
+
+/// Your CachedAttention, made by `fresh`, with the weights `weights`, as the probes see it.
+fn subject<'a>(
+    fresh: &'a dyn Fn() -> Box<AttentionSteps<'a>>,
+    weights: AttnWeights,
+) -> StepSubject<'a> {
+    StepSubject {
+        what: "CachedAttention::forward_step",
+        fresh,
+        weights,
+        window: None,
+    }
+}
+
 /// The first part of the model that is wrong on its own, the cache first, then each block's
 /// attention with that block's weights: why, and the check that grades it.
 fn first_wrong_part(params: &SeededVarMap, cfg: &GptConfig) -> Option<String> {
-    if let Some(why) = append_verdict() {
-        return Some(format!(
-            "your LayerCache::append is wrong first ({why}); the check “append puts the new \
-             positions after the cached ones” fails for it too: fix it first"
-        ));
+    if let Some(why) = append_first() {
+        return Some(why);
     }
     let vb = params.var_builder(&device());
     let (n, h) = (cfg.num_heads, cfg.head_dim());
     for l in 0..cfg.num_layers {
         let attn = CachedAttention::new(cfg.hidden, n, h, vb.pp(format!("h.{l}.attn")))
             .expect("CachedAttention::new");
-        let attn = &attn;
-        let fresh = || -> Box<AttentionSteps<'_>> {
-            let mut cache = LayerCache::default();
-            Box::new(move |x, _| attn.forward_step(x, &mut cache))
-        };
-        let subject = StepSubject {
-            what: "CachedAttention::forward_step",
-            fresh: &fresh,
-            weights: AttnWeights::task6(params, &format!("h.{l}.attn."), n, h),
-            window: None,
-        };
+        let fresh = || on_an_empty_cache(&attn);
+        let subject = subject(
+            &fresh,
+            AttnWeights::task6(params, &format!("h.{l}.attn."), n, h),
+        );
         let steps = [3, 2, 1, 1];
         let x = support::random_tensor(40 + l as u64, &[1, 7, cfg.hidden]);
         let why = match kv_cache::run_in_steps(&subject, &x, &steps) {
@@ -184,17 +204,8 @@ fn attention_in_steps(seed: u64, b: usize, chunks: &[usize]) -> (f64, String) {
     let theirs = FusedHeads::new(c, n, h, vb).unwrap();
     move_off_init(&params, seed + 1);
     let x = support::random_tensor(seed + 2, &[b, t, c]);
-    let mine = &mine;
-    let fresh = || -> Box<AttentionSteps<'_>> {
-        let mut cache = LayerCache::default();
-        Box::new(move |x, _| mine.forward_step(x, &mut cache))
-    };
-    let subject = StepSubject {
-        what: "CachedAttention::forward_step",
-        fresh: &fresh,
-        weights: AttnWeights::task6(&params, "", n, h),
-        window: None,
-    };
+    let fresh = || on_an_empty_cache(&mine);
+    let subject = subject(&fresh, AttnWeights::task6(&params, "", n, h));
     let run = kv_cache::run_in_steps(&subject, &x, chunks);
     let diff = match &run {
         Ok(got) => max_abs_diff(got, &values(&theirs.forward(&x).unwrap())),
@@ -203,14 +214,8 @@ fn attention_in_steps(seed: u64, b: usize, chunks: &[usize]) -> (f64, String) {
     if diff < 1e-5 {
         return (diff, String::new());
     }
-    if let Some(why) = append_verdict() {
-        return (
-            diff,
-            format!(
-                "your LayerCache::append is wrong first ({why}); the check “append puts the new \
-                 positions after the cached ones” fails for it too: fix it first"
-            ),
-        );
+    if let Some(why) = append_first() {
+        return (diff, why);
     }
     let got = match run {
         Ok(got) => got,
@@ -505,6 +510,20 @@ fn counted(seed: u64, prompt: Vec<u32>, n: usize) -> (Result<Vec<u32>, String>, 
     (tokens, calls)
 }
 
+/// What [`texts`] gives: the prompt, the checks' text, yours, the positions of your calls.
+type Texts = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<usize>);
+
+/// A prompt of `len` tokens made from `seed`; the text the checks' uncached model writes from
+/// it with `n` new tokens drawn with `seed`; the one your `generate_cached` writes, and the
+/// positions of its calls.
+fn texts(seed: u64, len: usize, n: usize) -> Texts {
+    let start = prompt(seed, len);
+    let (_, theirs, _) = models(seed);
+    let want = theirs.generate(&mut Sampler::new(seed), &start, n).unwrap();
+    let (got, calls) = written(seed, &start, n);
+    (start, want, got, calls)
+}
+
 /// The text your `generate_cached` wrote, or a verdict that says why it wrote none: the
 /// positions of its calls, and your forward_step first if a step is wrong.
 fn written(seed: u64, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<usize>) {
@@ -557,10 +576,7 @@ fn after_the_prompt_each_new_token_runs_one_position() {
 #[test]
 fn the_same_seed_writes_the_same_text_with_and_without_the_cache() {
     for (seed, len, n) in [(6, 1, 7), (7, 3, 5), (8, 8, 1)] {
-        let (_, theirs, _) = models(seed);
-        let start = prompt(seed, len);
-        let want = theirs.generate(&mut Sampler::new(seed), &start, n).unwrap();
-        let (got, calls) = written(seed, &start, n);
+        let (start, want, got, calls) = texts(seed, len, n);
         assert_eq!(
             got,
             want,
@@ -575,10 +591,7 @@ fn the_same_seed_writes_the_same_text_with_and_without_the_cache() {
 #[test]
 fn past_block_size_the_cache_is_rebuilt_and_the_text_stays_the_same() {
     let seed = 9;
-    let (_, theirs, _) = models(seed);
-    let start = prompt(seed, 6);
-    let want = theirs.generate(&mut Sampler::new(seed), &start, 6).unwrap();
-    let (got, calls) = written(seed, &start, 6);
+    let (start, want, got, calls) = texts(seed, 6, 6);
     assert_eq!(
         got,
         want,
@@ -601,10 +614,7 @@ fn a_prompt_longer_than_block_size_runs_its_last_block_size_tokens() {
     // The model has positions for block_size tokens: the uncached model reads the last 8 of a
     // prompt of 12, and so must the cached one, then go on past block_size as before.
     let seed = 12;
-    let (_, theirs, _) = models(seed);
-    let start = prompt(seed, 12);
-    let want = theirs.generate(&mut Sampler::new(seed), &start, 4).unwrap();
-    let (got, calls) = written(seed, &start, 4);
+    let (start, want, got, calls) = texts(seed, 12, 4);
     let runs = expected_calls(12, 4, SMALL.block_size);
     assert_eq!(calls, runs, "{}", loop_why(seed, 12, 4, &calls));
     assert_eq!(

@@ -15,13 +15,11 @@ fn decoder(seed: u64) -> (SimpleDecoder, SeededVarMap) {
 
 /// Index of the largest value of a row (the first on ties), as the check computes it.
 fn argmax(row: &[f64]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
+    // max_by keeps the last of equals: the ids walked backwards make it the first.
+    (0..row.len())
+        .rev()
+        .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+        .unwrap_or(0) as u32
 }
 
 #[test]
