@@ -295,7 +295,8 @@ fn task6_cache_verdict() -> Option<String> {
     let why = kv_cache::append_probe("LayerCache::append", &fresh, &[3, 2, 1], None)?;
     Some(format!(
         "your Task 6 LayerCache::append, where GPT-2 keeps its keys and values, is wrong first \
-         ({why}): `cargo xtask check task6` grades it"
+         ({}): `cargo xtask check task6` grades it",
+        why.trim_end_matches('.')
     ))
 }
 
